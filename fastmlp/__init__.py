@@ -1,0 +1,29 @@
+"""fastmlp: train and study the classic MNIST multilayer perceptron, fast.
+
+>>> import fastmlp
+>>> model = fastmlp.MLP([784, 512, 10], ["relu", "softmax"], backend="cpu")  # doctest: +SKIP
+"""
+
+from . import datasets, metrics, optim, preprocessing, recipes
+from ._version import __version__
+from .backends import BACKENDS, available_backends
+from .gradcheck import gradcheck
+from .model import MLP, History, load
+from .threads import get_num_threads, set_num_threads
+
+__all__ = [
+    "BACKENDS",
+    "History",
+    "MLP",
+    "__version__",
+    "available_backends",
+    "datasets",
+    "get_num_threads",
+    "gradcheck",
+    "load",
+    "metrics",
+    "optim",
+    "preprocessing",
+    "recipes",
+    "set_num_threads",
+]

@@ -1,0 +1,47 @@
+"""Backends: one set of kernels per engine, all with the same functions.
+
+A backend is a module exposing ``dense_forward``, ``dense_backward_input``,
+``dense_backward_weight``, ``activation_forward``, ``activation_backward``,
+``loss_grad`` and the ``*_update`` optimizer kernels, all working in place on
+preallocated float32 or float64 arrays. ``numpy`` is the reference; ``cpu`` is
+the compiled engine (Cython with OpenMP).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+BACKENDS = ("numpy", "cpu")
+
+_MODULES = {"numpy": ".numpy_backend", "cpu": ".cpu_backend"}
+
+
+def get_backend(name):
+    """The backend module called ``name``.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not a backend; the message lists the valid ones.
+    RuntimeError
+        The backend exists but cannot run here (for example, the compiled
+        extension is missing); the message says why.
+    """
+    if not isinstance(name, str) or name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; valid backends are: {', '.join(BACKENDS)}")
+    try:
+        return importlib.import_module(_MODULES[name], __name__)
+    except ImportError as exc:
+        raise RuntimeError(f"backend {name!r} is not available: {exc}") from exc
+
+
+def available_backends() -> dict:
+    """``{name: None}`` for each usable backend, ``{name: reason}`` for the others."""
+    status = {}
+    for name in BACKENDS:
+        try:
+            get_backend(name)
+            status[name] = None
+        except RuntimeError as exc:
+            status[name] = str(exc)
+    return status
