@@ -1,1 +1,424 @@
-"""placeholder during build."""
+"""MNIST and Fashion-MNIST: reading IDX and CSV files, finding them, downloading them.
+
+Where the files are looked for, in order:
+
+1. the ``path`` argument: a folder holding the four IDX files (``.gz`` or raw)
+   or a CSV pair (``*train*.csv`` and ``*test*.csv``, one row per image: label
+   then 784 pixels, as the lecture's ``mnist_train.csv``);
+2. ``$FASTMLP_DATA/<name>`` (``mnist`` or ``fashion-mnist``);
+3. the cache, ``$FASTMLP_CACHE`` or ``<user cache dir>/fastmlp``, then ``<name>``;
+4. a download from the published mirrors into the cache, verified against the
+   published MD5 checksums and written atomically: a file is renamed into the
+   cache only once complete and verified.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zlib
+
+import numpy as np
+
+IMAGE_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
+LABEL_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
+
+PARTS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+#: Published files and checksums (MD5 of the .gz files), and their mirrors.
+DATASETS = {
+    "mnist": {
+        "md5": {
+            "train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
+            "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
+            "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
+        "mirrors": (
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
+        ),
+    },
+    "fashion-mnist": {
+        "md5": {
+            "train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
+            "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
+            "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
+        "mirrors": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    },
+}
+
+CLASS_NAMES = {
+    "mnist": [str(i) for i in range(10)],
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                      "Shirt", "Sneaker", "Bag", "Ankle boot"],
+}
+
+
+class DataError(ValueError):
+    """A data file is missing, malformed or fails its checksum."""
+
+
+class DownloadError(OSError):
+    """No mirror delivered a verified file."""
+
+
+# --------------------------------------------------------------------------- files
+def _read_bytes(path) -> bytes:
+    """The file's bytes, gunzipped when it starts with the gzip magic."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    try:
+        if head == b"\x1f\x8b":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: corrupt gzip file ({exc})") from exc
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def read_idx(path, magic=None) -> np.ndarray:
+    """An IDX file of unsigned bytes (``.gz`` or raw) as a uint8 array.
+
+    Parameters
+    ----------
+    path : str or path-like
+    magic : int, optional
+        The expected magic number (``IMAGE_MAGIC`` or ``LABEL_MAGIC``).
+
+    Raises
+    ------
+    DataError
+        Wrong magic number, a corrupt gzip stream, or a size that does not match
+        the header (truncated or with trailing bytes).
+    """
+    data = _read_bytes(path)
+    if len(data) < 4:
+        raise DataError(f"{path}: truncated IDX file ({len(data)} bytes, no header)")
+    found = int.from_bytes(data[:4], "big")
+    ndim = data[3]
+    if data[:2] != b"\0\0" or data[2] != 0x08:
+        raise DataError(f"{path}: not an IDX file of unsigned bytes (magic number "
+                        f"0x{found:08x})")
+    if magic is not None and found != magic:
+        raise DataError(f"{path}: wrong magic number 0x{found:08x}, expected 0x{magic:08x}")
+    head = 4 + 4 * ndim
+    if len(data) < head:
+        raise DataError(f"{path}: truncated IDX header")
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    size = int(np.prod(shape, dtype=np.int64))
+    if len(data) - head != size:
+        what = "truncated" if len(data) - head < size else "has trailing bytes"
+        raise DataError(f"{path}: {what}: the header promises {size} values of shape "
+                        f"{shape}, the file holds {len(data) - head}")
+    return np.frombuffer(data, dtype=np.uint8, offset=head).reshape(shape).copy()
+
+
+def read_csv(path):
+    """A CSV of images, one per row: label, then the pixels (0-255).
+
+    A first row starting with ``label`` is taken as a header.
+
+    Returns
+    -------
+    images : uint8 array (N, pixels)
+    labels : int64 array (N,)
+
+    Raises
+    ------
+    DataError
+        A row with another number of columns, a value that is not a number,
+        or a value out of range; the message gives the file and line.
+    """
+    raw = _read_bytes(path).decode("utf-8", errors="replace")
+    lines = raw.splitlines()
+    first = 0
+    if lines and lines[0].split(",")[0].strip().strip('"').lower() == "label":
+        first = 1
+    rows = [(i + 1, line) for i, line in enumerate(lines[first:], start=first) if line.strip()]
+    if not rows:
+        raise DataError(f"{path}: no data rows")
+    try:
+        table = np.loadtxt(io.StringIO("\n".join(line for _, line in rows)), delimiter=",",
+                           dtype=np.int64, ndmin=2)
+    except ValueError:
+        table = None
+    if table is None or table.shape[0] != len(rows):
+        _raise_csv_error(path, rows)
+    if table.shape[1] < 2:
+        raise DataError(f"{path}: rows need a label and pixels, found {table.shape[1]} column")
+    bad = np.argwhere((table[:, 1:] < 0) | (table[:, 1:] > 255))
+    if bad.size:
+        r, c = bad[0]
+        raise DataError(f"{path}:{rows[r][0]}: pixel {table[r, c + 1]} in column {c + 2} "
+                        f"is outside 0-255")
+    if (table[:, 0] < 0).any():
+        r = int(np.argmax(table[:, 0] < 0))
+        raise DataError(f"{path}:{rows[r][0]}: negative label {table[r, 0]}")
+    return table[:, 1:].astype(np.uint8), table[:, 0].copy()
+
+
+def _raise_csv_error(path, rows):
+    # Slow path, run only on failure: find the first bad line and say what is wrong.
+    width = None
+    for lineno, line in rows:
+        fields = line.split(",")
+        if width is None:
+            width = len(fields)
+        elif len(fields) != width:
+            raise DataError(f"{path}:{lineno}: {len(fields)} columns, expected {width} "
+                            f"(as on the first row)")
+        for col, field in enumerate(fields, start=1):
+            try:
+                value = float(field)
+            except ValueError:
+                raise DataError(f"{path}:{lineno}: column {col} is not a number: "
+                                f"{field.strip()[:20]!r}") from None
+            if value != int(value):
+                raise DataError(f"{path}:{lineno}: column {col} is not an integer: "
+                                f"{field.strip()[:20]!r}")
+    raise DataError(f"{path}: could not be read as CSV")
+
+
+def _idx_paths(folder):
+    """{part: file} for the four IDX parts in ``folder`` (``.gz`` or raw), or None."""
+    found = {}
+    for part in PARTS:
+        for name in (part + ".gz", part, part.replace("-idx", ".idx")):
+            if os.path.isfile(os.path.join(folder, name)):
+                found[part] = os.path.join(folder, name)
+                break
+    return found
+
+
+def _csv_pair(folder):
+    names = [n for n in os.listdir(folder) if n.lower().endswith((".csv", ".csv.gz"))]
+    train = [n for n in names if "train" in n.lower()]
+    test = [n for n in names if "test" in n.lower()]
+    if len(train) > 1 or len(test) > 1:
+        raise DataError(f"{folder}: several CSV files match *train*/*test*: "
+                        f"{sorted(train + test)}")
+    if train and test:
+        return os.path.join(folder, train[0]), os.path.join(folder, test[0])
+    return None
+
+
+def load_folder(folder):
+    """``(x_train, y_train), (x_test, y_test)`` from the IDX files or CSV pair in ``folder``.
+
+    Images come as uint8 (N, 28, 28) from IDX files, (N, pixels) from CSV; labels
+    as int64.
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder holds neither the four IDX files nor a CSV pair.
+    DataError
+        A file is malformed, or image and label counts differ.
+    """
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"no such data folder: {folder}")
+    idx = _idx_paths(folder)
+    if len(idx) == len(PARTS):
+        arrays = []
+        for part in PARTS:
+            magic = IMAGE_MAGIC if "images" in part else LABEL_MAGIC
+            arrays.append(read_idx(idx[part], magic))
+        xtr, ytr, xte, yte = arrays
+        for x, y, which in ((xtr, ytr, "train"), (xte, yte, "test")):
+            if len(x) != len(y):
+                raise DataError(f"{folder}: {len(x)} {which} images but {len(y)} {which} labels")
+        return (xtr, ytr.astype(np.int64)), (xte, yte.astype(np.int64))
+    pair = _csv_pair(folder)
+    if pair:
+        return read_csv(pair[0]), read_csv(pair[1])
+    missing = [p for p in PARTS if p not in idx]
+    raise FileNotFoundError(f"{folder} holds neither the four IDX files (missing: "
+                            f"{', '.join(missing)}) nor a *train*.csv/*test*.csv pair")
+
+
+# --------------------------------------------------------------------------- lookup
+def cache_dir() -> str:
+    """Where downloads are kept: ``$FASTMLP_CACHE``, else the user's cache folder."""
+    if os.environ.get("FASTMLP_CACHE"):
+        return os.environ["FASTMLP_CACHE"]
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
+    elif sys.platform == "darwin":
+        base = os.path.expanduser("~/Library/Caches")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(base, "fastmlp")
+
+
+def load(name, path=None, download=True, mirrors=None, verbose=True):
+    """Load the data set ``name`` (``mnist`` or ``fashion-mnist``); see the module docstring.
+
+    Parameters
+    ----------
+    name : str
+    path : str or path-like, optional
+        A folder with the data; when given, nothing else is tried.
+    download : bool
+        Download what the cache lacks (default True).
+    mirrors : sequence of str, optional
+        Base URLs to download from instead of the published mirrors.
+    verbose : bool
+        Show download progress on stderr.
+
+    Returns
+    -------
+    (x_train, y_train), (x_test, y_test)
+
+    Raises
+    ------
+    ValueError
+        Unknown data set name.
+    FileNotFoundError
+        Nothing found and downloading is off.
+    DownloadError
+        Every mirror failed for a file (nothing is left in the cache).
+    DataError
+        A file is malformed.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid datasets are: {', '.join(DATASETS)}")
+    if path is not None:
+        return load_folder(path)
+    env = os.environ.get("FASTMLP_DATA")
+    if env:
+        folder = os.path.join(env, name)
+        if os.path.isdir(folder) and (len(_idx_paths(folder)) == len(PARTS) or
+                                      _csv_pair(folder)):
+            return load_folder(folder)
+    folder = os.path.join(cache_dir(), name)
+    found = _idx_paths(folder) if os.path.isdir(folder) else {}
+    missing = [p for p in PARTS if p not in found]
+    if missing:
+        if not download:
+            raise FileNotFoundError(f"{name} is not in {folder} (missing: {', '.join(missing)}) "
+                                    f"and download=False; pass path= or set FASTMLP_DATA")
+        spec = DATASETS[name]
+        os.makedirs(folder, exist_ok=True)
+        for part in missing:
+            fetch(part + ".gz", folder, spec["md5"][part], mirrors or spec["mirrors"], verbose)
+    return load_folder(folder)
+
+
+def load_mnist(path=None, **kwargs):
+    """MNIST: ``(x_train, y_train), (x_test, y_test)``, uint8 images and int64 labels.
+
+    See ``load`` for ``path``, ``download``, ``mirrors`` and ``verbose``.
+
+    Examples
+    --------
+    >>> (x, y), (xt, yt) = fastmlp.datasets.load_mnist("data/mnist")  # doctest: +SKIP
+    """
+    return load("mnist", path, **kwargs)
+
+
+def load_fashion_mnist(path=None, **kwargs):
+    """Fashion-MNIST, in MNIST's format and shapes. See ``load``."""
+    return load("fashion-mnist", path, **kwargs)
+
+
+# --------------------------------------------------------------------------- download
+def fetch(filename, folder, md5, mirrors, verbose=True, timeout=60.0) -> str:
+    """Download ``filename`` from the first mirror that delivers it intact, into ``folder``.
+
+    The bytes go to a temporary file in ``folder``; only a complete file whose
+    MD5 matches is renamed to its final name. Returns the final path.
+
+    Raises
+    ------
+    DownloadError
+        Every mirror failed; the message lists each mirror's failure.
+    """
+    final = os.path.join(folder, filename)
+    failures = []
+    for base in mirrors:
+        url = base.rstrip("/") + "/" + filename
+        fd, tmp = tempfile.mkstemp(prefix="." + filename + ".", suffix=".part", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                digest = _download(url, out, timeout, verbose)
+                out.flush()
+                os.fsync(out.fileno())
+            if digest != md5:
+                raise DownloadError(f"checksum mismatch: MD5 {digest}, expected {md5}")
+            os.replace(tmp, final)
+            return final
+        except (OSError, ValueError) as exc:
+            failures.append(f"{url}: {exc}")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise DownloadError(f"could not download {filename}:\n  " + "\n  ".join(failures))
+
+
+def _download(url, out, timeout, verbose) -> str:
+    md5 = hashlib.md5()
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        done, shown = 0, 0.0
+        bar = _Bar(url, total, verbose)
+        while True:
+            try:
+                chunk = response.read(1 << 16)
+            except Exception as exc:  # http.client.IncompleteRead, resets
+                raise DownloadError(f"transfer interrupted after {done} bytes ({exc!r})") from exc
+            if not chunk:
+                break
+            out.write(chunk)
+            md5.update(chunk)
+            done += len(chunk)
+            now = time.monotonic()
+            if now - shown > 0.2:
+                bar.show(done)
+                shown = now
+        bar.close(done)
+    if total is not None and done != total:
+        raise DownloadError(f"truncated transfer: {done} of {total} bytes")
+    return md5.hexdigest()
+
+
+class _Bar:
+    """Download progress on stderr: a bar when stderr is a terminal, else one line at the end."""
+
+    def __init__(self, url, total, verbose):
+        self.url, self.total = url, total
+        self.on = verbose
+        self.live = verbose and sys.stderr.isatty()
+        if self.on:
+            size = f" ({total / 1e6:.1f} MB)" if total else ""
+            print(f"Downloading {url}{size}", file=sys.stderr, flush=True)
+
+    def show(self, done):
+        if not self.live:
+            return
+        if self.total:
+            filled = 30 * done // self.total
+            sys.stderr.write(f"\r[{'=' * filled}{'.' * (30 - filled)}] "
+                             f"{100 * done / self.total:5.1f}%")
+        else:
+            sys.stderr.write(f"\r{done / 1e6:.1f} MB")
+        sys.stderr.flush()
+
+    def close(self, done):
+        if self.on:
+            lead = "\r" if self.live else ""
+            print(f"{lead}  {done:,} bytes received" + " " * 30, file=sys.stderr, flush=True)

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import warnings
 import zipfile
@@ -20,6 +19,7 @@ import zipfile
 import numpy as np
 
 from . import _checks, initializers, optim
+from ._io import atomic_write
 from ._version import __version__
 from .backends import get_backend
 from .functions import activation_id, check_loss_output, loss_id
@@ -490,23 +490,11 @@ class MLP:
         The file appears complete or not at all: it is written beside its final
         name and renamed into place.
         """
-        path = os.fspath(path)
         header = {"format": _FORMAT_NAME, "format_version": FORMAT_VERSION,
                   "fastmlp_version": __version__, "config": self.get_config(), "meta": self.meta}
         arrays = dict(zip(self.param_names, self.get_weights()))
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, __header__=np.array(json.dumps(header)), **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-
+        with atomic_write(path) as f:
+            np.savez(f, __header__=np.array(json.dumps(header)), **arrays)
 
 def load(path, backend=None) -> MLP:
     """Read a model written by ``MLP.save``.
