@@ -104,11 +104,11 @@ def labels_1d(y, n_classes: int, name="y") -> np.ndarray:
         finite = np.isfinite(y)
         if not finite.all() or (y != np.round(y)).any():
             i = int(np.argmax(~finite | (y != np.round(np.where(finite, y, 0)))))
-            raise ValueError(f"{name} must hold integer labels; sample {i} has {y[i]!r}")
+            raise ValueError(f"{name} must hold integer labels; sample {i} has {y[i].item()!r}")
     if y.size:
         lo, hi = y.min(), y.max()
         if lo < 0 or hi >= n_classes:
             i = int(np.argmax((y < 0) | (y >= n_classes)))
-            raise ValueError(f"{name} has label {y[i]!r} at sample {i}; labels must be in "
+            raise ValueError(f"{name} has label {y[i].item()!r} at sample {i}; labels must be in "
                              f"[0, {n_classes - 1}]")
     return y.astype(np.int64)

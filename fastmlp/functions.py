@@ -17,9 +17,10 @@ LOSS_OUTPUTS = {
 }
 
 
-def _choose(kind: str, name, valid) -> str:
+def _choose(kind: str, name, valid, plural=None) -> str:
     if not isinstance(name, str) or name not in valid:
-        raise ValueError(f"unknown {kind} {name!r}; valid {kind}s are: {', '.join(valid)}")
+        raise ValueError(f"unknown {kind} {name!r}; valid {plural or kind + 's'} are: "
+                         f"{', '.join(valid)}")
     return name
 
 
@@ -30,12 +31,12 @@ def activation_id(name) -> int:
 
 def loss_id(name) -> int:
     """The kernel id of a loss, or ValueError listing the valid names."""
-    return LOSSES.index(_choose("loss", name, LOSSES))
+    return LOSSES.index(_choose("loss", name, LOSSES, "losses"))
 
 
 def check_loss_output(loss: str, activation: str) -> None:
     """Raise ValueError when ``loss`` is undefined for the output ``activation``."""
-    valid = LOSS_OUTPUTS[_choose("loss", loss, LOSSES)]
+    valid = LOSS_OUTPUTS[_choose("loss", loss, LOSSES, "losses")]
     if activation not in valid:
         raise ValueError(
             f"loss {loss!r} needs an output activation in (0, 1): one of {', '.join(valid)}; "

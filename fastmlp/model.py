@@ -337,7 +337,7 @@ class MLP:
             Bad shapes, labels, NaN/Inf in the data, or bad hyper-parameters.
         FloatingPointError
             The loss became NaN or Inf; the message names the epoch and step, and
-            the model keeps the last weights whose loss was finite.
+            the model keeps the weights that gave the last finite loss.
 
         Notes
         -----
@@ -406,7 +406,7 @@ class MLP:
                             params[...] = backup
                         raise FloatingPointError(
                             f"the loss became {t / m} at epoch {epoch + 1}, step {step + 1}; "
-                            f"the model keeps the weights of the last step with a finite loss "
+                            f"the model keeps the weights that gave the last finite loss "
                             f"(try a smaller learning rate)")
                     np.copyto(backup, params)
                     updating = True

@@ -1,0 +1,85 @@
+import gzip
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+import fastmlp
+
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def max_rel_err(a, b):
+    """Largest difference relative to the largest magnitude of the reference b."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    scale = max(np.abs(b).max(initial=0.0), 1e-30)
+    return float(np.abs(a - b).max(initial=0.0) / scale)
+
+
+def tol(dtype):
+    return 1e-12 if np.dtype(dtype) == np.float64 else 1e-5
+
+
+def write_idx(path, array, gz=True):
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape)
+    opener = gzip.open if gz else open
+    with opener(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def make_images(n, seed=0, classes=10):
+    """Learnable 28x28 images: class c lights up row block c, plus noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    x = rng.integers(0, 60, (n, 28, 28))
+    for i, c in enumerate(y):
+        x[i, 2 * c + 4:2 * c + 6, 4:24] += 180
+    return x.clip(0, 255).astype(np.uint8), y
+
+
+def write_dataset(folder, n_train=300, n_test=100, gz=True, seed=0):
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    xtr, ytr = make_images(n_train, seed)
+    xte, yte = make_images(n_test, seed + 1)
+    suffix = ".gz" if gz else ""
+    write_idx(folder / f"train-images-idx3-ubyte{suffix}", xtr, gz)
+    write_idx(folder / f"train-labels-idx1-ubyte{suffix}", ytr, gz)
+    write_idx(folder / f"t10k-images-idx3-ubyte{suffix}", xte, gz)
+    write_idx(folder / f"t10k-labels-idx1-ubyte{suffix}", yte, gz)
+    return (xtr, ytr), (xte, yte)
+
+
+@pytest.fixture
+def dataset_dir(tmp_path):
+    write_dataset(tmp_path / "data")
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def shared_data():
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"the shared data folder {SHARED_DATA} is missing")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path, monkeypatch):
+    # No test may read the user's cache or data folders, or download from the internet.
+    monkeypatch.setenv("FASTMLP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("FASTMLP_DATA", raising=False)
+    yield
+
+
+@pytest.fixture
+def threads():
+    """Restore the cpu backend's thread count after a test changes it."""
+    before = fastmlp.get_num_threads()
+    yield
+    fastmlp.set_num_threads(before)
+
+
+os.environ.setdefault("PYTHONHASHSEED", "0")
