@@ -1,0 +1,269 @@
+"""Data: IDX and CSV readers, the lookup order, and the verified download."""
+
+import gzip
+import hashlib
+import http.server
+import os
+import shutil
+import threading
+
+import numpy as np
+import pytest
+from conftest import make_images, write_dataset, write_idx
+
+from fastmlp import datasets
+from fastmlp.datasets import DataError, DownloadError
+
+MNIST_TEST = {"t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+              "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}
+
+
+# --------------------------------------------------------------------------- IDX
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_round_trip(tmp_path, gz):
+    x, y = make_images(7)
+    write_idx(tmp_path / "i", x, gz)
+    write_idx(tmp_path / "l", y, gz)
+    np.testing.assert_array_equal(datasets.read_idx(tmp_path / "i", datasets.IMAGE_MAGIC), x)
+    np.testing.assert_array_equal(datasets.read_idx(tmp_path / "l", datasets.LABEL_MAGIC), y)
+
+
+def test_idx_wrong_magic(tmp_path):
+    x, _ = make_images(3)
+    write_idx(tmp_path / "i.gz", x)
+    with pytest.raises(DataError, match="wrong magic number 0x00000803, expected 0x00000801"):
+        datasets.read_idx(tmp_path / "i.gz", datasets.LABEL_MAGIC)
+    (tmp_path / "j").write_bytes(b"\x12\x34\x56\x78" + bytes(20))
+    with pytest.raises(DataError, match="not an IDX file"):
+        datasets.read_idx(tmp_path / "j")
+
+
+def test_idx_truncated_and_trailing(tmp_path):
+    x, _ = make_images(3)
+    write_idx(tmp_path / "i", x, gz=False)
+    data = (tmp_path / "i").read_bytes()
+    (tmp_path / "short").write_bytes(data[:-5])
+    with pytest.raises(DataError, match="truncated.*2352 values.*holds 2347"):
+        datasets.read_idx(tmp_path / "short")
+    (tmp_path / "long").write_bytes(data + b"xx")
+    with pytest.raises(DataError, match="trailing bytes"):
+        datasets.read_idx(tmp_path / "long")
+    (tmp_path / "tiny").write_bytes(data[:2])
+    with pytest.raises(DataError, match="truncated"):
+        datasets.read_idx(tmp_path / "tiny")
+
+
+def test_corrupt_gzip(tmp_path):
+    x, _ = make_images(50)
+    write_idx(tmp_path / "i.gz", x)
+    data = bytearray((tmp_path / "i.gz").read_bytes())
+    (tmp_path / "cut.gz").write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(DataError, match="corrupt gzip"):
+        datasets.read_idx(tmp_path / "cut.gz")
+    data[len(data) // 2] ^= 0xFF
+    data[len(data) // 2 + 1] ^= 0xFF
+    (tmp_path / "flip.gz").write_bytes(bytes(data))
+    with pytest.raises(DataError, match="corrupt gzip"):
+        datasets.read_idx(tmp_path / "flip.gz")
+
+
+def test_real_mnist_test_files(shared_data):
+    folder = shared_data / "mnist"
+    for name, md5 in MNIST_TEST.items():
+        assert hashlib.md5((folder / name).read_bytes()).hexdigest() == md5
+    x = datasets.read_idx(folder / "t10k-images-idx3-ubyte.gz", datasets.IMAGE_MAGIC)
+    y = datasets.read_idx(folder / "t10k-labels-idx1-ubyte.gz", datasets.LABEL_MAGIC)
+    assert x.shape == (10000, 28, 28) and x.dtype == np.uint8 and x.max() == 255
+    assert y.shape == (10000,) and list(y[:5]) == [7, 2, 1, 0, 4]
+    assert np.bincount(y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    ytr = datasets.read_idx(folder / "train-labels-idx1-ubyte.gz", datasets.LABEL_MAGIC)
+    assert ytr.shape == (60000,)
+
+
+def test_real_fashion_mnist(shared_data):
+    (x, y), (xt, yt) = datasets.load_fashion_mnist(shared_data / "fashion-mnist")
+    assert x.shape == (60000, 28, 28) and xt.shape == (10000, 28, 28)
+    assert np.bincount(y).tolist() == [6000] * 10 and np.bincount(yt).tolist() == [1000] * 10
+
+
+def test_folder_missing_files(shared_data, tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing: train-images-idx3-ubyte"):
+        datasets.load_mnist(shared_data / "mnist")
+    with pytest.raises(FileNotFoundError, match="no such data folder"):
+        datasets.load_mnist(tmp_path / "nowhere")
+
+
+def test_image_label_count_mismatch(tmp_path):
+    write_dataset(tmp_path)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(99, np.uint8))
+    with pytest.raises(DataError, match="100 test images but 99 test labels"):
+        datasets.load_folder(tmp_path)
+
+
+# --------------------------------------------------------------------------- CSV
+def write_csv(path, x, y, header=False):
+    rows = ["label," + ",".join(f"pixel{i}" for i in range(x.shape[1]))] if header else []
+    rows += [",".join(map(str, [int(label)] + list(map(int, img)))) for img, label in zip(x, y)]
+    path.write_text("\n".join(rows) + "\n")
+
+
+@pytest.mark.parametrize("header", [False, True])
+def test_csv_pair(tmp_path, header):
+    x, y = make_images(12)
+    flat = x.reshape(12, -1)
+    write_csv(tmp_path / "mnist_train.csv", flat[:8], y[:8], header)
+    write_csv(tmp_path / "mnist_test.csv", flat[8:], y[8:], header)
+    (xtr, ytr), (xte, yte) = datasets.load_mnist(tmp_path)
+    np.testing.assert_array_equal(xtr, flat[:8])
+    np.testing.assert_array_equal(yte, y[8:])
+    assert xtr.dtype == np.uint8 and ytr.dtype == np.int64
+
+
+def test_csv_errors_name_file_and_line(tmp_path):
+    good = "\n".join(["5," + ",".join(["0"] * 4)] * 3)
+    p = tmp_path / "a.csv"
+    p.write_text(good + "\n3,1,2,3\n")
+    with pytest.raises(DataError, match=r"a.csv:4: 4 columns, expected 5"):
+        datasets.read_csv(p)
+    p.write_text(good + "\n3,1,x2,3,4\n")
+    with pytest.raises(DataError, match=r"a.csv:4: column 3 is not a number: 'x2'"):
+        datasets.read_csv(p)
+    p.write_text(good + "\n3,1,2,300,4\n")
+    with pytest.raises(DataError, match=r"a.csv:4: pixel 300 in column 4 is outside 0-255"):
+        datasets.read_csv(p)
+    p.write_text("label,p1\n")
+    with pytest.raises(DataError, match="no data rows"):
+        datasets.read_csv(p)
+
+
+# --------------------------------------------------------------------------- lookup
+def test_lookup_order_env_then_cache(tmp_path, monkeypatch):
+    write_dataset(tmp_path / "env" / "mnist", n_train=20, seed=1)
+    write_dataset(tmp_path / "cache" / "mnist", n_train=30, seed=2)
+    monkeypatch.setenv("FASTMLP_DATA", str(tmp_path / "env"))
+    (x, _), _ = datasets.load_mnist(download=False)
+    assert len(x) == 20
+    monkeypatch.setenv("FASTMLP_DATA", str(tmp_path / "elsewhere"))
+    (x, _), _ = datasets.load_mnist(download=False)
+    assert len(x) == 30  # FASTMLP_CACHE is tmp_path/cache (conftest)
+    write_dataset(tmp_path / "explicit", n_train=40)
+    (x, _), _ = datasets.load_mnist(tmp_path / "explicit")
+    assert len(x) == 40
+
+
+def test_no_data_and_no_download(tmp_path):
+    with pytest.raises(FileNotFoundError, match="download=False"):
+        datasets.load_fashion_mnist(download=False)
+    with pytest.raises(ValueError, match="unknown dataset 'cifar'"):
+        datasets.load("cifar")
+
+
+def test_cache_dir_follows_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("FASTMLP_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    if os.name == "posix" and not datasets.sys.platform == "darwin":
+        assert datasets.cache_dir() == str(tmp_path / "xdg" / "fastmlp")
+
+
+# --------------------------------------------------------------------------- download
+class _Handler(http.server.BaseHTTPRequestHandler):
+    root = None
+
+    def do_GET(self):  # noqa: N802
+        mode, _, name = self.path.strip("/").partition("/")
+        path = os.path.join(self.root, name)
+        if not os.path.isfile(path):
+            self.send_error(404)
+            return
+        body = open(path, "rb").read()
+        if mode == "bad":
+            body = body[:-1] + bytes([body[-1] ^ 1])
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if mode == "truncated":
+            body = body[: len(body) // 2]
+        self.wfile.write(body)
+        self.wfile.flush()
+        if mode == "truncated":
+            self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = type("Handler", (_Handler,), {"root": str(root)})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_fetch_good_file(server, shared_data, tmp_path):
+    root, url = server
+    name = "t10k-labels-idx1-ubyte.gz"
+    shutil.copy(shared_data / "mnist" / name, root / name)
+    cache = tmp_path / "dl"
+    cache.mkdir()
+    path = datasets.fetch(name, str(cache), MNIST_TEST[name], [url + "/good"], verbose=False)
+    assert os.listdir(cache) == [name]
+    assert open(path, "rb").read() == (shared_data / "mnist" / name).read_bytes()
+
+
+@pytest.mark.parametrize("mode,message", [("bad", "checksum mismatch"),
+                                          ("truncated", "(truncated|interrupted)"),
+                                          ("missing", "404")])
+def test_fetch_failures_leave_nothing(server, shared_data, tmp_path, mode, message):
+    root, url = server
+    name = "t10k-labels-idx1-ubyte.gz"
+    if mode != "missing":
+        shutil.copy(shared_data / "mnist" / name, root / name)
+    cache = tmp_path / "dl"
+    cache.mkdir()
+    with pytest.raises(DownloadError, match=message):
+        datasets.fetch(name, str(cache), MNIST_TEST[name], [f"{url}/{mode}"], verbose=False)
+    assert os.listdir(cache) == []
+
+
+def test_fetch_falls_back_to_the_next_mirror(server, shared_data, tmp_path, capsys):
+    root, url = server
+    name = "t10k-labels-idx1-ubyte.gz"
+    shutil.copy(shared_data / "mnist" / name, root / name)
+    cache = tmp_path / "dl"
+    cache.mkdir()
+    datasets.fetch(name, str(cache), MNIST_TEST[name], [url + "/bad", url + "/good"])
+    assert os.listdir(cache) == [name]
+    err = capsys.readouterr().err
+    assert "Downloading" in err and "4,542 bytes" in err
+
+
+def test_load_downloads_into_the_cache_and_then_reuses_it(server, tmp_path, monkeypatch):
+    root, url = server
+    write_dataset(root, n_train=25)
+    md5 = {p: hashlib.md5((root / (p + ".gz")).read_bytes()).hexdigest()
+           for p in datasets.PARTS}
+    monkeypatch.setitem(datasets.DATASETS["mnist"], "md5", md5)
+    (x, y), (xt, yt) = datasets.load_mnist(mirrors=[url + "/good"], verbose=False)
+    assert x.shape == (25, 28, 28) and len(xt) == 100
+    cached = tmp_path / "cache" / "mnist"
+    assert sorted(os.listdir(cached)) == sorted(p + ".gz" for p in datasets.PARTS)
+    shutil.rmtree(root)  # the server has nothing now: the cache must serve
+    (x2, _), _ = datasets.load_mnist(mirrors=[url + "/good"], verbose=False)
+    np.testing.assert_array_equal(x, x2)
+
+
+def test_load_download_mismatch_names_the_file(server, tmp_path, monkeypatch):
+    root, url = server
+    write_dataset(root, n_train=5)
+    with gzip.open(root / "t10k-images-idx3-ubyte.gz", "rb") as f:
+        assert f.read(4) == b"\0\0\x08\x03"
+    monkeypatch.setitem(datasets.DATASETS["mnist"], "md5", {p: "0" * 32 for p in datasets.PARTS})
+    with pytest.raises(DownloadError, match="could not download train-images-idx3-ubyte.gz"):
+        datasets.load_mnist(mirrors=[url + "/good"], verbose=False)
+    assert os.listdir(tmp_path / "cache" / "mnist") == []
