@@ -62,7 +62,10 @@ def dataset_dir(tmp_path):
 @pytest.fixture
 def shared_data():
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"the shared data folder {SHARED_DATA} is missing")
+        message = f"the shared data folder {SHARED_DATA} is missing"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI always has it
+        pytest.skip(message)
     return SHARED_DATA
 
 
