@@ -27,6 +27,15 @@ class CommandError(Exception):
     """A problem to report in one line, without a traceback."""
 
 
+def _dataset_name(args):
+    """--dataset, else guessed from the --data folder's name, else mnist."""
+    if args.dataset:
+        return args.dataset
+    if args.data and "fashion" in os.path.basename(os.path.normpath(args.data)).lower():
+        return "fashion-mnist"
+    return "mnist"
+
+
 def _load_data(dataset, data_dir):
     try:
         return datasets.load(dataset, data_dir)
@@ -65,6 +74,7 @@ def cmd_train(args, out):
     recipe = recipes.get(args.recipe)
     if args.threads:
         threads.set_num_threads(args.threads)
+    args.dataset = _dataset_name(args)
     (x, y), (xt, yt) = _load_data(args.dataset, args.data)
     dtype = args.dtype or recipe.dtype
     x, xt = recipe.inputs(x, dtype), recipe.inputs(xt, dtype)
@@ -205,15 +215,14 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"fastmlp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def data_args(p, default_dataset="mnist"):
-        p.add_argument("--data", metavar="DIR",
-                       help="folder with the IDX files or CSV pair (default: $FASTMLP_DATA, "
-                            "the cache, then download)")
-        p.add_argument("--dataset", choices=tuple(datasets.DATASETS), default=default_dataset)
-
     p = sub.add_parser("train", help="train a recipe and report test accuracy")
     p.add_argument("--recipe", required=True, choices=tuple(recipes.RECIPES))
-    data_args(p)
+    p.add_argument("--data", metavar="DIR",
+                   help="folder with the IDX files or CSV pair (default: $FASTMLP_DATA, "
+                        "the cache, then download)")
+    p.add_argument("--dataset", choices=tuple(datasets.DATASETS),
+                   help="default: fashion-mnist when the --data folder's name says "
+                        "'fashion', else mnist")
     p.add_argument("--backend", choices=BACKENDS, default="cpu")
     p.add_argument("--dtype", choices=("float32", "float64"), help="default: the recipe's")
     p.add_argument("--epochs", type=int, help="default: the recipe's")

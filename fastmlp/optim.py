@@ -121,7 +121,12 @@ class Nesterov(Momentum):
 
 
 class RMSprop(Optimizer):
-    """RMSprop: ``s = rho * s + (1 - rho) * g**2; p -= lr * g / (sqrt(s) + eps)``."""
+    """RMSprop: ``s = rho * s + (1 - rho) * g**2; p -= lr * g / (sqrt(s) + eps)``.
+
+    ``eps`` is added outside the square root, as in Keras 2.0 (the Keras recipe's
+    source) and PyTorch; later Keras versions use ``sqrt(s + eps)``, which damps
+    parameters whose gradients are tiny.
+    """
 
     name = "rmsprop"
     n_slots = 1

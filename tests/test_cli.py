@@ -55,6 +55,17 @@ def test_train_then_evaluate(dataset_dir, tmp_path, run_stdout):
     assert "misclassified" in out
 
 
+def test_dataset_is_guessed_from_the_folder_name(tmp_path, capsys):
+    from conftest import write_dataset
+
+    write_dataset(tmp_path / "fashion-mnist", n_train=40, n_test=20)
+    code, out = run(["train", "--recipe", "keras", "--data", str(tmp_path / "fashion-mnist"),
+                     "--epochs", "1", "--verbose", "0", "--json", str(tmp_path / "r.json")])
+    assert code == 0
+    assert json.loads((tmp_path / "r.json").read_text())["dataset"] == "fashion-mnist"
+    assert "Ankle boot" in out  # the report names Fashion-MNIST's classes
+
+
 def test_train_lecture_recipe_on_numpy(dataset_dir, tmp_path):
     code, out = run(["train", "--recipe", "lecture", "--data", str(dataset_dir), "--backend",
                      "numpy", "--epochs", "4", "--verbose", "0", "--json", str(tmp_path / "r.json")])
