@@ -56,7 +56,8 @@ class BuildExt(build_ext):
         opt = ["/O2"] if ctype == "msvc" else ["-O3", "-fno-strict-aliasing"]
         cflags, ldflags = [], []
         if os.environ.get("FASTMLP_NO_OPENMP"):
-            warnings.warn("FASTMLP_NO_OPENMP is set: building fastmlp without OpenMP (serial).")
+            warnings.warn("FASTMLP_NO_OPENMP is set: building fastmlp without OpenMP (serial).",
+                          stacklevel=1)
         else:
             for cf, lf in _openmp_flags(ctype):
                 if _compiles_and_links(self.compiler, cf, lf):
@@ -65,7 +66,8 @@ class BuildExt(build_ext):
             else:
                 warnings.warn(
                     "The C compiler does not support OpenMP: fastmlp's cpu backend is built "
-                    "serial (one thread). Install a compiler with OpenMP for parallel kernels."
+                    "serial (one thread). Install a compiler with OpenMP for parallel kernels.",
+                    stacklevel=1,
                 )
         for ext in self.extensions:
             ext.extra_compile_args = opt + cflags + list(ext.extra_compile_args or [])

@@ -178,6 +178,15 @@ cdef inline floating _softplus(floating z) noexcept nogil:
     return m + <floating>log1p(exp(-fabs(z)))
 
 
+cdef inline floating _row_max(const floating *z, Py_ssize_t M) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating mx = z[0]
+    for j in range(1, M):
+        if z[j] > mx:
+            mx = z[j]
+    return mx
+
+
 cdef void _activate_row(int act, const floating *z, floating *a, Py_ssize_t M) noexcept nogil:
     cdef Py_ssize_t j
     cdef floating mx, s
@@ -191,10 +200,7 @@ cdef void _activate_row(int act, const floating *z, floating *a, Py_ssize_t M) n
         for j in range(M):
             a[j] = <floating>tanh(z[j])
     elif act == SOFTMAX:
-        mx = z[0]
-        for j in range(1, M):
-            if z[j] > mx:
-                mx = z[j]
+        mx = _row_max(z, M)
         s = 0
         for j in range(M):
             a[j] = <floating>exp(z[j] - mx)
@@ -262,10 +268,7 @@ cdef floating _loss_row(int loss, int act, const floating *z, const floating *a,
     cdef floating total = 0, mx, s, sum_y, p
     if loss == CROSS_ENTROPY and act == SOFTMAX:
         # -sum y log softmax(z), with log softmax(z) = z - logsumexp(z).
-        mx = z[0]
-        for j in range(1, M):
-            if z[j] > mx:
-                mx = z[j]
+        mx = _row_max(z, M)
         s = 0
         for j in range(M):
             s = s + <floating>exp(z[j] - mx)

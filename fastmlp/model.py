@@ -250,23 +250,22 @@ class MLP:
     def _forward(self, x, v):
         be = self._backend
         inp = x
-        for l, act in enumerate(self._act_ids):
-            be.dense_forward(inp, self._W[l], self._b[l], v.z[l])
-            be.activation_forward(act, v.z[l], v.a[l])
-            inp = v.a[l]
+        for i, act in enumerate(self._act_ids):
+            be.dense_forward(inp, self._W[i], self._b[i], v.z[i])
+            be.activation_forward(act, v.z[i], v.a[i])
+            inp = v.a[i]
 
     def _backward(self, x, v):
         """Gradients of the mean loss into ``self._grads``; returns (loss sum, hits)."""
         be = self._backend
-        L = len(self._W)
         total, hits = be.loss_grad(self._loss_id, self._act_ids[-1], v.z[-1], v.a[-1], v.y,
                                    v.g[-1], v.row_loss)
-        for l in range(L - 1, -1, -1):
-            inp = x if l == 0 else v.a[l - 1]
-            be.dense_backward_weight(inp, v.g[l], self._gW[l], self._gb[l])
-            if l > 0:
-                be.dense_backward_input(v.g[l], self._W[l], v.g[l - 1])
-                be.activation_backward(self._act_ids[l - 1], v.a[l - 1], v.g[l - 1])
+        for i in range(len(self._W) - 1, -1, -1):
+            inp = x if i == 0 else v.a[i - 1]
+            be.dense_backward_weight(inp, v.g[i], self._gW[i], self._gb[i])
+            if i > 0:
+                be.dense_backward_input(v.g[i], self._W[i], v.g[i - 1])
+                be.activation_backward(self._act_ids[i - 1], v.a[i - 1], v.g[i - 1])
         return total, hits
 
     def _loss_of(self, x, y, v):
@@ -474,7 +473,7 @@ class MLP:
         return total / len(x), [g.copy() for pair in zip(self._gW, self._gb) for g in pair]
 
     # ------------------------------------------------------------------ copies and files
-    def astype(self, dtype=None, backend=None) -> "MLP":
+    def astype(self, dtype=None, backend=None) -> MLP:
         """A copy with the same weights in another dtype and/or on another backend."""
         cfg = self.get_config()
         cfg["dtype"] = cfg["dtype"] if dtype is None else dtype

@@ -33,9 +33,10 @@ def run_stdout(capsys):
 
 def test_train_then_evaluate(dataset_dir, tmp_path, run_stdout):
     model_path, json_path = tmp_path / "m.npz", tmp_path / "r.json"
-    code, out = run_stdout(["train", "--recipe", "keras", "--data", str(dataset_dir), "--epochs", "2",
-                     "--batch-size", "32", "--save", str(model_path), "--json", str(json_path),
-                     "--verbose", "2", "--validation-split", "0.1"])
+    code, out = run_stdout(["train", "--recipe", "keras", "--data", str(dataset_dir),
+                            "--epochs", "2", "--batch-size", "32", "--save", str(model_path),
+                            "--json", str(json_path), "--verbose", "2",
+                            "--validation-split", "0.1"])
     assert code == 0, out
     assert "Epoch 2/2" in out and "val_accuracy" in out and "test accuracy" in out
     assert "precision" in out and "macro avg" in out
@@ -68,7 +69,8 @@ def test_dataset_is_guessed_from_the_folder_name(tmp_path, capsys):
 
 def test_train_lecture_recipe_on_numpy(dataset_dir, tmp_path):
     code, out = run(["train", "--recipe", "lecture", "--data", str(dataset_dir), "--backend",
-                     "numpy", "--epochs", "4", "--verbose", "0", "--json", str(tmp_path / "r.json")])
+                     "numpy", "--epochs", "4", "--verbose", "0",
+                     "--json", str(tmp_path / "r.json")])
     assert code == 0
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["history"]["loss"][0] > 0 and result["test_accuracy"] > 0.5
