@@ -70,8 +70,10 @@ class _Workspace:
 
     def __init__(self, layers, batch, dtype, backward):
         new = lambda m: np.empty((batch, m), dtype=dtype)  # noqa: E731
-        self.x = new(layers[0])
-        self.y = new(layers[-1])
+        # Only training gathers shuffled batches into buffers of its own; inference
+        # and scoring pass row slices of the caller's arrays.
+        self.x = new(layers[0]) if backward else None
+        self.y = new(layers[-1]) if backward else None
         hidden = [new(m) for m in layers[1:-1]]
         # Hidden layers apply their activation in place; the output keeps its logits
         # (z) apart from its activation (a) because the losses need both.
