@@ -36,13 +36,6 @@ def _dataset_name(args):
     return "mnist"
 
 
-def _load_data(dataset, data_dir):
-    try:
-        return datasets.load(dataset, data_dir)
-    except (OSError, ValueError) as exc:
-        raise CommandError(str(exc)) from exc
-
-
 def _csv_list(value, valid, what):
     items = [v.strip() for v in value.split(",") if v.strip()]
     bad = [v for v in items if v not in valid]
@@ -75,7 +68,7 @@ def cmd_train(args, out):
     if args.threads:
         threads.set_num_threads(args.threads)
     args.dataset = _dataset_name(args)
-    (x, y), (xt, yt) = _load_data(args.dataset, args.data)
+    (x, y), (xt, yt) = datasets.load(args.dataset, args.data)
     dtype = args.dtype or recipe.dtype
     x, xt = recipe.inputs(x, dtype), recipe.inputs(xt, dtype)
     model = recipe.build(backend=args.backend, dtype=dtype, seed=args.seed,
@@ -113,13 +106,10 @@ def cmd_train(args, out):
 
 # --------------------------------------------------------------------------- evaluate
 def cmd_evaluate(args, out):
-    try:
-        model = load(args.model, backend=args.backend)
-    except (OSError, ValueError) as exc:
-        raise CommandError(str(exc)) from exc
+    model = load(args.model, backend=args.backend)
     dataset = args.dataset or model.meta.get("dataset", "mnist")
     scaling = args.scaling or model.meta.get("scaling", "unit")
-    _, (xt, yt) = _load_data(dataset, args.data)
+    _, (xt, yt) = datasets.load(dataset, args.data)
     xt = preprocessing.scale(xt, scaling, model.dtype)
     print(f"model {args.model}: layers {model.layers}, backend {model.backend}; "
           f"{dataset} test set ({len(xt)} images), inputs scaled '{scaling}'", file=out)
@@ -272,10 +262,9 @@ def main(argv=None, out=None):
     start = time.perf_counter()
     try:
         code = args.func(args, out)
-    except CommandError as exc:
-        print(f"fastmlp: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except (ValueError, TypeError, RuntimeError, FloatingPointError) as exc:
+    except (CommandError, OSError, ValueError, TypeError, RuntimeError,
+            FloatingPointError) as exc:
+        # Bad input, missing or malformed files, failed downloads: one line, no traceback.
         print(f"fastmlp: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -21,7 +21,6 @@ import os
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 import zlib
 
@@ -78,15 +77,13 @@ class DownloadError(OSError):
 def _read_bytes(path) -> bytes:
     """The file's bytes, gunzipped when it starts with the gzip magic."""
     with open(path, "rb") as f:
-        head = f.read(2)
+        data = f.read()
+    if data[:2] != b"\x1f\x8b":
+        return data
     try:
-        if head == b"\x1f\x8b":
-            with gzip.open(path, "rb") as f:
-                return f.read()
+        return gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: corrupt gzip file ({exc})") from exc
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def read_idx(path, magic=None) -> np.ndarray:
@@ -193,7 +190,7 @@ def _raise_csv_error(path, rows):
 
 
 def _idx_paths(folder):
-    """{part: file} for the four IDX parts in ``folder`` (``.gz`` or raw), or None."""
+    """{part: file} for the IDX parts present in ``folder`` (``.gz`` or raw)."""
     found = {}
     for part in PARTS:
         for name in (part + ".gz", part, part.replace("-idx", ".idx")):

@@ -497,6 +497,7 @@ class MLP:
         with atomic_write(path) as f:
             np.savez(f, __header__=np.array(json.dumps(header)), **arrays)
 
+
 def load(path, backend=None) -> MLP:
     """Read a model written by ``MLP.save``.
 
