@@ -53,7 +53,7 @@ def _compiles_and_links(compiler, cflags, ldflags):
 class BuildExt(build_ext):
     def build_extensions(self):
         ctype = self.compiler.compiler_type
-        opt = ["/O2"] if ctype == "msvc" else ["-O3", "-fno-strict-aliasing"]
+        opt = ["/O2"] if ctype == "msvc" else ["-O3", "-fno-math-errno"]
         cflags, ldflags = [], []
         if os.environ.get("FASTMLP_NO_OPENMP"):
             warnings.warn("FASTMLP_NO_OPENMP is set: building fastmlp without OpenMP (serial).",
@@ -78,7 +78,10 @@ class BuildExt(build_ext):
 extensions = [
     Extension(
         "fastmlp._cpu",
-        sources=["fastmlp/_cpu.pyx", "src_c/cpu_features.c"],
+        sources=["fastmlp/_cpu.pyx", "src_c/cpu_features.c", "src_c/gemm.c",
+                 "src_c/update.c"],
+        depends=["src_c/gemm.h", "src_c/gemm_impl.h", "src_c/cpu_features.h",
+                 "src_c/update.h"],
         include_dirs=[numpy.get_include(), "src_c"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )

@@ -12,7 +12,8 @@ results are bitwise identical for any number of threads.
 """
 
 from cython.parallel cimport prange
-from libc.math cimport exp, log, log1p, sqrt, tanh, fabs
+from libc.math cimport exp, log, log1p, tanh, fabs
+from libc.string cimport memcpy
 
 ctypedef fused floating:
     float
@@ -37,11 +38,6 @@ cdef enum:
     BINARY_CROSS_ENTROPY = 1
     MSE = 2
 
-cdef enum:
-    # Rows of the output handled together, so each row of W is read once per block.
-    ROW_BLOCK = 4
-
-
 def simd_level():
     return fm_simd_level().decode("ascii")
 
@@ -62,102 +58,157 @@ def set_num_threads(int n):
 # Dense layer products
 # --------------------------------------------------------------------------
 
-cdef void _forward_rows(const floating *x, const floating *W, const floating *b,
-                        floating *out, Py_ssize_t rows, Py_ssize_t K,
-                        Py_ssize_t M) noexcept nogil:
-    # out[r, :] = b + sum_k x[r, k] * W[k, :], k ascending, for `rows` <= ROW_BLOCK rows.
-    cdef Py_ssize_t r, k, j
-    cdef floating xv
-    cdef floating *o
-    cdef const floating *w
-    for r in range(rows):
-        o = out + r * M
-        for j in range(M):
-            o[j] = b[j]
-    for k in range(K):
-        w = W + k * M
-        for r in range(rows):
-            xv = x[r * K + k]
-            o = out + r * M
-            for j in range(M):
-                o[j] += xv * w[j]
+cdef extern from "gemm.h":
+    ctypedef struct fm_epilogue:
+        int kind
+        int act
+        const void *bias
+        const void *act_out
+        Py_ssize_t ldo
+    int FM_EPI_NONE, FM_EPI_BIAS_ACT, FM_EPI_MUL_DACT
+    int fm_sgemm(int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                 const float *A, Py_ssize_t lda, const float *B, Py_ssize_t ldb,
+                 float *C, Py_ssize_t ldc, const fm_epilogue *ep) nogil
+    int fm_dgemm(int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                 const double *A, Py_ssize_t lda, const double *B, Py_ssize_t ldb,
+                 double *C, Py_ssize_t ldc, const fm_epilogue *ep) nogil
+    int fm_gemm_best_level() nogil
+    int fm_gemm_level() nogil
+    void fm_gemm_set_level(int level) nogil
+    void fm_gemm_tile(int level, int is_double, int *mr, int *nr) nogil
+
+
+# Microkernel levels of gemm.h, lowest first.
+GEMM_LEVELS = ("scalar", "avx2", "avx512")
+
+
+def gemm_best_level():
+    """The best microkernel level this CPU supports: 'scalar', 'avx2' or 'avx512'."""
+    return GEMM_LEVELS[fm_gemm_best_level()]
+
+
+def gemm_level():
+    """The microkernel level in use."""
+    return GEMM_LEVELS[fm_gemm_level()]
+
+
+def set_gemm_level(str level):
+    """Use the microkernels of ``level`` (at most ``gemm_best_level()``)."""
+    cdef int i = GEMM_LEVELS.index(level)
+    if i > fm_gemm_best_level():
+        raise ValueError(f"this CPU does not support {level!r} (best: {gemm_best_level()!r})")
+    fm_gemm_set_level(i)
+
+
+def gemm_tile(str level, bint is_double):
+    """(rows, columns) of the register tile of ``level``'s microkernel."""
+    cdef int mr = 0, nr = 0
+    fm_gemm_tile(GEMM_LEVELS.index(level), is_double, &mr, &nr)
+    return mr, nr
+
+
+cdef int _gemm(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+               const floating *A, Py_ssize_t lda, const floating *B, Py_ssize_t ldb,
+               floating *C, Py_ssize_t ldc, const fm_epilogue *ep) except -1 nogil:
+    cdef int rc
+    if floating is float:
+        rc = fm_sgemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, ep)
+    else:
+        rc = fm_dgemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, ep)
+    if rc != 0:
+        with gil:
+            raise MemoryError("fastmlp: no memory for the matrix product's packing buffers")
+    return 0
+
+
+def matmul(const floating[:, :] a, const floating[:, :] b, floating[:, ::1] out):
+    """out = a @ b for row-major a and b, or transposed views of row-major arrays
+    (one stride 1 in each); the kernel under the dense layers, exposed for tests
+    and benchmarks."""
+    cdef bint ta = a.strides[1] != sizeof(floating)
+    cdef bint tb = b.strides[1] != sizeof(floating)
+    cdef Py_ssize_t lda = (a.strides[1] if ta else a.strides[0]) // sizeof(floating)
+    cdef Py_ssize_t ldb = (b.strides[1] if tb else b.strides[0]) // sizeof(floating)
+    if (ta and a.strides[0] != sizeof(floating)) or (tb and b.strides[0] != sizeof(floating)):
+        raise ValueError("matmul needs row-major arrays or transposes of them")
+    if a.shape[0] == 0 or out.shape[1] == 0:
+        return
+    with nogil:
+        _gemm(ta, tb, a.shape[0], b.shape[1], a.shape[1], &a[0, 0], lda, &b[0, 0], ldb,
+              &out[0, 0], out.shape[1], NULL)
 
 
 def dense_forward(const floating[:, ::1] x, const floating[:, ::1] W,
-                  const floating[::1] b, floating[:, ::1] out):
-    """out = x @ W + b."""
-    cdef Py_ssize_t n = x.shape[0], K = x.shape[1], M = W.shape[1]
-    cdef Py_ssize_t blocks = (n + ROW_BLOCK - 1) // ROW_BLOCK, blk, r0, rows
-    if n == 0:
+                  const floating[::1] b, floating[:, ::1] out, int act=LINEAR):
+    """out = act(x @ W + b); bias and an elementwise activation are applied to each
+    output tile as the product finishes it."""
+    cdef Py_ssize_t n = x.shape[0], K = x.shape[1], M = W.shape[1], i
+    cdef fm_epilogue ep
+    if n == 0 or M == 0:
         return
-    for blk in prange(blocks, nogil=True, schedule="static"):
-        r0 = blk * ROW_BLOCK
-        rows = n - r0
-        if rows > ROW_BLOCK:
-            rows = ROW_BLOCK
-        _forward_rows(&x[r0, 0], &W[0, 0], &b[0], &out[r0, 0], rows, K, M)
+    ep.kind = FM_EPI_BIAS_ACT
+    ep.act = LINEAR if act == SOFTMAX else act
+    ep.bias = &b[0]
+    ep.act_out = NULL
+    ep.ldo = 0
+    with nogil:
+        _gemm(False, False, n, M, K, &x[0, 0], K, &W[0, 0], M, &out[0, 0], M, &ep)
+    if act == SOFTMAX:
+        for i in prange(n, nogil=True, schedule="static"):
+            _activate_row(act, &out[i, 0], &out[i, 0], M)
 
 
 def dense_backward_input(const floating[:, ::1] g, const floating[:, ::1] W,
-                         floating[:, ::1] gx):
-    """gx = g @ W.T: the gradient with respect to the layer's input."""
-    cdef Py_ssize_t n = g.shape[0], M = g.shape[1], K = W.shape[0], i, k, j
-    cdef floating s
-    cdef const floating *gi
-    cdef const floating *w
-    for i in prange(n, nogil=True, schedule="static"):
-        gi = &g[i, 0]
-        for k in range(K):
-            w = &W[k, 0]
-            s = 0
-            for j in range(M):
-                s = s + gi[j] * w[j]
-            gx[i, k] = s
-
-
-cdef void _weight_grad_rows(const floating *x, const floating *g, floating *gW,
-                            Py_ssize_t k0, Py_ssize_t rows, Py_ssize_t n,
-                            Py_ssize_t K, Py_ssize_t M) noexcept nogil:
-    # gW[k0 + r, :] = sum_i x[i, k0 + r] * g[i, :], i ascending.
-    cdef Py_ssize_t r, i, j
-    cdef floating xv
-    cdef floating *o
-    cdef const floating *gi
-    for r in range(rows):
-        o = gW + (k0 + r) * M
-        for j in range(M):
-            o[j] = 0
-    for i in range(n):
-        gi = g + i * M
-        for r in range(rows):
-            xv = x[i * K + k0 + r]
-            o = gW + (k0 + r) * M
-            for j in range(M):
-                o[j] += xv * gi[j]
+                         floating[:, ::1] gx, int act=LINEAR, a=None):
+    """gx = (g @ W.T) * act'(z): the gradient with respect to the pre-activation of the
+    layer below, written with that layer's output a = act(z) (needed unless act is
+    linear). The derivative of an elementwise activation is applied per tile."""
+    cdef Py_ssize_t n = g.shape[0], M = g.shape[1], K = W.shape[0], i
+    cdef const floating[:, ::1] av
+    cdef fm_epilogue ep
+    if n == 0 or K == 0:
+        return
+    ep.kind = FM_EPI_NONE
+    ep.act = act
+    ep.bias = NULL
+    ep.act_out = NULL
+    ep.ldo = K
+    if act != LINEAR:
+        av = a
+        ep.act_out = &av[0, 0]
+        if act != SOFTMAX:
+            ep.kind = FM_EPI_MUL_DACT
+    with nogil:
+        _gemm(False, True, n, K, M, &g[0, 0], M, &W[0, 0], M, &gx[0, 0], K, &ep)
+    if act == SOFTMAX:
+        for i in prange(n, nogil=True, schedule="static"):
+            _activation_grad_row(act, &av[i, 0], &gx[i, 0], K)
 
 
 def dense_backward_weight(const floating[:, ::1] x, const floating[:, ::1] g,
                           floating[:, ::1] gW, floating[::1] gb):
     """gW = x.T @ g and gb = g.sum(axis=0): the parameter gradients."""
-    cdef Py_ssize_t n = x.shape[0], K = x.shape[1], M = g.shape[1]
-    cdef Py_ssize_t blocks = (K + ROW_BLOCK - 1) // ROW_BLOCK, blk, k0, rows, i, j
-    for blk in prange(blocks, nogil=True, schedule="static"):
-        k0 = blk * ROW_BLOCK
-        rows = K - k0
-        if rows > ROW_BLOCK:
-            rows = ROW_BLOCK
-        if n > 0:
-            _weight_grad_rows(&x[0, 0], &g[0, 0], &gW[0, 0], k0, rows, n, K, M)
-        else:
-            for i in range(k0, k0 + rows):
-                for j in range(M):
-                    gW[i, j] = 0
+    cdef Py_ssize_t n = x.shape[0], K = x.shape[1], M = g.shape[1], i, j
+    if K == 0 or M == 0:
+        return
     with nogil:
+        # x.T is x read with the transposed flag: K x n with leading dimension K.
+        _gemm(True, False, K, M, n, &x[0, 0] if n else NULL, K, &g[0, 0] if n else NULL,
+              M, &gW[0, 0], M, NULL)
         for j in range(M):
             gb[j] = 0
         for i in range(n):
             for j in range(M):
                 gb[j] += g[i, j]
+
+
+def take_rows(const floating[:, ::1] src, const Py_ssize_t[::1] idx, floating[:, ::1] out):
+    """out[i] = src[idx[i]]: a batch gathered from the training set (idx in range)."""
+    cdef Py_ssize_t n = idx.shape[0], m = src.shape[1], i
+    if m == 0:
+        return
+    for i in prange(n, nogil=True, schedule="static"):
+        memcpy(&out[i, 0], &src[idx[i], 0], m * sizeof(floating))
 
 
 # --------------------------------------------------------------------------
@@ -355,56 +406,81 @@ def loss_grad(int loss, int act, const floating[:, ::1] z, const floating[:, ::1
 # Optimizer updates, fused with L2 (the gradient of l2/2 * ||p||^2)
 # --------------------------------------------------------------------------
 
-def sgd_update(floating[::1] p, const floating[::1] g, double lr, double l2):
-    """p -= lr * (g + l2 p)"""
-    cdef Py_ssize_t i, n = p.shape[0]
-    cdef floating lr_ = lr, l2_ = l2
-    for i in prange(n, nogil=True, schedule="static"):
-        p[i] = p[i] - lr_ * (g[i] + l2_ * p[i])
+cdef extern from "update.h":
+    ctypedef struct fm_hyper:
+        double lr, l2, mu, rho, eps, beta1, beta2, c1, c2
+    int FM_SGD, FM_MOMENTUM, FM_NESTEROV, FM_RMSPROP, FM_ADAM
+    void fm_update_s(int rule, Py_ssize_t n, const float *p, const float *g, float *s1,
+                     float *s2, float *out, const fm_hyper *h) nogil
+    void fm_update_d(int rule, Py_ssize_t n, const double *p, const double *g, double *s1,
+                     double *s2, double *out, const fm_hyper *h) nogil
+
+
+cdef void _update(int rule, floating[::1] p, const floating[::1] g, floating *s1,
+                  floating *s2, out, fm_hyper *h):
+    # out=None updates p in place; otherwise the new parameters go to out and p is kept.
+    cdef floating[::1] o = p if out is None else out
+    cdef Py_ssize_t n = p.shape[0]
+    if n == 0:
+        return
+    with nogil:
+        if floating is float:
+            fm_update_s(rule, n, &p[0], &g[0], s1, s2, &o[0], h)
+        else:
+            fm_update_d(rule, n, &p[0], &g[0], s1, s2, &o[0], h)
+
+
+def sgd_update(floating[::1] p, const floating[::1] g, double lr, double l2, out=None):
+    """p -= lr * (g + l2 p)  (into out, if given, leaving p as it was)"""
+    cdef fm_hyper h
+    h.lr = lr
+    h.l2 = l2
+    _update(FM_SGD, p, g, NULL, NULL, out, &h)
 
 
 def momentum_update(floating[::1] p, const floating[::1] g, floating[::1] v,
-                    double lr, double mu, double l2):
+                    double lr, double mu, double l2, out=None):
     """v = mu v - lr (g + l2 p); p += v"""
-    cdef Py_ssize_t i, n = p.shape[0]
-    cdef floating lr_ = lr, mu_ = mu, l2_ = l2
-    for i in prange(n, nogil=True, schedule="static"):
-        v[i] = mu_ * v[i] - lr_ * (g[i] + l2_ * p[i])
-        p[i] = p[i] + v[i]
+    cdef fm_hyper h
+    h.lr = lr
+    h.mu = mu
+    h.l2 = l2
+    _update(FM_MOMENTUM, p, g, &v[0] if v.shape[0] else NULL, NULL, out, &h)
 
 
 def nesterov_update(floating[::1] p, const floating[::1] g, floating[::1] v,
-                    double lr, double mu, double l2):
+                    double lr, double mu, double l2, out=None):
     """v = mu v - lr d; p += mu v - lr d, with d = g + l2 p"""
-    cdef Py_ssize_t i, n = p.shape[0]
-    cdef floating lr_ = lr, mu_ = mu, l2_ = l2, d
-    for i in prange(n, nogil=True, schedule="static"):
-        d = g[i] + l2_ * p[i]
-        v[i] = mu_ * v[i] - lr_ * d
-        p[i] = p[i] + mu_ * v[i] - lr_ * d
+    cdef fm_hyper h
+    h.lr = lr
+    h.mu = mu
+    h.l2 = l2
+    _update(FM_NESTEROV, p, g, &v[0] if v.shape[0] else NULL, NULL, out, &h)
 
 
 def rmsprop_update(floating[::1] p, const floating[::1] g, floating[::1] s,
-                   double lr, double rho, double eps, double l2):
+                   double lr, double rho, double eps, double l2, out=None):
     """s = rho s + (1 - rho) d^2; p -= lr d / (sqrt(s) + eps), with d = g + l2 p"""
-    cdef Py_ssize_t i, n = p.shape[0]
-    cdef floating lr_ = lr, rho_ = rho, eps_ = eps, l2_ = l2, d
-    for i in prange(n, nogil=True, schedule="static"):
-        d = g[i] + l2_ * p[i]
-        s[i] = rho_ * s[i] + (1 - rho_) * d * d
-        p[i] = p[i] - lr_ * d / (<floating>sqrt(s[i]) + eps_)
+    cdef fm_hyper h
+    h.lr = lr
+    h.rho = rho
+    h.eps = eps
+    h.l2 = l2
+    _update(FM_RMSPROP, p, g, &s[0] if s.shape[0] else NULL, NULL, out, &h)
 
 
 def adam_update(floating[::1] p, const floating[::1] g, floating[::1] m, floating[::1] v,
                 double lr, double beta1, double beta2, double eps, double l2,
-                double c1, double c2):
+                double c1, double c2, out=None):
     """Adam with bias corrections c1 = 1/(1 - beta1^t), c2 = 1/(1 - beta2^t):
     m = b1 m + (1 - b1) d; v = b2 v + (1 - b2) d^2; p -= lr c1 m / (sqrt(c2 v) + eps)"""
-    cdef Py_ssize_t i, n = p.shape[0]
-    cdef floating lr_ = lr, b1 = beta1, b2 = beta2, eps_ = eps, l2_ = l2
-    cdef floating c1_ = c1, c2_ = c2, d
-    for i in prange(n, nogil=True, schedule="static"):
-        d = g[i] + l2_ * p[i]
-        m[i] = b1 * m[i] + (1 - b1) * d
-        v[i] = b2 * v[i] + (1 - b2) * d * d
-        p[i] = p[i] - lr_ * c1_ * m[i] / (<floating>sqrt(c2_ * v[i]) + eps_)
+    cdef fm_hyper h
+    h.lr = lr
+    h.beta1 = beta1
+    h.beta2 = beta2
+    h.eps = eps
+    h.l2 = l2
+    h.c1 = c1
+    h.c2 = c2
+    _update(FM_ADAM, p, g, &m[0] if m.shape[0] else NULL, &v[0] if v.shape[0] else NULL,
+            out, &h)

@@ -189,6 +189,13 @@ class MLP:
             at += b
         return Ws, bs
 
+    def _swap(self, params, W, b):
+        """Make ``params`` (with its views W and b) the current parameters; returns the
+        previous buffer and views."""
+        old = self._params, self._W, self._b
+        self._params, self._W, self._b = params, W, b
+        return old
+
     @property
     def n_params(self) -> int:
         """Number of trainable parameters."""
@@ -250,11 +257,17 @@ class MLP:
 
     # ------------------------------------------------------------------ passes
     def _forward(self, x, v):
+        # Hidden layers write act(x W + b) in one fused call; the last layer keeps its
+        # logits z, which the loss needs.
         be = self._backend
         inp = x
+        last = len(self._act_ids) - 1
         for i, act in enumerate(self._act_ids):
-            be.dense_forward(inp, self._W[i], self._b[i], v.z[i])
-            be.activation_forward(act, v.z[i], v.a[i])
+            if i < last:
+                be.dense_forward(inp, self._W[i], self._b[i], v.a[i], act)
+            else:
+                be.dense_forward(inp, self._W[i], self._b[i], v.z[i])
+                be.activation_forward(act, v.z[i], v.a[i])
             inp = v.a[i]
 
     def _backward(self, x, v):
@@ -266,8 +279,8 @@ class MLP:
             inp = x if i == 0 else v.a[i - 1]
             be.dense_backward_weight(inp, v.g[i], self._gW[i], self._gb[i])
             if i > 0:
-                be.dense_backward_input(v.g[i], self._W[i], v.g[i - 1])
-                be.activation_backward(self._act_ids[i - 1], v.a[i - 1], v.g[i - 1])
+                be.dense_backward_input(v.g[i], self._W[i], v.g[i - 1], self._act_ids[i - 1],
+                                        v.a[i - 1])
         return total, hits
 
     def _loss_of(self, x, y, v):
@@ -374,19 +387,22 @@ class MLP:
         self.optimizer = opt
         n = len(x)
         ws = _Workspace(self.layers, min(batch_size, n), self.dtype, backward=True)
-        backup = np.empty_like(self._params)
+        # Two parameter buffers: each update reads the current one and writes the other,
+        # so the weights before the last step are always at hand, without a copy.
+        spare = np.empty_like(self._params)
+        spare_W, spare_b = self._split(spare)
         steps_per_epoch = -(-n // ws.batch)
         progress = _Progress(verbose, epochs, steps_per_epoch)
-        be, params, grads, nw = self._backend, self._params, self._grads, self._n_weights
+        be, grads, nw = self._backend, self._grads, self._n_weights
 
         epoch = step = 0
         total = hits = seen = 0
-        updating = False
         t0 = time.perf_counter()
         try:
             for epoch in range(epochs):
                 progress.start_epoch(epoch)
-                order = self._shuffle_rng.permutation(n) if shuffle else None
+                order = self._shuffle_rng.permutation(n).astype(np.intp, copy=False) \
+                    if shuffle else None
                 total = hits = seen = 0
                 t0 = time.perf_counter()
                 for step in range(steps_per_epoch):
@@ -398,21 +414,20 @@ class MLP:
                         np.copyto(v.y, y[start:start + m])
                     else:
                         idx = order[start:start + m]
-                        np.take(x, idx, axis=0, out=v.x)
-                        np.take(y, idx, axis=0, out=v.y)
+                        be.take_rows(x, idx, v.x)
+                        be.take_rows(y, idx, v.y)
                     self._forward(v.x, v)
                     t, h = self._backward(v.x, v)
                     if not math.isfinite(t):
                         if history.steps:
-                            params[...] = backup
+                            self._swap(spare, spare_W, spare_b)
                         raise FloatingPointError(
                             f"the loss became {t / m} at epoch {epoch + 1}, step {step + 1}; "
                             f"the model keeps the weights that gave the last finite loss "
                             f"(try a smaller learning rate)")
-                    np.copyto(backup, params)
-                    updating = True
-                    opt.update(be, params, grads, l2, nw)
-                    updating = False
+                    # An interruption inside the update leaves the current buffer intact.
+                    opt.update(be, self._params, grads, l2, nw, out=spare)
+                    spare, spare_W, spare_b = self._swap(spare, spare_W, spare_b)
                     total += t
                     hits += h
                     seen += m
@@ -425,8 +440,6 @@ class MLP:
                 history._append(epoch, seconds, **metrics)
                 progress.end_epoch(seconds, metrics)
         except KeyboardInterrupt:
-            if updating:
-                params[...] = backup
             history.interrupted = True
             if seen:
                 history._append(epoch, time.perf_counter() - t0, loss=total / seen,

@@ -43,37 +43,48 @@ class Optimizer:
         self.lr = _positive("lr", lr)
         self.iterations = 0
         self._state = None
-        self._segments = None
+        self._bound = {}
 
     def reset(self):
         """Forget the state (moving averages, velocities) and the step count."""
         self.iterations = 0
         self._state = None
-        self._segments = None
+        self._bound = {}
 
-    def _bind(self, params, grads, n_decayed):
-        # Views made once per parameter buffer, so a step allocates nothing.
+    def _segments(self, params, grads, n_decayed, out):
+        # Views made once per (params, grads, out) buffers, so a step allocates nothing;
+        # training alternates between two parameter buffers, hence a small cache.
+        key = (id(params), id(grads), id(out), n_decayed)
+        hit = self._bound.get(key)
+        if hit is not None and hit[0] is params and hit[1] is grads and hit[2] is out:
+            return hit[3]
         if self._state is None or self._state.shape != (self.n_slots,) + params.shape \
                 or self._state.dtype != params.dtype:
             self._state = np.zeros((self.n_slots,) + params.shape, dtype=params.dtype)
             self.iterations = 0
-        cut = slice(0, n_decayed), slice(n_decayed, params.size)
-        self._segments = (
-            [(params[s], grads[s], tuple(self._state[:, s]), decayed)
-             for s, decayed in zip(cut, (True, False)) if s.stop > s.start],
-            params, grads,
-        )
+            self._bound = {}
+        cuts = slice(0, n_decayed), slice(n_decayed, params.size)
+        segments = [(params[c], grads[c], tuple(self._state[:, c]), decayed,
+                     None if out is None else out[c])
+                    for c, decayed in zip(cuts, (True, False)) if c.stop > c.start]
+        if len(self._bound) >= 4:
+            self._bound.clear()
+        self._bound[key] = (params, grads, out, segments)
+        return segments
 
-    def update(self, backend, params, grads, l2=0.0, n_decayed=None):
-        """One step on ``params`` (1-D) from ``grads``; L2 applies to ``params[:n_decayed]``."""
-        if self._segments is None or self._segments[1] is not params \
-                or self._segments[2] is not grads:
-            self._bind(params, grads, params.size if n_decayed is None else n_decayed)
+    def update(self, backend, params, grads, l2=0.0, n_decayed=None, out=None):
+        """One step on ``params`` (1-D) from ``grads``; L2 applies to ``params[:n_decayed]``.
+
+        With ``out``, the new parameters are written there and ``params`` is left as
+        it was (the optimizer's state still advances).
+        """
+        segments = self._segments(params, grads, params.size if n_decayed is None
+                                  else n_decayed, out)
         self.iterations += 1
-        for p, g, state, decayed in self._segments[0]:
-            self._apply(backend, p, g, state, l2 if decayed else 0.0)
+        for p, g, state, decayed, o in segments:
+            self._apply(backend, p, g, state, l2 if decayed else 0.0, o)
 
-    def _apply(self, backend, p, g, state, l2):
+    def _apply(self, backend, p, g, state, l2, out):
         raise NotImplementedError
 
     def get_config(self) -> dict:
@@ -93,8 +104,8 @@ class SGD(Optimizer):
     def __init__(self, lr=0.01):
         super().__init__(lr)
 
-    def _apply(self, backend, p, g, state, l2):
-        backend.sgd_update(p, g, self.lr, l2)
+    def _apply(self, backend, p, g, state, l2, out):
+        backend.sgd_update(p, g, self.lr, l2, out)
 
 
 class Momentum(Optimizer):
@@ -107,8 +118,8 @@ class Momentum(Optimizer):
         super().__init__(lr)
         self.momentum = _fraction("momentum", momentum)
 
-    def _apply(self, backend, p, g, state, l2):
-        backend.momentum_update(p, g, state[0], self.lr, self.momentum, l2)
+    def _apply(self, backend, p, g, state, l2, out):
+        backend.momentum_update(p, g, state[0], self.lr, self.momentum, l2, out)
 
 
 class Nesterov(Momentum):
@@ -116,8 +127,8 @@ class Nesterov(Momentum):
 
     name = "nesterov"
 
-    def _apply(self, backend, p, g, state, l2):
-        backend.nesterov_update(p, g, state[0], self.lr, self.momentum, l2)
+    def _apply(self, backend, p, g, state, l2, out):
+        backend.nesterov_update(p, g, state[0], self.lr, self.momentum, l2, out)
 
 
 class RMSprop(Optimizer):
@@ -136,8 +147,8 @@ class RMSprop(Optimizer):
         self.rho = _fraction("rho", rho)
         self.eps = _positive("eps", eps)
 
-    def _apply(self, backend, p, g, state, l2):
-        backend.rmsprop_update(p, g, state[0], self.lr, self.rho, self.eps, l2)
+    def _apply(self, backend, p, g, state, l2, out):
+        backend.rmsprop_update(p, g, state[0], self.lr, self.rho, self.eps, l2, out)
 
 
 class Adam(Optimizer):
@@ -152,12 +163,12 @@ class Adam(Optimizer):
         self.beta2 = _fraction("beta2", beta2)
         self.eps = _positive("eps", eps)
 
-    def _apply(self, backend, p, g, state, l2):
+    def _apply(self, backend, p, g, state, l2, out):
         t = self.iterations
         c1 = 1.0 / (1.0 - self.beta1**t)
         c2 = 1.0 / (1.0 - self.beta2**t)
         backend.adam_update(p, g, state[0], state[1], self.lr, self.beta1, self.beta2,
-                            self.eps, l2, c1, c2)
+                            self.eps, l2, c1, c2, out)
 
 
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, Nesterov, RMSprop, Adam)}

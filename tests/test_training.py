@@ -123,8 +123,8 @@ class InterruptingSGD(optim.SGD):
         super().__init__(lr)
         self.at, self.calls = at, 0
 
-    def _apply(self, backend, p, g, state, l2):
-        super()._apply(backend, p, g, state, l2)
+    def _apply(self, backend, p, g, state, l2, out):
+        super()._apply(backend, p, g, state, l2, out)
         if self.iterations == self.at:
             raise KeyboardInterrupt  # after the weights, before the biases
 

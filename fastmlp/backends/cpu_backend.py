@@ -15,6 +15,7 @@ try:
         nesterov_update,
         rmsprop_update,
         sgd_update,
+        take_rows,
     )
 except ImportError as exc:  # pragma: no cover - depends on how the package was installed
     raise ImportError(

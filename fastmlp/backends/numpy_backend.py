@@ -17,13 +17,21 @@ _LINEAR, _RELU, _SIGMOID, _TANH, _SOFTMAX = range(len(ACTIVATIONS))
 _CROSS_ENTROPY, _BINARY_CROSS_ENTROPY, _MSE = range(len(LOSSES))
 
 
-def dense_forward(x, W, b, out):
+def take_rows(src, idx, out):
+    np.take(src, idx, axis=0, out=out)
+
+
+def dense_forward(x, W, b, out, act=_LINEAR):
     np.matmul(x, W, out=out)
     out += b
+    if act != _LINEAR:
+        activation_forward(act, out, out)
 
 
-def dense_backward_input(g, W, gx):
+def dense_backward_input(g, W, gx, act=_LINEAR, a=None):
     np.matmul(g, W.T, out=gx)
+    if act != _LINEAR:
+        activation_backward(act, a, gx)
 
 
 def dense_backward_weight(x, g, gW, gb):
@@ -107,31 +115,44 @@ def _l2(p, g, l2):
     return g + l2 * p if l2 else g
 
 
-def sgd_update(p, g, lr, l2):
+def _target(p, out):
+    # The updates below work in place; with out given, on a copy of p in out.
+    if out is None:
+        return p
+    np.copyto(out, p)
+    return out
+
+
+def sgd_update(p, g, lr, l2, out=None):
+    p = _target(p, out)
     p -= lr * _l2(p, g, l2)
 
 
-def momentum_update(p, g, v, lr, mu, l2):
+def momentum_update(p, g, v, lr, mu, l2, out=None):
+    p = _target(p, out)
     v *= mu
     v -= lr * _l2(p, g, l2)
     p += v
 
 
-def nesterov_update(p, g, v, lr, mu, l2):
+def nesterov_update(p, g, v, lr, mu, l2, out=None):
+    p = _target(p, out)
     d = _l2(p, g, l2)
     v *= mu
     v -= lr * d
     p += mu * v - lr * d
 
 
-def rmsprop_update(p, g, s, lr, rho, eps, l2):
+def rmsprop_update(p, g, s, lr, rho, eps, l2, out=None):
+    p = _target(p, out)
     d = _l2(p, g, l2)
     s *= rho
     s += (1 - rho) * d * d
     p -= lr * d / (np.sqrt(s) + eps)
 
 
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, l2, c1, c2):
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, l2, c1, c2, out=None):
+    p = _target(p, out)
     d = _l2(p, g, l2)
     m *= beta1
     m += (1 - beta1) * d

@@ -1,0 +1,56 @@
+/* Packed, cache-blocked matrix products C = op(A) @ op(B) with fused epilogues.
+
+   All matrices are row-major. op(A) is M x K (A itself, or the transpose of a
+   K x M matrix when trans_a is set); op(B) is K x N likewise. The product is
+   written into C (M x N, leading dimension ldc), and then, tile by tile while
+   the tile is still in cache, the epilogue is applied:
+
+     FM_EPI_NONE      C = op(A) op(B)
+     FM_EPI_BIAS_ACT  C = act(op(A) op(B) + bias)           (bias has N entries)
+     FM_EPI_MUL_DACT  C = (op(A) op(B)) * act'(z), given a = act(z) as the matrix
+                      `act_out` (M x N, leading dimension ldo)
+
+   Work is split between threads by output tiles only, and every element is
+   summed in an order that depends on K alone, so results are bitwise identical
+   for any number of threads. The microkernel is chosen at run time: AVX-512,
+   AVX2 with FMA, or portable C. The functions trust their arguments. */
+#ifndef FASTMLP_GEMM_H
+#define FASTMLP_GEMM_H
+
+#include <stddef.h>
+
+enum { FM_EPI_NONE = 0, FM_EPI_BIAS_ACT = 1, FM_EPI_MUL_DACT = 2 };
+
+/* Activation ids, the order of fastmlp.functions.ACTIVATIONS (softmax is not
+   elementwise and never fused). */
+enum { FM_LINEAR = 0, FM_RELU = 1, FM_SIGMOID = 2, FM_TANH = 3 };
+
+/* Instruction-set levels of the microkernels. */
+enum { FM_LEVEL_SCALAR = 0, FM_LEVEL_AVX2 = 1, FM_LEVEL_AVX512 = 2 };
+
+typedef struct {
+    int kind;              /* FM_EPI_* */
+    int act;               /* FM_LINEAR ... FM_TANH */
+    const void *bias;      /* FM_EPI_BIAS_ACT: N values of the product's type */
+    const void *act_out;   /* FM_EPI_MUL_DACT: M x N values of the product's type */
+    ptrdiff_t ldo;
+} fm_epilogue;
+
+/* Both return 0, or -1 when scratch memory could not be allocated. ep may be NULL. */
+int fm_sgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+             const float *A, ptrdiff_t lda, const float *B, ptrdiff_t ldb,
+             float *C, ptrdiff_t ldc, const fm_epilogue *ep);
+int fm_dgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+             const double *A, ptrdiff_t lda, const double *B, ptrdiff_t ldb,
+             double *C, ptrdiff_t ldc, const fm_epilogue *ep);
+
+/* The best level this CPU and build support, the level in use, and a setter
+   (the caller keeps it at or below the best level). */
+int fm_gemm_best_level(void);
+int fm_gemm_level(void);
+void fm_gemm_set_level(int level);
+
+/* Register tile (rows x columns) of the microkernel in use, for one type. */
+void fm_gemm_tile(int level, int is_double, int *mr, int *nr);
+
+#endif

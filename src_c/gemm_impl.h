@@ -1,0 +1,232 @@
+/* The type-generic part of gemm.c, included once per type with T (float or
+   double), SUF (_s or _d), FM_EXP_FN and FM_TANH_FN defined. Not a public header. */
+
+#define FM_CAT_(a, b) a##b
+#define FM_CAT(a, b) FM_CAT_(a, b)
+#define FM_FN(name) FM_CAT(name, SUF)
+
+typedef void (*FM_FN(fm_ukr_fn))(ptrdiff_t, const T *, const T *, T *, ptrdiff_t, int);
+
+/* Rows i0 .. i0+mc-1 and columns p0 .. p0+kc-1 of op(A) into MR-row panels,
+   k-major, with zero rows past the edge. */
+static void FM_FN(fm_pack_a)(int trans, const T *A, ptrdiff_t lda, ptrdiff_t i0,
+                             ptrdiff_t mc, ptrdiff_t p0, ptrdiff_t kc, int mr,
+                             T *restrict dst)
+{
+    for (ptrdiff_t ir = 0; ir < mc; ir += mr, dst += mr * kc) {
+        ptrdiff_t m = fm_min(mr, mc - ir);
+        if (!trans) {
+            for (ptrdiff_t i = 0; i < m; i++) {
+                const T *src = A + (i0 + ir + i) * lda + p0;
+                for (ptrdiff_t k = 0; k < kc; k++)
+                    dst[k * mr + i] = src[k];
+            }
+        } else {
+            for (ptrdiff_t k = 0; k < kc; k++) {
+                const T *src = A + (p0 + k) * lda + i0 + ir;
+                for (ptrdiff_t i = 0; i < m; i++)
+                    dst[k * mr + i] = src[i];
+            }
+        }
+        for (ptrdiff_t i = m; i < mr; i++)
+            for (ptrdiff_t k = 0; k < kc; k++)
+                dst[k * mr + i] = 0;
+    }
+}
+
+/* Rows p0 .. p0+kc-1 and columns j0 .. j0+nc-1 of op(B) into NR-column panels,
+   k-major, with zero columns past the edge. */
+static void FM_FN(fm_pack_b)(int trans, const T *B, ptrdiff_t ldb, ptrdiff_t p0,
+                             ptrdiff_t kc, ptrdiff_t j0, ptrdiff_t nc, int nr,
+                             T *restrict dst)
+{
+    for (ptrdiff_t jr = 0; jr < nc; jr += nr, dst += nr * kc) {
+        ptrdiff_t n = fm_min(nr, nc - jr);
+        if (!trans) {
+            for (ptrdiff_t k = 0; k < kc; k++) {
+                const T *src = B + (p0 + k) * ldb + j0 + jr;
+                T *d = dst + k * nr;
+                for (ptrdiff_t j = 0; j < n; j++)
+                    d[j] = src[j];
+                for (ptrdiff_t j = n; j < nr; j++)
+                    d[j] = 0;
+            }
+        } else {
+            for (ptrdiff_t j = 0; j < n; j++) {
+                const T *src = B + (j0 + jr + j) * ldb + p0;
+                for (ptrdiff_t k = 0; k < kc; k++)
+                    dst[k * nr + j] = src[k];
+            }
+            for (ptrdiff_t j = n; j < nr; j++)
+                for (ptrdiff_t k = 0; k < kc; k++)
+                    dst[k * nr + j] = 0;
+        }
+    }
+}
+
+static inline T FM_FN(fm_sigmoid)(T z)
+{
+    T e;
+    if (z >= 0)
+        return 1 / (1 + FM_EXP_FN(-z));
+    e = FM_EXP_FN(z);
+    return e / (1 + e);
+}
+
+/* The epilogue on the m x n tile of C whose top-left element is (i0, j0). */
+static void FM_FN(fm_epilogue_tile)(const fm_epilogue *ep, T *C, ptrdiff_t ldc,
+                                    ptrdiff_t i0, ptrdiff_t j0, ptrdiff_t m, ptrdiff_t n)
+{
+    if (ep->kind == FM_EPI_BIAS_ACT) {
+        const T *bias = (const T *)ep->bias + j0;
+        for (ptrdiff_t i = 0; i < m; i++) {
+            T *c = C + (i0 + i) * ldc + j0;
+            switch (ep->act) {
+            case FM_RELU:
+                for (ptrdiff_t j = 0; j < n; j++) {
+                    T z = c[j] + bias[j];
+                    c[j] = z > 0 ? z : 0;
+                }
+                break;
+            case FM_SIGMOID:
+                for (ptrdiff_t j = 0; j < n; j++)
+                    c[j] = FM_FN(fm_sigmoid)(c[j] + bias[j]);
+                break;
+            case FM_TANH:
+                for (ptrdiff_t j = 0; j < n; j++)
+                    c[j] = FM_TANH_FN(c[j] + bias[j]);
+                break;
+            default:
+                for (ptrdiff_t j = 0; j < n; j++)
+                    c[j] += bias[j];
+            }
+        }
+    } else if (ep->kind == FM_EPI_MUL_DACT) {
+        for (ptrdiff_t i = 0; i < m; i++) {
+            T *c = C + (i0 + i) * ldc + j0;
+            const T *a = (const T *)ep->act_out + (i0 + i) * ep->ldo + j0;
+            switch (ep->act) {
+            case FM_RELU:
+                for (ptrdiff_t j = 0; j < n; j++)
+                    c[j] = a[j] > 0 ? c[j] : 0;
+                break;
+            case FM_SIGMOID:
+                for (ptrdiff_t j = 0; j < n; j++)
+                    c[j] = c[j] * a[j] * (1 - a[j]);
+                break;
+            case FM_TANH:
+                for (ptrdiff_t j = 0; j < n; j++)
+                    c[j] = c[j] * (1 - a[j] * a[j]);
+                break;
+            default:
+                break;
+            }
+        }
+    }
+}
+
+/* One thread's share: rows [i0, i1) and columns [j0, j1) of C. */
+static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int ta, int tb,
+                               ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t j0, ptrdiff_t j1,
+                               ptrdiff_t K, ptrdiff_t kcb, ptrdiff_t mcb, ptrdiff_t ncb,
+                               const T *A, ptrdiff_t lda, const T *B, ptrdiff_t ldb,
+                               T *C, ptrdiff_t ldc, const fm_epilogue *ep)
+{
+    T tile[FM_MAX_MR * FM_MAX_NR] __attribute__((aligned(64)));
+    /* The A block, then the B block at a 64-byte boundary. */
+    size_t a_elems = ((size_t)mcb * kcb + 63) / 64 * 64, b_elems = (size_t)kcb * ncb;
+    T *Ap = fm_scratch((a_elems + b_elems) * sizeof(T));
+    T *Bp;
+    if (Ap == NULL)
+        return -1;
+    Bp = Ap + a_elems;
+    for (ptrdiff_t jc = j0; jc < j1; jc += ncb) {
+        ptrdiff_t nc = fm_min(ncb, j1 - jc);
+        for (ptrdiff_t pc = 0; pc < K; pc += kcb) {
+            ptrdiff_t kc = fm_min(kcb, K - pc);
+            int first = pc == 0, last = pc + kc >= K;
+            FM_FN(fm_pack_b)(tb, B, ldb, pc, kc, jc, nc, nr, Bp);
+            for (ptrdiff_t ic = i0; ic < i1; ic += mcb) {
+                ptrdiff_t mc = fm_min(mcb, i1 - ic);
+                FM_FN(fm_pack_a)(ta, A, lda, ic, mc, pc, kc, mr, Ap);
+                for (ptrdiff_t jr = 0; jr < nc; jr += nr) {
+                    ptrdiff_t n = fm_min(nr, nc - jr);
+                    for (ptrdiff_t ir = 0; ir < mc; ir += mr) {
+                        ptrdiff_t m = fm_min(mr, mc - ir);
+                        T *c = C + (ic + ir) * ldc + jc + jr;
+                        if (m == mr && n == nr) {
+                            ukr(kc, Ap + ir * kc, Bp + jr * kc, c, ldc, !first);
+                        } else {
+                            /* Edge tile: the same kernel on a full-size copy. */
+                            if (!first)
+                                for (ptrdiff_t i = 0; i < m; i++)
+                                    memcpy(tile + i * nr, c + i * ldc, n * sizeof(T));
+                            ukr(kc, Ap + ir * kc, Bp + jr * kc, tile, nr, !first);
+                            for (ptrdiff_t i = 0; i < m; i++)
+                                memcpy(c + i * ldc, tile + i * nr, n * sizeof(T));
+                        }
+                        if (last && ep != NULL && ep->kind != FM_EPI_NONE)
+                            FM_FN(fm_epilogue_tile)(ep, C, ldc, ic + ir, jc + jr, m, n);
+                    }
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+static int FM_FN(fm_gemm)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int ta, int tb,
+                          ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t lda,
+                          const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc,
+                          const fm_epilogue *ep)
+{
+    ptrdiff_t kcb, mcb, ncb, mt, nt;
+    int threads, failed = 0, split_n;
+    if (M <= 0 || N <= 0)
+        return 0;
+    if (K <= 0) {
+        for (ptrdiff_t i = 0; i < M; i++)
+            memset(C + i * ldc, 0, N * sizeof(T));
+        if (ep != NULL && ep->kind != FM_EPI_NONE)
+            FM_FN(fm_epilogue_tile)(ep, C, ldc, 0, 0, M, N);
+        return 0;
+    }
+    /* kcb depends on K alone: the summation order is fixed. */
+    kcb = fm_balanced(K, FM_KC, 4);
+    mcb = fm_balanced(M, FM_MC, mr);
+    ncb = fm_balanced(N, FM_NC, nr);
+    mt = (M + mr - 1) / mr;
+    nt = (N + nr - 1) / nr;
+    threads = fm_threads_for(M, N, K);
+    split_n = nt >= mt || nt >= 2 * threads;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) if (threads > 1) reduction(| : failed)
+#endif
+    {
+        int t = 0, team = 1;
+        ptrdiff_t tiles = split_n ? nt : mt, lo, hi;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+        team = omp_get_num_threads();
+#endif
+        lo = tiles * t / team;
+        hi = tiles * (t + 1) / team;
+        if (lo < hi) {
+            if (split_n)
+                failed |= FM_FN(fm_gemm_part)(mr, nr, ukr, ta, tb, 0, M, lo * nr,
+                                              fm_min(hi * nr, N), K, kcb, mcb,
+                                              fm_min(ncb, (hi - lo) * nr), A, lda, B, ldb,
+                                              C, ldc, ep);
+            else
+                failed |= FM_FN(fm_gemm_part)(mr, nr, ukr, ta, tb, lo * mr,
+                                              fm_min(hi * mr, M), 0, N, K, kcb,
+                                              fm_min(mcb, (hi - lo) * mr), ncb, A, lda, B,
+                                              ldb, C, ldc, ep);
+        }
+    }
+    return failed ? -1 : 0;
+}
+
+#undef FM_FN
+#undef FM_CAT
+#undef FM_CAT_

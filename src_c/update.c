@@ -1,0 +1,130 @@
+/* Fused optimizer updates; see update.h. */
+#include "update.h"
+
+#include <math.h>
+
+#include "gemm.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define FM_UPD_X86 1
+#else
+#define FM_UPD_X86 0
+#endif
+
+/* Below this many elements an update runs on one thread. */
+#define FM_UPDATE_PARALLEL_MIN 32768
+
+/* The update of elements [lo, hi), once per type and instruction set. The rule
+   is a loop-invariant switch, so each case's loop vectorizes on its own. out may
+   be p: element i is read before it is written and no other element is touched,
+   which is what `ivdep` promises the compiler. */
+#define FM_UPDATE_RANGE(NAME, T, SQRT, ATTR)                                           \
+    ATTR static void NAME(int rule, ptrdiff_t lo, ptrdiff_t hi, const T *p,            \
+                          const T *restrict g, T *restrict s1, T *restrict s2,        \
+                          T *out, const fm_hyper *h)                                   \
+    {                                                                                  \
+        const T lr = (T)h->lr, l2 = (T)h->l2, mu = (T)h->mu, rho = (T)h->rho;          \
+        const T eps = (T)h->eps, b1 = (T)h->beta1, b2 = (T)h->beta2;                   \
+        const T c1 = (T)h->c1, c2 = (T)h->c2;                                          \
+        switch (rule) {                                                                \
+        case FM_SGD:                                                                   \
+            _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++)                                        \
+                out[i] = p[i] - lr * (g[i] + l2 * p[i]);                               \
+            break;                                                                     \
+        case FM_MOMENTUM:                                                              \
+            _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++) {                                      \
+                T v = mu * s1[i] - lr * (g[i] + l2 * p[i]);                            \
+                s1[i] = v;                                                             \
+                out[i] = p[i] + v;                                                     \
+            }                                                                          \
+            break;                                                                     \
+        case FM_NESTEROV:                                                              \
+            _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++) {                                      \
+                T d = g[i] + l2 * p[i];                                                \
+                T v = mu * s1[i] - lr * d;                                             \
+                s1[i] = v;                                                             \
+                out[i] = p[i] + mu * v - lr * d;                                       \
+            }                                                                          \
+            break;                                                                     \
+        case FM_RMSPROP:                                                               \
+            _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++) {                                      \
+                T d = g[i] + l2 * p[i];                                                \
+                T s = rho * s1[i] + (1 - rho) * d * d;                                 \
+                s1[i] = s;                                                             \
+                out[i] = p[i] - lr * d / (SQRT(s) + eps);                              \
+            }                                                                          \
+            break;                                                                     \
+        case FM_ADAM:                                                                  \
+            _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++) {                                      \
+                T d = g[i] + l2 * p[i];                                                \
+                T m = b1 * s1[i] + (1 - b1) * d;                                       \
+                T v = b2 * s2[i] + (1 - b2) * d * d;                                   \
+                s1[i] = m;                                                             \
+                s2[i] = v;                                                             \
+                out[i] = p[i] - lr * c1 * m / (SQRT(c2 * v) + eps);                    \
+            }                                                                          \
+            break;                                                                     \
+        }                                                                              \
+    }
+
+FM_UPDATE_RANGE(fm_update_range_s, float, sqrtf, )
+FM_UPDATE_RANGE(fm_update_range_d, double, sqrt, )
+#if FM_UPD_X86
+FM_UPDATE_RANGE(fm_update_range_avx2_s, float, sqrtf, __attribute__((target("avx2,fma"))))
+FM_UPDATE_RANGE(fm_update_range_avx2_d, double, sqrt, __attribute__((target("avx2,fma"))))
+#endif
+
+typedef void (*fm_range_s)(int, ptrdiff_t, ptrdiff_t, const float *, const float *, float *,
+                           float *, float *, const fm_hyper *);
+typedef void (*fm_range_d)(int, ptrdiff_t, ptrdiff_t, const double *, const double *,
+                           double *, double *, double *, const fm_hyper *);
+
+/* Split [0, n) into one contiguous range per thread, boundaries on 64-byte lines. */
+#ifdef _OPENMP
+#define FM_PARALLEL_RANGES(n, BODY)                                                    \
+    do {                                                                               \
+        int nt_ = (n) < FM_UPDATE_PARALLEL_MIN ? 1 : omp_get_max_threads();            \
+        _Pragma("omp parallel num_threads(nt_) if (nt_ > 1)")                          \
+        {                                                                              \
+            int t_ = omp_get_thread_num(), team_ = omp_get_num_threads();              \
+            ptrdiff_t chunk_ = ((n) / team_ + 15) / 16 * 16;                           \
+            ptrdiff_t lo = chunk_ * t_, hi = lo + chunk_;                              \
+            if (t_ == team_ - 1 || hi > (n))                                           \
+                hi = (n);                                                              \
+            if (lo < hi)                                                               \
+                BODY;                                                                  \
+        }                                                                              \
+    } while (0)
+#else
+#define FM_PARALLEL_RANGES(n, BODY)                                                    \
+    do {                                                                               \
+        ptrdiff_t lo = 0, hi = (n);                                                    \
+        BODY;                                                                          \
+    } while (0)
+#endif
+
+void fm_update_s(int rule, ptrdiff_t n, const float *p, const float *g, float *s1,
+                 float *s2, float *out, const fm_hyper *h)
+{
+    fm_range_s f = fm_update_range_s;
+#if FM_UPD_X86
+    if (fm_gemm_level() >= FM_LEVEL_AVX2)
+        f = fm_update_range_avx2_s;
+#endif
+    FM_PARALLEL_RANGES(n, f(rule, lo, hi, p, g, s1, s2, out, h));
+}
+
+void fm_update_d(int rule, ptrdiff_t n, const double *p, const double *g, double *s1,
+                 double *s2, double *out, const fm_hyper *h)
+{
+    fm_range_d f = fm_update_range_d;
+#if FM_UPD_X86
+    if (fm_gemm_level() >= FM_LEVEL_AVX2)
+        f = fm_update_range_avx2_d;
+#endif
+    FM_PARALLEL_RANGES(n, f(rule, lo, hi, p, g, s1, s2, out, h));
+}
