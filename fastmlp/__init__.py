@@ -9,7 +9,7 @@ from ._version import __version__
 from .backends import BACKENDS, available_backends
 from .gradcheck import gradcheck
 from .model import MLP, History, load
-from .threads import get_num_threads, set_num_threads
+from .threads import get_num_threads, set_num_threads, set_simd_level
 
 __all__ = [
     "BACKENDS",
@@ -26,4 +26,5 @@ __all__ = [
     "preprocessing",
     "recipes",
     "set_num_threads",
+    "set_simd_level",
 ]

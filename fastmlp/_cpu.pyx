@@ -100,6 +100,21 @@ def set_gemm_level(str level):
     fm_gemm_set_level(i)
 
 
+def _cap_from_environment():
+    # FASTMLP_SIMD caps the microkernels' instruction set (for tests and comparisons).
+    import os
+    value = os.environ.get("FASTMLP_SIMD", "").strip().lower()
+    if not value:
+        return
+    if value not in GEMM_LEVELS:
+        raise ValueError(f"FASTMLP_SIMD={value!r} is not a SIMD level; valid levels are: "
+                          f"{', '.join(GEMM_LEVELS)}")
+    fm_gemm_set_level(min(GEMM_LEVELS.index(value), fm_gemm_best_level()))
+
+
+_cap_from_environment()
+
+
 def gemm_tile(str level, bint is_double):
     """(rows, columns) of the register tile of ``level``'s microkernel."""
     cdef int mr = 0, nr = 0

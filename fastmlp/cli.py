@@ -1,4 +1,4 @@
-"""The ``fastmlp`` command: train, evaluate, gradcheck, info."""
+"""The ``fastmlp`` command: train, evaluate, gradcheck, bench, info."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from . import datasets, metrics, preprocessing, recipes, threads
+from . import bench, datasets, metrics, preprocessing, recipes, threads
 from ._io import atomic_write
 from ._version import __version__
 from .backends import BACKENDS, available_backends
@@ -167,6 +167,12 @@ def cmd_gradcheck(args, out):
     return 0 if worst_all < args.tol else 1
 
 
+# --------------------------------------------------------------------------- bench
+def cmd_bench(args, out):
+    bench.main_args(args, out)
+    return 0
+
+
 # --------------------------------------------------------------------------- info
 def info_dict():
     return {
@@ -176,6 +182,7 @@ def info_dict():
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_simd": threads.simd_level(),
+        "gemm_kernels": threads.gemm_level(),
         "openmp": threads.openmp_enabled(),
         "threads": threads.get_num_threads(),
         "cpu_count": os.cpu_count(),
@@ -249,6 +256,12 @@ def build_parser():
     p.add_argument("--tol", type=float, default=1e-6)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_gradcheck)
+
+    p = sub.add_parser("bench", help="time the cpu backend against NumPy and PyTorch",
+                       description=bench.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_arguments(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("info", help="version, backends, threads and SIMD level")
     p.add_argument("--json", action="store_true")

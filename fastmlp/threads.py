@@ -1,4 +1,10 @@
-"""Threads of the compiled ``cpu`` backend (OpenMP)."""
+"""Threads and SIMD level of the compiled ``cpu`` backend (OpenMP, AVX2/AVX-512).
+
+The matrix-product microkernels are chosen when the extension loads: the best
+the CPU supports, capped by the environment variable ``FASTMLP_SIMD``
+(``scalar``, ``avx2`` or ``avx512``) when it is set. ``set_simd_level`` changes
+the cap at run time.
+"""
 
 from __future__ import annotations
 
@@ -41,3 +47,35 @@ def simd_level() -> str:
     """Best SIMD instruction set of this CPU (``avx512``, ``avx2``, ..., ``scalar``)."""
     ext = _ext()
     return ext.simd_level() if ext is not None else "unknown (cpu backend not built)"
+
+
+SIMD_LEVELS = ("scalar", "avx2", "avx512")
+
+
+def gemm_level() -> str:
+    """Instruction set of the matrix-product kernels in use: ``scalar``, ``avx2`` or
+    ``avx512``."""
+    ext = _ext()
+    return ext.gemm_level() if ext is not None else "unknown (cpu backend not built)"
+
+
+def set_simd_level(level: str) -> str:
+    """Use the kernels of ``level`` or, if the CPU lacks it, the best it has below;
+    returns the level now in use.
+
+    Raises
+    ------
+    ValueError
+        ``level`` is not one of ``SIMD_LEVELS``.
+    RuntimeError
+        The compiled extension is not installed.
+    """
+    if level not in SIMD_LEVELS:
+        raise ValueError(f"unknown SIMD level {level!r}; valid levels are: "
+                         f"{', '.join(SIMD_LEVELS)}")
+    ext = _ext()
+    if ext is None:
+        raise RuntimeError("the cpu backend is not built, so it has no SIMD level to set")
+    best = SIMD_LEVELS.index(ext.gemm_best_level())
+    ext.set_gemm_level(SIMD_LEVELS[min(SIMD_LEVELS.index(level), best)])
+    return ext.gemm_level()

@@ -1,0 +1,116 @@
+"""pytest-benchmark suite: kernels, one training step and one epoch per backend, at
+1 thread and at every core.
+
+    pytest benches/ --benchmark-only
+
+Timings are reported, never asserted. NumPy's BLAS is limited to one thread with
+threadpoolctl (in the ``peers`` extra); without it, the one-thread NumPy cases are
+skipped and say why. Epochs use Fashion-MNIST from ../shared/data or $FASTMLP_DATA
+when present, else random images of the same size.
+"""
+
+import contextlib
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp import _cpu
+from fastmlp.bench import PRODUCTS, all_threads
+from fastmlp.model import _Workspace
+
+THREADS = [1, all_threads()]
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def limited(threads, numpy_too):
+    """fastmlp (and, if asked, NumPy's BLAS) on `threads` threads for the block."""
+    before = fastmlp.get_num_threads()
+    fastmlp.set_num_threads(threads)
+    try:
+        if numpy_too and threads != all_threads():
+            tpc = pytest.importorskip("threadpoolctl", reason="limiting NumPy's BLAS to "
+                                      "one thread needs threadpoolctl (fastmlp[peers])")
+            with tpc.threadpool_limits(threads, user_api="blas"):
+                yield
+        else:
+            yield
+    finally:
+        fastmlp.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", THREADS, ids=lambda t: f"{t}thr")
+@pytest.mark.parametrize("impl", ["fastmlp", "numpy"])
+@pytest.mark.parametrize("product", PRODUCTS, ids=lambda p: p[0].split()[0])
+def test_product(benchmark, product, impl, threads):
+    name, M, N, K, ta, tb = product
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((K, M) if ta else (M, K), dtype=np.float32)
+    b = rng.standard_normal((N, K) if tb else (K, N), dtype=np.float32)
+    a, b = (a.T if ta else a), (b.T if tb else b)
+    out = np.empty((M, N), np.float32)
+    fn = (lambda: _cpu.matmul(a, b, out)) if impl == "fastmlp" else (
+        lambda: np.matmul(a, b, out=out))
+    benchmark.group = f"product {name} ({threads} thread(s))"
+    benchmark.extra_info["gflop"] = 2 * M * N * K / 1e9
+    with limited(threads, impl == "numpy"):
+        benchmark(fn)
+    benchmark.extra_info["gflops"] = 2 * M * N * K / benchmark.stats.stats.median / 1e9
+
+
+def training_data(n=60000):
+    """Fashion-MNIST training images if present, else random ones (same shapes)."""
+    recipe = fastmlp.recipes.get("keras")
+    for folder in (os.environ.get("FASTMLP_DATA"), ROOT.parent / "shared" / "data"):
+        if folder and (pathlib.Path(folder) / "fashion-mnist").is_dir():
+            (x, y), _ = fastmlp.datasets.load("fashion-mnist",
+                                              pathlib.Path(folder) / "fashion-mnist")
+            return recipe.inputs(x.reshape(len(x), -1))[:n], recipe.targets(y)[:n]
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, 784)).astype(np.float32) / 255
+    return x, recipe.targets(rng.integers(0, 10, n))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return training_data()
+
+
+@pytest.mark.parametrize("threads", THREADS, ids=lambda t: f"{t}thr")
+@pytest.mark.parametrize("backend", fastmlp.BACKENDS)
+def test_training_step(benchmark, data, backend, threads):
+    # Gather, forward, backward and update of one batch of 128, as fit does it.
+    x, y = data
+    recipe = fastmlp.recipes.get("keras")
+    model, opt = recipe.build(backend=backend), recipe.make_optimizer()
+    ws = _Workspace(model.layers, 128, model.dtype, backward=True)
+    v = ws.views(128)
+    be = model._backend
+    idx = np.random.default_rng(0).permutation(len(x))[:128].astype(np.intp)
+
+    def step():
+        be.take_rows(x, idx, v.x)
+        be.take_rows(y, idx, v.y)
+        model._forward(v.x, v)
+        model._backward(v.x, v)
+        opt.update(be, model._params, model._grads, 0.0, model._n_weights)
+
+    benchmark.group = f"training step, batch 128 ({threads} thread(s))"
+    with limited(threads, backend == "numpy"):
+        benchmark(step)
+
+
+@pytest.mark.parametrize("threads", THREADS, ids=lambda t: f"{t}thr")
+@pytest.mark.parametrize("backend", fastmlp.BACKENDS)
+def test_epoch(benchmark, data, backend, threads):
+    x, y = data
+    recipe = fastmlp.recipes.get("keras")
+    model, opt = recipe.build(backend=backend), recipe.make_optimizer()
+    benchmark.group = f"keras epoch, {len(x)} samples ({threads} thread(s))"
+    with limited(threads, backend == "numpy"):
+        model.fit(x, y, epochs=1, optimizer=opt, verbose=0)  # warm-up
+        benchmark.pedantic(model.fit, args=(x, y), kwargs=dict(epochs=1, optimizer=opt,
+                                                               verbose=0), rounds=2)

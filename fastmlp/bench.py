@@ -1,0 +1,391 @@
+"""Benchmarks on this machine: the ``cpu`` backend against NumPy and PyTorch.
+
+Two measurements, each run for every thread count asked for:
+
+* **products**: GFLOP/s of the three matrix products of the keras recipe's
+  784-512 layer at batch 128 (forward, input gradient, weight gradient), the
+  ``cpu`` backend's kernel against NumPy's BLAS on the same operands;
+* **epochs**: seconds per training epoch of the keras recipe (784-512 relu-10
+  softmax, RMSprop, batch 128, float32) for the ``cpu`` backend, the ``numpy``
+  backend and PyTorch, all starting from the same weights, epochs alternating
+  between them after one warm-up epoch each; then each one's test accuracy.
+
+Each thread count runs in a fresh worker process whose environment limits every
+library (OpenMP, OpenBLAS, MKL, PyTorch) to that many threads, since a BLAS
+cannot be re-limited once loaded. Medians are reported, and ratios come from
+the same run. PyTorch is optional (``pip install 'fastmlp[peers]'``).
+
+    fastmlp bench --data ../shared/data/fashion-mnist
+    python -m fastmlp.bench --threads 1 --no-epochs
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+CONTENDERS = ("cpu", "numpy", "torch")
+
+# (name, M, N, K, transpose first operand, transpose second) of the 784-512 layer,
+# batch 128: out = x @ W, gx = g @ W.T, gW = x.T @ g.
+PRODUCTS = (
+    ("forward x @ W", 128, 512, 784, False, False),
+    ("input grad g @ W.T", 128, 784, 512, False, True),
+    ("weight grad x.T @ g", 784, 512, 128, True, False),
+)
+
+TORCH_MISSING = ("PyTorch is not installed, so it is left out; install it with "
+                 "pip install 'fastmlp[peers]'")
+
+
+def all_threads() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def thread_env(threads: int) -> dict:
+    """The environment limiting OpenMP and the BLAS libraries to ``threads``."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                "BLIS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        env[var] = str(threads)
+    return env
+
+
+# ------------------------------------------------------------------ worker side
+def _median_block(fn, calls):
+    fn()
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench_products(blocks=5, calls=20, pause=0.1, seed=0) -> list:
+    """GFLOP/s of the layer's products, fastmlp's kernel against NumPy's.
+
+    The contenders alternate in blocks of ``calls`` calls, with ``pause`` seconds
+    between blocks so that one library's idle threads have stopped spinning
+    before the other's run; the figure is the median over blocks of each
+    block's median call.
+    """
+    from . import _cpu
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name, M, N, K, ta, tb in PRODUCTS:
+        a = rng.standard_normal((K, M) if ta else (M, K), dtype=np.float32)
+        b = rng.standard_normal((N, K) if tb else (K, N), dtype=np.float32)
+        a, b = (a.T if ta else a), (b.T if tb else b)
+        out_f = np.empty((M, N), np.float32)
+        out_n = np.empty((M, N), np.float32)
+        runs = {"fastmlp": lambda: _cpu.matmul(a, b, out_f),
+                "numpy": lambda: np.matmul(a, b, out=out_n)}
+        medians = {k: [] for k in runs}
+        for _ in range(blocks):
+            for key, fn in runs.items():
+                time.sleep(pause)
+                medians[key].append(_median_block(fn, calls))
+        err = float(np.abs(out_f - out_n).max() / np.abs(out_n).max())
+        flop = 2.0 * M * N * K
+        gf = {k: flop / statistics.median(v) / 1e9 for k, v in medians.items()}
+        rows.append({"product": name, "M": M, "N": N, "K": K,
+                     "fastmlp_gflops": gf["fastmlp"], "numpy_gflops": gf["numpy"],
+                     "ratio": gf["fastmlp"] / gf["numpy"], "max_rel_diff": err})
+    return rows
+
+
+class _TorchTrainer:
+    """The keras recipe in PyTorch, from a fastmlp model's weights."""
+
+    def __init__(self, model, recipe, threads):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.torch = torch
+        layers = []
+        for i, (W, b) in enumerate(zip(model._W, model._b)):
+            lin = torch.nn.Linear(W.shape[0], W.shape[1])
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T)))
+                lin.bias.copy_(torch.from_numpy(b.copy()))
+            layers.append(lin)
+            if i < len(model._W) - 1:
+                layers.append(torch.nn.ReLU())
+        self.net = torch.nn.Sequential(*layers)
+        args = recipe.optimizer_args
+        self.opt = torch.optim.RMSprop(self.net.parameters(), lr=args["lr"], alpha=args["rho"],
+                                       eps=args["eps"])
+        self.batch = recipe.batch_size
+
+    def epoch(self, x, labels, order):
+        torch = self.torch
+        F = torch.nn.functional
+        t0 = time.perf_counter()
+        for start in range(0, len(order), self.batch):
+            idx = order[start:start + self.batch]
+            self.opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(self.net(x[idx]), labels[idx])
+            loss.backward()
+            self.opt.step()
+        return time.perf_counter() - t0
+
+    def accuracy(self, x, labels):
+        with self.torch.no_grad():
+            return float((self.net(x).argmax(1) == labels).float().mean())
+
+
+def bench_epochs(contenders, threads, epochs=3, data=None, dataset="fashion-mnist",
+                 samples=None, seed=0) -> dict:
+    """Epoch seconds (after one warm-up epoch) and test accuracy per contender."""
+    from . import datasets, recipes, set_num_threads
+
+    set_num_threads(threads)
+    recipe = recipes.get("keras")
+    (x, y), (xt, yt) = datasets.load(dataset, data)
+    if samples:
+        x, y = x[:samples], y[:samples]
+    # Images as rows of 784 features, scaled as the recipe does.
+    x = recipe.inputs(x.reshape(len(x), -1))
+    xt_s = recipe.inputs(xt.reshape(len(xt), -1))
+    t = recipe.targets(y)
+    runners = {}
+    for name in contenders:
+        if name in ("cpu", "numpy"):
+            model, opt = recipe.build(backend=name), recipe.make_optimizer()
+
+            def run(model=model, opt=opt):
+                return model.fit(x, t, epochs=1, batch_size=recipe.batch_size, optimizer=opt,
+                                 verbose=0).epoch_seconds[0]
+
+            def acc(model=model):
+                return model.evaluate(xt_s, yt)["accuracy"]
+        else:
+            import torch
+
+            tr = _TorchTrainer(recipe.build(backend="numpy"), recipe, threads)
+            tx, ty = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+            txt, tyt = torch.from_numpy(xt_s), torch.from_numpy(yt.astype(np.int64))
+            rng = np.random.default_rng(seed)
+
+            def run(tr=tr, tx=tx, ty=ty, rng=rng):
+                return tr.epoch(tx, ty, torch.from_numpy(rng.permutation(len(tx))))
+
+            def acc(tr=tr, txt=txt, tyt=tyt):
+                return tr.accuracy(txt, tyt)
+        runners[name] = (run, acc)
+    seconds = {name: [] for name in contenders}
+    for rnd in range(epochs + 1):
+        for name, (run, _) in runners.items():
+            s = run()
+            if rnd:  # round 0 is the warm-up
+                seconds[name].append(s)
+    return {name: {"epochs_s": seconds[name], "median_s": statistics.median(seconds[name]),
+                   "test_accuracy": runners[name][1](), "epochs_trained": epochs + 1}
+            for name in contenders}
+
+
+def _worker(payload: str) -> None:
+    opts = json.loads(payload)
+    result = {"threads": opts["threads"]}
+    if opts.get("products"):
+        result["products"] = bench_products(blocks=opts.get("blocks", 5))
+    if opts.get("contenders"):
+        result["epochs"] = bench_epochs(opts["contenders"], opts["threads"], opts["epochs"],
+                                        opts.get("data"), opts["dataset"], opts.get("samples"))
+    print(json.dumps(result))
+
+
+# ------------------------------------------------------------------ parent side
+def run_worker(opts: dict) -> dict:
+    """Run one thread count's measurements in a fresh process limited to its threads."""
+    cmd = [sys.executable, "-m", "fastmlp.bench", "--worker", json.dumps(opts)]
+    # Away from any source tree, so the worker imports the installed package.
+    proc = subprocess.run(cmd, env=thread_env(opts["threads"]), cwd=tempfile.gettempdir(),
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        raise RuntimeError(f"the benchmark worker for {opts['threads']} thread(s) failed:\n"
+                           f"{tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def machine() -> dict:
+    from . import __version__, threads
+
+    info = {"cpu": _cpu_name(), "cores": all_threads(), "simd": threads.simd_level(),
+            "gemm_kernels": threads.gemm_level(), "python": platform.python_version(),
+            "fastmlp": __version__, "numpy": np.__version__}
+    if torch_available():
+        import torch
+
+        info["torch"] = torch.__version__
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def format_products(rows) -> list:
+    lines = [f"{'product':<22}{'M x K @ K x N':>20}{'fastmlp GFLOP/s':>17}"
+             f"{'numpy GFLOP/s':>15}{'ratio':>8}"]
+    for r in rows:
+        shape = f"{r['M']}x{r['K']} @ {r['K']}x{r['N']}"
+        lines.append(f"{r['product']:<22}{shape:>20}{r['fastmlp_gflops']:>17.1f}"
+                     f"{r['numpy_gflops']:>15.1f}{r['ratio']:>8.2f}")
+    return lines
+
+
+def format_epochs(res) -> list:
+    base = "torch" if "torch" in res else next(iter(res))
+    lines = [f"{'contender':<12}{'median s':>10}{'min s':>9}{'/ ' + base:>10}"
+             f"{'test acc':>10}   epochs (s)"]
+    label = {"cpu": "fastmlp cpu", "numpy": "numpy", "torch": "torch"}
+    for name, r in res.items():
+        ratio = r["median_s"] / res[base]["median_s"]
+        lines.append(f"{label.get(name, name):<12}{r['median_s']:>10.3f}{min(r['epochs_s']):>9.3f}"
+                     f"{ratio:>10.2f}{r['test_accuracy']:>10.4f}   "
+                     + " ".join(f"{s:.3f}" for s in r["epochs_s"]))
+    return lines
+
+
+def run(threads_list, contenders, epochs=3, products=True, data=None,
+        dataset="fashion-mnist", samples=None, blocks=5, out=None) -> dict:
+    """Measure every thread count, print the tables, and return all results."""
+    out = out or sys.stdout
+    info = machine()
+    print(f"{info['cpu']}, {info['cores']} cores, SIMD {info['simd']} (GEMM kernels "
+          f"{info['gemm_kernels']}); fastmlp {info['fastmlp']}, numpy {info['numpy']}"
+          + (f", torch {info['torch']}" if "torch" in info else ""), file=out)
+    results = {"machine": info, "runs": []}
+    for threads in threads_list:
+        opts = {"threads": threads, "products": products, "contenders": list(contenders),
+                "epochs": epochs, "data": data, "dataset": dataset, "samples": samples,
+                "blocks": blocks}
+        res = run_worker(opts)
+        results["runs"].append(res)
+        if products:
+            print(f"\nmatrix products of the 784-512 layer at batch 128, float32, "
+                  f"{threads} thread(s) (median of {blocks} alternating blocks)", file=out)
+            for line in format_products(res["products"]):
+                print(line, file=out)
+        if contenders:
+            print(f"\nkeras recipe epoch, {samples or 'all'} samples, batch 128, float32, "
+                  f"{threads} thread(s) (median of {epochs} alternating epochs after a "
+                  f"warm-up; test accuracy after {epochs + 1} epochs)", file=out)
+            for line in format_epochs(res["epochs"]):
+                print(line, file=out)
+    return results
+
+
+def parse_threads(value: str) -> list:
+    """'all,1' -> [cores, 1]."""
+    items = []
+    for item in value.split(","):
+        item = item.strip()
+        n = all_threads() if item == "all" else int(item) if item.isdigit() else 0
+        if n < 1:
+            raise ValueError(f"threads must be positive integers or 'all', got {item!r}")
+        items.append(n)
+    return items
+
+
+def add_arguments(p) -> None:
+    """The options of ``fastmlp bench`` and ``python -m fastmlp.bench``."""
+    p.add_argument("--threads", default="all,1",
+                   help="thread counts to measure, comma-separated ('all' = every core)")
+    p.add_argument("--contenders", default=None,
+                   help=f"comma-separated, from {', '.join(CONTENDERS)} (default: all "
+                        f"installed)")
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs per contender")
+    p.add_argument("--no-epochs", action="store_true", help="only the matrix products")
+    p.add_argument("--no-products", action="store_true", help="only the training epochs")
+    p.add_argument("--blocks", type=int, default=5, help="alternating blocks per product")
+    p.add_argument("--data", metavar="DIR", help="folder with the data set")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--samples", type=int, help="train on the first N samples only")
+    p.add_argument("--json", metavar="FILE", help="write every figure here")
+
+
+def main_args(args, out=None) -> dict:
+    """Run ``fastmlp bench`` from parsed arguments."""
+    from ._io import atomic_write
+
+    out = out or sys.stdout
+    threads_list = parse_threads(args.threads)
+    if args.epochs < 1 or args.blocks < 1:
+        raise ValueError("--epochs and --blocks must be at least 1")
+    if args.contenders is None:
+        contenders = [c for c in CONTENDERS if c != "torch" or torch_available()]
+        if "torch" not in contenders:
+            print(f"note: {TORCH_MISSING}", file=out)
+    else:
+        contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
+        bad = [c for c in contenders if c not in CONTENDERS]
+        if bad:
+            raise ValueError(f"unknown contender {', '.join(bad)}; valid contenders are: "
+                             f"{', '.join(CONTENDERS)}")
+        if "torch" in contenders and not torch_available():
+            raise RuntimeError(TORCH_MISSING.replace("so it is left out; ", ""))
+    if args.no_epochs:
+        contenders = []
+    data = os.path.abspath(args.data) if args.data else None
+    results = run(threads_list, contenders, epochs=args.epochs,
+                  products=not args.no_products, data=data, dataset=args.dataset,
+                  samples=args.samples, blocks=args.blocks, out=out)
+    if args.json:
+        with atomic_write(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+            f.write("\n")
+    return results
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--worker"]:
+        _worker(argv[1])
+        return 0
+    p = argparse.ArgumentParser(prog="python -m fastmlp.bench", description=__doc__)
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        main_args(args)
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"fastmlp bench: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The packed matrix-product kernels and their fused epilogues, at every SIMD level
+this CPU supports, against the NumPy reference; bitwise identity across threads."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import max_rel_err, tol
+
+import fastmlp
+from fastmlp import _cpu, threads
+from fastmlp.backends import get_backend
+from fastmlp.functions import ACTIVATIONS, activation_id
+
+REF = get_backend("numpy")
+CPU = get_backend("cpu")
+DTYPES = ["float32", "float64"]
+BEST = threads.SIMD_LEVELS.index(_cpu.gemm_best_level())
+
+# (M, N, K): single elements, edge tiles in both directions, K over several cache
+# blocks (the K block is 384), and the keras layer's shapes.
+SHAPES = [(1, 1, 1), (7, 13, 5), (6, 16, 8), (37, 10, 512), (200, 33, 1000),
+          (3, 600, 1100), (128, 512, 784)]
+
+
+@pytest.fixture(params=threads.SIMD_LEVELS)
+def level(request):
+    """Run the test with the kernels of each SIMD level, restoring the level after."""
+    name = request.param
+    if threads.SIMD_LEVELS.index(name) > BEST:
+        pytest.skip(f"this CPU does not support {name}")
+    before = _cpu.gemm_level()
+    _cpu.set_gemm_level(name)
+    yield name
+    _cpu.set_gemm_level(before)
+
+
+def operands(rng, M, N, K, dtype, ta, tb):
+    a = rng.uniform(-1, 1, (K, M) if ta else (M, K)).astype(dtype)
+    b = rng.uniform(-1, 1, (N, K) if tb else (K, N)).astype(dtype)
+    return (a.T if ta else a), (b.T if tb else b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M,N,K", SHAPES)
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+def test_matmul_against_numpy(level, M, N, K, ta, tb, dtype):
+    rng = np.random.default_rng(M * 7 + N * 3 + K)
+    a, b = operands(rng, M, N, K, dtype, ta, tb)
+    out = np.full((M, N), np.nan, dtype)
+    _cpu.matmul(a, b, out)
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    assert max_rel_err(out, ref) < tol(dtype) * 10
+
+
+def test_matmul_rejects_strided_operands():
+    a = np.ones((8, 8), np.float32)[:, ::2]
+    with pytest.raises(ValueError, match="row-major"):
+        _cpu.matmul(a.T, np.ones((3, 8), np.float32).T, np.empty((4, 3), np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("n,k,m", [(5, 3, 7), (130, 97, 51), (128, 784, 512)])
+def test_fused_forward(level, act, n, k, m, dtype):
+    rng = np.random.default_rng(n + k + m)
+    x = rng.uniform(-1, 1, (n, k)).astype(dtype)
+    W = rng.uniform(-0.2, 0.2, (k, m)).astype(dtype)
+    b = rng.uniform(-1, 1, m).astype(dtype)
+    ref, got = np.empty((n, m), dtype), np.empty((n, m), dtype)
+    REF.dense_forward(x, W, b, ref, activation_id(act))
+    CPU.dense_forward(x, W, b, got, activation_id(act))
+    assert max_rel_err(got, ref) < tol(dtype) * 10
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("n,k,m", [(5, 3, 7), (130, 97, 51), (128, 512, 10)])
+def test_fused_backward_input(level, act, n, k, m, dtype):
+    # gx = (g @ W.T) * act'(z), with act' from the lower layer's output a = act(z).
+    rng = np.random.default_rng(n * k + m)
+    g = rng.uniform(-1, 1, (n, m)).astype(dtype)
+    W = rng.uniform(-1, 1, (k, m)).astype(dtype)
+    a = np.empty((n, k), dtype)
+    z = rng.uniform(-3, 3, (n, k)).astype(dtype)
+    REF.activation_forward(activation_id(act), z, a)
+    ref, got = np.empty((n, k), dtype), np.empty((n, k), dtype)
+    REF.dense_backward_input(g, W, ref, activation_id(act), a)
+    CPU.dense_backward_input(g, W, got, activation_id(act), a)
+    assert max_rel_err(got, ref) < tol(dtype) * 10
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_weight_gradient(level, dtype):
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-1, 1, (129, 785)).astype(dtype)
+    g = rng.uniform(-1, 1, (129, 33)).astype(dtype)
+    gW, gb = np.empty((785, 33), dtype), np.empty(33, dtype)
+    CPU.dense_backward_weight(x, g, gW, gb)
+    assert max_rel_err(gW, x.T.astype(np.float64) @ g) < tol(dtype) * 10
+    assert max_rel_err(gb, g.astype(np.float64).sum(axis=0)) < tol(dtype) * 10
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_products_identical_for_1_and_2_threads(level, dtype, threads):
+    if not fastmlp.threads.openmp_enabled():
+        pytest.skip("the cpu backend was built without OpenMP")
+    # Large enough to be split between threads, with K over several cache blocks.
+    rng = np.random.default_rng(1)
+    n, k, m = 200, 900, 130
+    x = rng.uniform(-1, 1, (n, k)).astype(dtype)
+    W = rng.uniform(-0.1, 0.1, (k, m)).astype(dtype)
+    b = rng.uniform(-1, 1, m).astype(dtype)
+    runs = []
+    for t in (1, 2):
+        fastmlp.set_num_threads(t)
+        a = np.empty((n, m), dtype)
+        gx, gW, gb = np.empty((n, k), dtype), np.empty((k, m), dtype), np.empty(m, dtype)
+        CPU.dense_forward(x, W, b, a, activation_id("relu"))
+        CPU.dense_backward_input(a, W, gx, activation_id("tanh"), x)
+        CPU.dense_backward_weight(x, a, gW, gb)
+        runs.append((a, gx, gW, gb))
+    for one, two in zip(*runs):
+        np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_updates_at_each_level(level, dtype):
+    rng = np.random.default_rng(2)
+    n = 70001  # split between threads, with a ragged end
+    p, g = rng.uniform(-1, 1, n).astype(dtype), rng.uniform(-1, 1, n).astype(dtype)
+    s_ref = [rng.uniform(0, 1, n).astype(dtype) for _ in range(2)]
+    s_got = [s.copy() for s in s_ref]
+    p_ref, p_got = p.copy(), p.copy()
+    REF.adam_update(p_ref, g, *s_ref, 1e-3, 0.9, 0.999, 1e-7, 1e-4, 10.0, 1000.0)
+    CPU.adam_update(p_got, g, *s_got, 1e-3, 0.9, 0.999, 1e-7, 1e-4, 10.0, 1000.0)
+    assert max_rel_err(p_got, p_ref) < tol(dtype)
+    for a, b in zip(s_got, s_ref):
+        assert max_rel_err(a, b) < tol(dtype)
+
+
+@pytest.mark.parametrize("backend", [REF, CPU], ids=["numpy", "cpu"])
+@pytest.mark.parametrize("name,n_state,scalars", [
+    ("sgd_update", 0, (0.1, 0.01)),
+    ("momentum_update", 1, (0.1, 0.9, 0.01)),
+    ("nesterov_update", 1, (0.1, 0.9, 0.01)),
+    ("rmsprop_update", 1, (1e-3, 0.9, 1e-7, 0.01)),
+    ("adam_update", 2, (1e-3, 0.9, 0.999, 1e-7, 0.01, 10.0, 1000.0)),
+])
+def test_update_into_another_buffer_keeps_the_parameters(backend, name, n_state, scalars):
+    rng = np.random.default_rng(4)
+    p, g = rng.uniform(-1, 1, 50000).astype(np.float32), rng.uniform(-1, 1, 50000).astype(
+        np.float32)
+    states = [rng.uniform(0, 1, 50000).astype(np.float32) for _ in range(n_state)]
+    in_place, in_place_states = p.copy(), [s.copy() for s in states]
+    getattr(backend, name)(in_place, g, *in_place_states, *scalars)
+    kept, out = p.copy(), np.full_like(p, np.nan)
+    getattr(backend, name)(kept, g, *states, *scalars, out=out)
+    np.testing.assert_array_equal(kept, p)
+    np.testing.assert_array_equal(out, in_place)
+    for a, b in zip(states, in_place_states):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_take_rows(dtype):
+    rng = np.random.default_rng(6)
+    src = rng.uniform(-1, 1, (1000, 37)).astype(dtype)
+    idx = rng.permutation(1000)[:130].astype(np.intp)
+    out = np.empty((130, 37), dtype)
+    CPU.take_rows(src, idx, out)
+    np.testing.assert_array_equal(out, src[idx])
+
+
+def test_set_simd_level():
+    before = threads.gemm_level()
+    try:
+        assert threads.set_simd_level("scalar") == "scalar"
+        assert threads.gemm_level() == "scalar"
+        # Asking for more than the CPU has gives the best it has.
+        assert threads.set_simd_level("avx512") == threads.SIMD_LEVELS[BEST]
+    finally:
+        threads.set_simd_level(before)
+    with pytest.raises(ValueError, match="unknown SIMD level 'sse9'"):
+        threads.set_simd_level("sse9")
+
+
+def _level_in_fresh_process(value, tmp_path):
+    env = dict(os.environ, FASTMLP_SIMD=value)
+    code = "import fastmlp.threads as t; print(t.gemm_level())"
+    return subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
+                          capture_output=True, text=True)
+
+
+def test_environment_variable_caps_the_level(tmp_path):
+    res = _level_in_fresh_process("scalar", tmp_path)
+    assert res.returncode == 0 and res.stdout.strip() == "scalar"
+    res = _level_in_fresh_process("avx512", tmp_path)
+    assert res.stdout.strip() == threads.SIMD_LEVELS[BEST]
+    res = _level_in_fresh_process("bogus", tmp_path)
+    assert res.returncode != 0 and "FASTMLP_SIMD='bogus' is not a SIMD level" in res.stderr
+
+
+def test_training_is_identical_at_each_level_within_rounding(level):
+    # A few steps of the keras network: every level agrees with the numpy backend.
+    rng = np.random.default_rng(8)
+    x = rng.uniform(0, 1, (256, 784)).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 256)]
+    models = {b: fastmlp.recipes.get("keras").build(backend=b) for b in ("numpy", "cpu")}
+    for m in models.values():
+        m.fit(x, y, epochs=1, batch_size=64, verbose=0, shuffle=False)
+    for a, b in zip(models["cpu"].get_weights(), models["numpy"].get_weights()):
+        assert max_rel_err(a, b) < 1e-4
