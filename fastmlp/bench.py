@@ -100,8 +100,8 @@ def bench_products(blocks=5, calls=20, pause=0.1, seed=0) -> list:
         a, b = (a.T if ta else a), (b.T if tb else b)
         out_f = np.empty((M, N), np.float32)
         out_n = np.empty((M, N), np.float32)
-        runs = {"fastmlp": lambda: _cpu.matmul(a, b, out_f),
-                "numpy": lambda: np.matmul(a, b, out=out_n)}
+        runs = {"fastmlp": lambda a=a, b=b, o=out_f: _cpu.matmul(a, b, o),
+                "numpy": lambda a=a, b=b, o=out_n: np.matmul(a, b, out=o)}
         medians = {k: [] for k in runs}
         for _ in range(blocks):
             for key, fn in runs.items():
