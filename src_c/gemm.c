@@ -212,6 +212,80 @@ void fm_gemm_tile(int level, int is_double, int *mr, int *nr)
     }
 }
 
+/* Packing of a transposed B (op(B)(k, j) = B[j, k]) reads along k and writes
+   along j. For float on AVX2 it goes through 8 x 8 blocks transposed in
+   registers; it returns 0 where it does not apply, and the generic loop runs. */
+#if FM_X86_SIMD
+#include <immintrin.h>
+
+__attribute__((target("avx2"))) static void fm_transpose8_s(const float *src, ptrdiff_t lds,
+                                                            float *dst, ptrdiff_t ldd)
+{
+    __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + lds);
+    __m256 r2 = _mm256_loadu_ps(src + 2 * lds), r3 = _mm256_loadu_ps(src + 3 * lds);
+    __m256 r4 = _mm256_loadu_ps(src + 4 * lds), r5 = _mm256_loadu_ps(src + 5 * lds);
+    __m256 r6 = _mm256_loadu_ps(src + 6 * lds), r7 = _mm256_loadu_ps(src + 7 * lds);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(s0, s4, 0x20));
+    _mm256_storeu_ps(dst + ldd, _mm256_permute2f128_ps(s1, s5, 0x20));
+    _mm256_storeu_ps(dst + 2 * ldd, _mm256_permute2f128_ps(s2, s6, 0x20));
+    _mm256_storeu_ps(dst + 3 * ldd, _mm256_permute2f128_ps(s3, s7, 0x20));
+    _mm256_storeu_ps(dst + 4 * ldd, _mm256_permute2f128_ps(s0, s4, 0x31));
+    _mm256_storeu_ps(dst + 5 * ldd, _mm256_permute2f128_ps(s1, s5, 0x31));
+    _mm256_storeu_ps(dst + 6 * ldd, _mm256_permute2f128_ps(s2, s6, 0x31));
+    _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(s3, s7, 0x31));
+}
+#endif
+
+static int fm_pack_bt_fast_s(const float *B, ptrdiff_t ldb, ptrdiff_t p0, ptrdiff_t kc,
+                             ptrdiff_t j0, ptrdiff_t nc, int nr, float *restrict dst)
+{
+#if FM_X86_SIMD
+    if (fm_gemm_level() < FM_LEVEL_AVX2 || nr % 8 != 0)
+        return 0;
+    for (ptrdiff_t jr = 0; jr < nc; jr += nr, dst += nr * kc) {
+        ptrdiff_t n = fm_min(nr, nc - jr);
+        ptrdiff_t k8 = kc / 8 * 8;
+        for (ptrdiff_t jg = 0; jg < nr; jg += 8) {
+            if (jg + 8 <= n) {
+                const float *src = B + (j0 + jr + jg) * ldb + p0;
+                for (ptrdiff_t k = 0; k < k8; k += 8)
+                    fm_transpose8_s(src + k, ldb, dst + k * nr + jg, nr);
+                for (ptrdiff_t j = 0; j < 8; j++)
+                    for (ptrdiff_t k = k8; k < kc; k++)
+                        dst[k * nr + jg + j] = src[j * ldb + k];
+            } else {
+                for (ptrdiff_t j = jg; j < jg + 8; j++)
+                    for (ptrdiff_t k = 0; k < kc; k++)
+                        dst[k * nr + j] = j < n ? B[(j0 + jr + j) * ldb + p0 + k] : 0.0f;
+            }
+        }
+    }
+    return 1;
+#else
+    (void)B; (void)ldb; (void)p0; (void)kc; (void)j0; (void)nc; (void)nr; (void)dst;
+    return 0;
+#endif
+}
+
+static int fm_pack_bt_fast_d(const double *B, ptrdiff_t ldb, ptrdiff_t p0, ptrdiff_t kc,
+                             ptrdiff_t j0, ptrdiff_t nc, int nr, double *restrict dst)
+{
+    (void)B; (void)ldb; (void)p0; (void)kc; (void)j0; (void)nc; (void)nr; (void)dst;
+    return 0;
+}
+
 /* The type-generic driver, once per type. */
 #define T float
 #define SUF _s

@@ -16,11 +16,11 @@ static void FM_FN(fm_pack_a)(int trans, const T *A, ptrdiff_t lda, ptrdiff_t i0,
     for (ptrdiff_t ir = 0; ir < mc; ir += mr, dst += mr * kc) {
         ptrdiff_t m = fm_min(mr, mc - ir);
         if (!trans) {
-            for (ptrdiff_t i = 0; i < m; i++) {
-                const T *src = A + (i0 + ir + i) * lda + p0;
-                for (ptrdiff_t k = 0; k < kc; k++)
-                    dst[k * mr + i] = src[k];
-            }
+            /* m rows read side by side, so the panel is written in order. */
+            const T *src = A + (i0 + ir) * lda + p0;
+            for (ptrdiff_t k = 0; k < kc; k++)
+                for (ptrdiff_t i = 0; i < m; i++)
+                    dst[k * mr + i] = src[i * lda + k];
         } else {
             for (ptrdiff_t k = 0; k < kc; k++) {
                 const T *src = A + (p0 + k) * lda + i0 + ir;
@@ -40,6 +40,8 @@ static void FM_FN(fm_pack_b)(int trans, const T *B, ptrdiff_t ldb, ptrdiff_t p0,
                              ptrdiff_t kc, ptrdiff_t j0, ptrdiff_t nc, int nr,
                              T *restrict dst)
 {
+    if (trans && FM_FN(fm_pack_bt_fast)(B, ldb, p0, kc, j0, nc, nr, dst))
+        return;
     for (ptrdiff_t jr = 0; jr < nc; jr += nr, dst += nr * kc) {
         ptrdiff_t n = fm_min(nr, nc - jr);
         if (!trans) {
