@@ -23,7 +23,7 @@
 /* Cache blocking: KC values of K per packed panel (about L1 with one B
    micro-panel, L2 with the A block), MC rows per packed A block, NC columns per
    packed B block. KC alone fixes the summation order. */
-#define FM_KC 384
+#define FM_KC 256
 #define FM_MC 144
 #define FM_NC 1024
 
