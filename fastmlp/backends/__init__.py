@@ -1,10 +1,13 @@
 """Backends: one set of kernels per engine, all with the same functions.
 
-A backend is a module exposing ``dense_forward``, ``dense_backward_input``,
-``dense_backward_weight``, ``activation_forward``, ``activation_backward``,
-``loss_grad`` and the ``*_update`` optimizer kernels, all working in place on
+A backend is a module exposing ``take_rows`` (batch gathering),
+``dense_forward`` (with the activation fused), ``dense_backward_input`` (with the
+lower layer's activation derivative fused), ``dense_backward_weight``,
+``activation_forward``, ``activation_backward``, ``loss_grad`` and the
+``*_update`` optimizer kernels (in place, or into ``out``), all working on
 preallocated float32 or float64 arrays. ``numpy`` is the reference; ``cpu`` is
-the compiled engine (Cython with OpenMP).
+the compiled engine (Cython with OpenMP, and C for the matrix products and
+updates).
 """
 
 from __future__ import annotations
