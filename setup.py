@@ -79,9 +79,9 @@ extensions = [
     Extension(
         "fastmlp._cpu",
         sources=["fastmlp/_cpu.pyx", "src_c/cpu_features.c", "src_c/gemm.c",
-                 "src_c/update.c"],
+                 "src_c/update.c", "src_c/numdiff.c"],
         depends=["src_c/gemm.h", "src_c/gemm_impl.h", "src_c/cpu_features.h",
-                 "src_c/update.h"],
+                 "src_c/update.h", "src_c/numdiff.h"],
         include_dirs=[numpy.get_include(), "src_c"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )

@@ -499,3 +499,69 @@ def adam_update(floating[::1] p, const floating[::1] g, floating[::1] m, floatin
     h.c2 = c2
     _update(FM_ADAM, p, g, &m[0] if m.shape[0] else NULL, &v[0] if v.shape[0] else NULL,
             out, &h)
+
+
+# --------------------------------------------------------------------------
+# Training by the numerical derivative (one sigmoid hidden layer, sigmoid
+# outputs, summed binary cross-entropy), float64
+# --------------------------------------------------------------------------
+
+cdef extern from "numdiff.h":
+    ctypedef struct fm_mlp1:
+        Py_ssize_t n_in, n_hid, n_out
+        double *W1
+        double *b1
+        double *W2
+        double *b2
+    int fm_numdiff_gradients(const fm_mlp1 *net, const double *x, const double *t, double h,
+                             double *gW1, double *gb1, double *gW2, double *gb2) nogil
+    Py_ssize_t fm_numdiff_train(fm_mlp1 *net, const double *X, const double *T,
+                                const Py_ssize_t *rows, Py_ssize_t n, double lr, double h,
+                                int analytic, double *loss_sum, Py_ssize_t *hits) nogil
+
+
+cdef fm_mlp1 _mlp1(double[:, ::1] W1, double[::1] b1, double[:, ::1] W2, double[::1] b2):
+    cdef fm_mlp1 net
+    net.n_in = W1.shape[0]
+    net.n_hid = W1.shape[1]
+    net.n_out = W2.shape[1]
+    net.W1 = &W1[0, 0]
+    net.b1 = &b1[0]
+    net.W2 = &W2[0, 0]
+    net.b2 = &b2[0]
+    return net
+
+
+def numdiff_gradients(const double[::1] x, const double[::1] t, double[:, ::1] W1,
+                      double[::1] b1, double[:, ::1] W2, double[::1] b2, double h,
+                      double[:, ::1] gW1, double[::1] gb1, double[:, ::1] gW2,
+                      double[::1] gb2):
+    """Central differences (L(p + h) - L(p - h)) / 2h of one sample's loss in every
+    parameter, all at the current weights, into gW1, gb1, gW2, gb2."""
+    cdef fm_mlp1 net = _mlp1(W1, b1, W2, b2)
+    cdef int status
+    with nogil:
+        status = fm_numdiff_gradients(&net, &x[0], &t[0], h, &gW1[0, 0], &gb1[0],
+                                      &gW2[0, 0], &gb2[0])
+    if status:
+        raise MemoryError("no memory for the numerical derivative's buffers")
+
+
+def numdiff_train(const double[:, ::1] X, const double[:, ::1] T, const Py_ssize_t[::1] rows,
+                  double[:, ::1] W1, double[::1] b1, double[:, ::1] W2, double[::1] b2,
+                  double lr, double h, bint analytic=False):
+    """One numerical-derivative step per sample X[rows[i]], in order, updating the
+    weights in place; returns (steps taken, sum of the losses before each step,
+    samples classified right). Fewer steps than rows means the next sample's loss
+    was not finite. analytic: derivatives by backprop, in the same block order."""
+    cdef fm_mlp1 net = _mlp1(W1, b1, W2, b2)
+    cdef double loss_sum = 0
+    cdef Py_ssize_t hits = 0, done, n = rows.shape[0]
+    if n == 0:
+        return 0, 0.0, 0
+    with nogil:
+        done = fm_numdiff_train(&net, &X[0, 0], &T[0, 0], &rows[0], n, lr, h, analytic,
+                                &loss_sum, &hits)
+    if done < 0:
+        raise MemoryError("no memory for the numerical derivative's buffers")
+    return done, loss_sum, hits

@@ -308,9 +308,10 @@ class MLP:
         return total / len(x), hits / len(x)
 
     # ------------------------------------------------------------------ training
-    def fit(self, x, y, epochs=5, batch_size=128, optimizer="rmsprop", lr=None, l2=0.0,
-            validation_split=0.0, validation_data=None, shuffle=True, verbose=1) -> History:
-        """Train with mini-batch backprop.
+    def fit(self, x, y, epochs=5, batch_size=None, optimizer=None, lr=None, l2=0.0,
+            validation_split=0.0, validation_data=None, shuffle=True, verbose=1,
+            trainer="backprop", h=None) -> History:
+        """Train with mini-batch backprop, or with the lecture's numerical derivative.
 
         Parameters
         ----------
@@ -320,11 +321,13 @@ class MLP:
             Integer labels (N,) or targets (N, outputs), such as one-hot rows.
         epochs : int
             Passes over the training data (0 trains nothing).
-        batch_size : int
-            Samples per step; the last step of an epoch takes what is left.
-        optimizer : str or fastmlp.optim.Optimizer
-            ``sgd``, ``momentum``, ``nesterov``, ``rmsprop`` or ``adam``, or an
-            optimizer object carrying its own hyper-parameters.
+        batch_size : int, optional
+            Samples per step (default 128); the last step of an epoch takes what
+            is left. The numerical trainer steps one sample at a time.
+        optimizer : str or fastmlp.optim.Optimizer, optional
+            ``sgd``, ``momentum``, ``nesterov``, ``rmsprop`` (the default) or
+            ``adam``, or an optimizer object carrying its own hyper-parameters.
+            The numerical trainer takes plain ``sgd`` only (its default).
         lr : float, optional
             Learning rate with an optimizer name; default that optimizer's
             (1e-3 for rmsprop and adam, 1e-2 for the others).
@@ -336,9 +339,21 @@ class MLP:
         validation_data : (x_val, y_val), optional
             Data scored after each epoch.
         shuffle : bool
-            Reshuffle the training samples before each epoch.
+            Reshuffle the training samples before each epoch (the same order
+            for both trainers, given the model's seed).
         verbose : int
             0 silent, 1 a progress bar and a line per epoch, 2 a line per epoch.
+        trainer : {"backprop", "numerical", "lecture-backprop"}
+            ``numerical`` trains as the lecture recipe does, without backprop:
+            for each sample, the central difference ``(L(p+h) - L(p-h)) / 2h``
+            of every parameter, the blocks W1, b1, W2, b2 stepped one after the
+            other (see :mod:`fastmlp.numerical`). ``lecture-backprop`` takes the
+            same steps in the same order with the derivatives from backprop.
+            Both need a float64 model with one sigmoid hidden layer and sigmoid
+            outputs under ``binary_cross_entropy``, and run compiled whatever
+            the backend.
+        h : float, optional
+            The numerical trainer's step, in (0, 1]; default 1e-4.
 
         Returns
         -------
@@ -348,25 +363,50 @@ class MLP:
         Raises
         ------
         ValueError
-            Bad shapes, labels, NaN/Inf in the data, or bad hyper-parameters.
+            Bad shapes, labels, NaN/Inf in the data, bad hyper-parameters, or a
+            model or option the numerical trainer does not support.
         FloatingPointError
             The loss became NaN or Inf; the message names the epoch and step, and
             the model keeps the weights that gave the last finite loss.
 
         Notes
         -----
-        Ctrl-C stops training after the step in progress is undone: the model
-        keeps the weights of the completed steps and ``fit`` returns a History
-        marked ``interrupted``.
+        Ctrl-C stops training after the step in progress is undone (backprop),
+        or after the block of samples in progress (numerical, at most 1000
+        samples): the model keeps the weights of the completed steps and
+        ``fit`` returns a History marked ``interrupted``.
         """
         epochs = _checks.integer("epochs", epochs, 0)
-        batch_size = _checks.integer("batch_size", batch_size, 1)
         l2 = _checks.real("l2", l2, low=0)
         validation_split = _checks.real("validation_split", validation_split, 0, 1,
                                         high_open=True)
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-        opt = optim.get(optimizer, lr)
+        if trainer not in TRAINERS:
+            raise ValueError(f"unknown trainer {trainer!r}; valid trainers are: "
+                             f"{', '.join(TRAINERS)}")
+        lecture_steps = trainer != "backprop"
+        if trainer != "numerical" and h is not None:
+            raise ValueError("h is the numerical trainer's step: it needs trainer='numerical'")
+        if lecture_steps:
+            from . import numerical
+
+            numerical.check_model(self)
+            h = numerical.check_h(h)
+            if batch_size is not None and _checks.integer("batch_size", batch_size, 1) != 1:
+                raise ValueError(f"trainer {trainer!r} steps one sample at a time: "
+                                 f"batch_size must be 1, got {batch_size}")
+            opt = optim.get("sgd" if optimizer is None else optimizer, lr)
+            if type(opt) is not optim.SGD:
+                raise ValueError(f"trainer {trainer!r} steps with plain SGD ('sgd'), "
+                                 f"got {opt!r}")
+            if l2:
+                raise ValueError(f"trainer {trainer!r} has no L2 penalty: l2 must be 0")
+            batch_size = 1
+        else:
+            batch_size = _checks.integer("batch_size", 128 if batch_size is None
+                                         else batch_size, 1)
+            opt = optim.get("rmsprop" if optimizer is None else optimizer, lr)
         x, y = self._check_xy(x, y)
         val = None
         if validation_data is not None:
@@ -386,57 +426,43 @@ class MLP:
         self.history = history
         self.optimizer = opt
         n = len(x)
-        ws = _Workspace(self.layers, min(batch_size, n), self.dtype, backward=True)
-        # Two parameter buffers: each update reads the current one and writes the other,
-        # so the weights before the last step are always at hand, without a copy.
-        spare = np.empty_like(self._params)
-        spare_W, spare_b = self._split(spare)
-        steps_per_epoch = -(-n // ws.batch)
-        progress = _Progress(verbose, epochs, steps_per_epoch)
-        be, grads, nw = self._backend, self._grads, self._n_weights
+        if lecture_steps:
+            steps = _LectureSteps(self, x, y, opt.lr, h, analytic=trainer != "numerical")
+        else:
+            steps = _BackpropSteps(self, x, y, opt, l2, min(batch_size, n))
+        progress = _Progress(verbose, epochs, -(-n // steps.batch))
 
-        epoch = step = 0
+        epoch = 0
         total = hits = seen = 0
         t0 = time.perf_counter()
         try:
             for epoch in range(epochs):
                 progress.start_epoch(epoch)
                 order = self._shuffle_rng.permutation(n).astype(np.intp, copy=False) \
-                    if shuffle else None
-                total = hits = seen = 0
+                    if shuffle else np.arange(n, dtype=np.intp)
+                total = hits = seen = taken = 0
                 t0 = time.perf_counter()
-                for step in range(steps_per_epoch):
-                    start = step * ws.batch
-                    m = min(ws.batch, n - start)
-                    v = ws.views(m)
-                    if order is None:
-                        np.copyto(v.x, x[start:start + m])
-                        np.copyto(v.y, y[start:start + m])
-                    else:
-                        idx = order[start:start + m]
-                        be.take_rows(x, idx, v.x)
-                        be.take_rows(y, idx, v.y)
-                    self._forward(v.x, v)
-                    t, h = self._backward(v.x, v)
-                    if not math.isfinite(t):
-                        if history.steps:
-                            self._swap(spare, spare_W, spare_b)
+                for start in range(0, n, steps.chunk):
+                    try:
+                        done, t, h_, m = steps.run(order[start:start + steps.chunk],
+                                                   contiguous=not shuffle)
+                    except _NonFiniteLoss as exc:
                         raise FloatingPointError(
-                            f"the loss became {t / m} at epoch {epoch + 1}, step {step + 1}; "
-                            f"the model keeps the weights that gave the last finite loss "
-                            f"(try a smaller learning rate)")
-                    # An interruption inside the update leaves the current buffer intact.
-                    opt.update(be, self._params, grads, l2, nw, out=spare)
-                    spare, spare_W, spare_b = self._swap(spare, spare_W, spare_b)
+                            f"the loss became {exc.loss} at epoch {epoch + 1}, step "
+                            f"{(start + exc.offset) // steps.batch + 1}; the model keeps the "
+                            f"weights that gave the last finite loss (try a smaller "
+                            f"learning rate)") from None
                     total += t
-                    hits += h
+                    hits += h_
                     seen += m
-                    history.steps += 1
-                    progress.step(step + 1, total / seen, hits / seen)
+                    taken += done
+                    history.steps += done
+                    progress.step(taken, total / seen, hits / seen)
                 seconds = time.perf_counter() - t0
                 metrics = {"loss": total / n, "accuracy": hits / n}
                 if val is not None:
-                    metrics["val_loss"], metrics["val_accuracy"] = self._scores(*val, ws.batch)
+                    metrics["val_loss"], metrics["val_accuracy"] = self._scores(
+                        *val, 1024 if lecture_steps else steps.batch)
                 history._append(epoch, seconds, **metrics)
                 progress.end_epoch(seconds, metrics)
         except KeyboardInterrupt:
@@ -556,6 +582,105 @@ def load(path, backend=None) -> MLP:
 
 class _NewerFormat(Exception):
     pass
+
+
+TRAINERS = ("backprop", "numerical", "lecture-backprop")
+
+
+class _NonFiniteLoss(Exception):
+    """A step met a non-finite loss ``offset`` samples into its block of samples."""
+
+    def __init__(self, offset, loss):
+        super().__init__(offset, loss)
+        self.offset, self.loss = offset, loss
+
+
+class _BackpropSteps:
+    """One mini-batch backprop step per call, on two parameter buffers.
+
+    Each update reads the current buffer and writes the other, so the weights
+    before the last step are always at hand, without a copy.
+    """
+
+    def __init__(self, model, x, y, opt, l2, batch):
+        self.model, self.x, self.y, self.opt, self.l2 = model, x, y, opt, l2
+        self.batch = self.chunk = batch
+        self.ws = _Workspace(model.layers, batch, model.dtype, backward=True)
+        self.spare = np.empty_like(model._params)
+        self.spare_W, self.spare_b = model._split(self.spare)
+        self.taken = 0
+
+    def run(self, rows, contiguous):
+        """Step on the samples ``rows``; returns (steps, loss sum, hits, samples)."""
+        model, be, m = self.model, self.model._backend, len(rows)
+        v = self.ws.views(m)
+        if contiguous:
+            np.copyto(v.x, self.x[rows[0]:rows[0] + m])
+            np.copyto(v.y, self.y[rows[0]:rows[0] + m])
+        else:
+            be.take_rows(self.x, rows, v.x)
+            be.take_rows(self.y, rows, v.y)
+        model._forward(v.x, v)
+        t, h = model._backward(v.x, v)
+        if not math.isfinite(t):
+            if self.taken:
+                model._swap(self.spare, self.spare_W, self.spare_b)
+            raise _NonFiniteLoss(0, t / m)
+        # An interruption inside the update leaves the current buffer intact.
+        self.opt.update(be, model._params, model._grads, self.l2, model._n_weights,
+                        out=self.spare)
+        self.spare, self.spare_W, self.spare_b = model._swap(self.spare, self.spare_W,
+                                                             self.spare_b)
+        self.taken += 1
+        return 1, t, h, m
+
+
+class _LectureSteps:
+    """The lecture's compiled per-sample steps, over blocks of up to 1000 samples.
+
+    Derivatives by central differences, or by backprop with ``analytic``.
+
+    The weights at the start of the last two blocks are kept: a non-finite loss
+    sends the model back to them, and the deterministic steps are replayed up to
+    the weights that gave the last finite loss.
+    """
+
+    batch = 1
+    chunk = 1000
+
+    def __init__(self, model, x, y, lr, h, analytic):
+        from .numerical import compiled_kernels
+
+        self.kernels = compiled_kernels()
+        self.model, self.x, self.y = model, x, y
+        self.args = (model._W[0], model._b[0], model._W[1], model._b[1], lr, h, analytic)
+        self.start = np.empty_like(model._params)
+        self.prev_start = np.empty_like(model._params)
+        self.rows = self.prev_rows = None
+
+    def _train(self, rows):
+        return self.kernels.numdiff_train(self.x, self.y, rows, *self.args)
+
+    def run(self, rows, contiguous):
+        """Step on each sample of ``rows``; returns (steps, loss sum, hits, samples)."""
+        params = self.model._params
+        self.start, self.prev_start = self.prev_start, self.start
+        np.copyto(self.start, params)
+        self.prev_rows, self.rows = self.rows, rows
+        done, t, h = self._train(rows)
+        if done < len(rows):
+            bad = rows[done:done + 1]
+            loss = self.model._scores(self.x[bad], self.y[bad], 1)[0]
+            if done:
+                np.copyto(params, self.start)
+                self._train(rows[:done - 1])
+            elif self.prev_rows is not None:
+                np.copyto(params, self.prev_start)
+                self._train(self.prev_rows[:-1])
+            else:
+                np.copyto(params, self.start)
+            raise _NonFiniteLoss(done, loss)
+        return done, t, h, done
 
 
 class _Progress:

@@ -1,0 +1,534 @@
+/* Training by the numerical derivative; see numdiff.h. */
+#include "numdiff.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gemm.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#else
+#define omp_get_thread_num() 0
+#define omp_get_max_threads() 1
+#endif
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define FM_ND_X86 1
+#else
+#define FM_ND_X86 0
+#endif
+
+/* The series below serve changes at most this large... */
+#define FM_SMALL 0x1p-10
+/* ...and ratios (1 + s) / (1 - s) with |s| at most this large. */
+#define FM_SMALL_S 0x1p-9
+
+/* exp(x) - 1 for |x| <= 2^-10: the first dropped term is below 2^-50 / 720 of
+   the result. For doubles and for vectors of doubles alike. */
+#define FM_EXPM1_SMALL(x)                                                              \
+    ((x) * (1.0 + (x) * (0.5 + (x) * (1.0 / 6 + (x) * (1.0 / 24 + (x) * (1.0 / 120))))))
+
+/* log((1 + s) / (1 - s)) = 2 atanh(s) for |s| <= 2^-9, given s2 = s * s: the
+   first dropped term is below 2^-72 of the result. */
+#define FM_LOG_RATIO_SMALL(s, s2)                                                      \
+    (2.0 * (s) * (1.0 + (s2) * (1.0 / 3 + (s2) * (1.0 / 5 + (s2) * (1.0 / 7)))))
+
+/* Coefficients kept per output for the series of y_k (exp(c W2[j,k]) - 1) in c. */
+#define FM_NCOEF 5
+
+typedef double fm_v4d __attribute__((vector_size(32)));
+
+/* The unperturbed point: what every perturbation of one sample starts from. */
+typedef struct {
+    ptrdiff_t K;
+    const double *z2, *y, *t;   /* output logits and activations, targets */
+    double h;
+} fm_point;
+
+/* One hidden unit j, for perturbations of its pre-activation z1_j. */
+typedef struct {
+    double a, q, tau;   /* a_j, a_j (1 - a_j), sum_k t_k W2[j, k] */
+    const double *w;    /* W2 row j */
+    int fast;           /* every change within the series' range */
+} fm_unit;
+
+static double sigmoid(double z) { return 1.0 / (1.0 + exp(-z)); }
+
+static double softplus(double z) { return z > 0 ? z + log1p(exp(-z)) : log1p(exp(z)); }
+
+/* softplus(z + c) - softplus(z), given y = sigmoid(z): the change of one output's
+   loss when its logit moves by c (less the t c the caller subtracts). */
+static double softplus_change(double z, double y, double c)
+{
+    if (fabs(c) < 0.5)
+        return log1p(y * expm1(c));   /* (1 + e^(z+c)) / (1 + e^z) = 1 + y (e^c - 1) */
+    return softplus(z + c) - softplus(z);
+}
+
+/* sigmoid(z + d) - sigmoid(z), given a = sigmoid(z) and q = a (1 - a). */
+static double sigmoid_change(double a, double q, double d)
+{
+    double e = expm1(d);
+    return isinf(e) ? 1.0 - a : q * e / (1.0 + a * e);
+}
+
+/* L(z2_k + cp) - L(z2_k + cm) for one output k. */
+static double output_diff(double z, double y, double t, double cp, double cm)
+{
+    if (fabs(cp) <= FM_SMALL && fabs(cm) <= FM_SMALL) {
+        double vp = y * FM_EXPM1_SMALL(cp), vm = y * FM_EXPM1_SMALL(cm);
+        double s = (vp - vm) / (2.0 + vp + vm), s2 = s * s;
+        if (s2 <= FM_SMALL_S * FM_SMALL_S)
+            return FM_LOG_RATIO_SMALL(s, s2) - t * (cp - cm);
+    }
+    return softplus_change(z, y, cp) - softplus_change(z, y, cm) - t * (cp - cm);
+}
+
+/* L - L0 when a_j moves by da. */
+static double hidden_change_loss(const fm_point *p, const fm_unit *u, double da)
+{
+    double s = -da * u->tau;
+    for (ptrdiff_t k = 0; k < p->K; k++)
+        s += softplus_change(p->z2[k], p->y[k], da * u->w[k]);
+    return s;
+}
+
+/* L(z1_j + d) - L(z1_j - d) with the C library's functions, for any d. */
+static double unit_diff_exact(const fm_point *p, const fm_unit *u, double d)
+{
+    return hidden_change_loss(p, u, sigmoid_change(u->a, u->q, d)) -
+           hidden_change_loss(p, u, sigmoid_change(u->a, u->q, -d));
+}
+
+/* Prepare unit j for perturbations of z1_j of at most dmax. cy gets, per output
+   k, the coefficients y_k W2[j,k]^n / n! (n = 1..5) of the series of
+   y_k (exp(da W2[j,k]) - 1) in da. */
+static void unit_setup(const fm_point *p, const double *a, const double *W2, ptrdiff_t j,
+                       double dmax, fm_unit *u, double *cy)
+{
+    const ptrdiff_t K = p->K;
+    const double *w = W2 + j * K;
+    double tau = 0.0, wmax = 0.0;
+    u->a = a[j];
+    u->q = a[j] * (1.0 - a[j]);
+    u->w = w;
+    for (ptrdiff_t k = 0; k < K; k++) {
+        double f = p->y[k];
+        tau += p->t[k] * w[k];
+        wmax = fmax(wmax, fabs(w[k]));
+        for (int n = 0; n < FM_NCOEF; n++) {
+            f *= w[k] / (n + 1);
+            cy[k * FM_NCOEF + n] = f;
+        }
+    }
+    u->tau = tau;
+    /* The change of a_j grows with |d|, so the largest d bounds every change. */
+    double da = fmax(fabs(sigmoid_change(u->a, u->q, dmax)),
+                     fabs(sigmoid_change(u->a, u->q, -dmax)));
+    u->fast = dmax <= FM_SMALL && da * wmax <= FM_SMALL;
+}
+
+/* g[i] = (L(z1_j + xs_i h) - L(z1_j - xs_i h)) / 2h for i < n: the central
+   differences of W1[i, j] (xs = x) or of b1_j (xs = {1}).
+
+   Four inputs at a time: P+ and P- are the products over the outputs of
+   (1 + y_k (exp(c_k) - 1)) for the two changes c_k = da W2[j,k] of z2_k,
+   carried as P - 1 so that no digits are lost to the leading 1, and
+   L(+) - L(-) = log(P+ / P-) - (da+ - da-) tau. A lane whose ratio falls
+   outside the series' range is done again by unit_diff_exact. */
+static inline __attribute__((always_inline)) void
+unit_gradient_body(const fm_point *p, const fm_unit *u, const double *cy, const double *xs,
+                   ptrdiff_t n, double *g)
+{
+    const double h = p->h, inv2h = 0.5 / h;
+    const ptrdiff_t K = p->K;
+    if (!u->fast) {
+        for (ptrdiff_t i = 0; i < n; i++)
+            g[i] = unit_diff_exact(p, u, xs[i] * h) * inv2h;
+        return;
+    }
+    for (ptrdiff_t i = 0; i < n; i += 4) {
+        fm_v4d x = {0.0, 0.0, 0.0, 0.0};
+        const ptrdiff_t lanes = n - i < 4 ? n - i : 4;
+        memcpy(&x, xs + i, (size_t)lanes * sizeof(double));
+        fm_v4d dp = x * h, dm = -dp;
+        fm_v4d ep = FM_EXPM1_SMALL(dp), em = FM_EXPM1_SMALL(dm);
+        fm_v4d dap = u->q * ep / (1.0 + u->a * ep);
+        fm_v4d dam = u->q * em / (1.0 + u->a * em);
+        fm_v4d up = {0.0, 0.0, 0.0, 0.0}, um = up;
+        for (ptrdiff_t k = 0; k < K; k++) {
+            const double *f = cy + k * FM_NCOEF;
+            fm_v4d vp = dap * (f[0] + dap * (f[1] + dap * (f[2] + dap * (f[3] + dap * f[4]))));
+            fm_v4d vm = dam * (f[0] + dam * (f[1] + dam * (f[2] + dam * (f[3] + dam * f[4]))));
+            up = up + vp + up * vp;   /* (1 + up)(1 + vp) - 1 */
+            um = um + vm + um * vm;
+        }
+        fm_v4d s = (up - um) / (2.0 + up + um), s2 = s * s;
+        fm_v4d r = (FM_LOG_RATIO_SMALL(s, s2) - (dap - dam) * u->tau) * inv2h;
+        int outside = 0;
+        for (int l = 0; l < 4; l++)
+            outside |= !(s2[l] <= FM_SMALL_S * FM_SMALL_S);
+        if (!outside && lanes == 4) {
+            memcpy(g + i, &r, sizeof r);
+            continue;
+        }
+        for (ptrdiff_t l = 0; l < lanes; l++)
+            g[i + l] = s2[l] <= FM_SMALL_S * FM_SMALL_S
+                           ? r[l] : unit_diff_exact(p, u, xs[i + l] * h) * inv2h;
+    }
+}
+
+/* w -= lr g over n entries; *sx = x . w and *sy = y . w with the new w, summed in
+   four interleaved partial sums (the same order on every thread). */
+static inline __attribute__((always_inline)) void
+step_dot2_body(double *w, const double *g, ptrdiff_t n, double lr, const double *x,
+               const double *y, double *sx, double *sy)
+{
+    fm_v4d ax = {0.0, 0.0, 0.0, 0.0}, ay = ax;
+    ptrdiff_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        fm_v4d wv, gv, xv, yv;
+        memcpy(&wv, w + i, sizeof wv);
+        memcpy(&gv, g + i, sizeof gv);
+        memcpy(&xv, x + i, sizeof xv);
+        memcpy(&yv, y + i, sizeof yv);
+        wv = wv - lr * gv;
+        memcpy(w + i, &wv, sizeof wv);
+        ax = ax + xv * wv;
+        ay = ay + yv * wv;
+    }
+    double tx = (ax[0] + ax[1]) + (ax[2] + ax[3]);
+    double ty = (ay[0] + ay[1]) + (ay[2] + ay[3]);
+    for (; i < n; i++) {
+        w[i] -= lr * g[i];
+        tx += x[i] * w[i];
+        ty += y[i] * w[i];
+    }
+    *sx = tx;
+    *sy = ty;
+}
+
+typedef void (*fm_unit_gradient_fn)(const fm_point *, const fm_unit *, const double *,
+                                    const double *, ptrdiff_t, double *);
+typedef void (*fm_step_dot2_fn)(double *, const double *, ptrdiff_t, double, const double *,
+                                const double *, double *, double *);
+
+static void unit_gradient_generic(const fm_point *p, const fm_unit *u, const double *cy,
+                                  const double *xs, ptrdiff_t n, double *g)
+{
+    unit_gradient_body(p, u, cy, xs, n, g);
+}
+
+static void step_dot2_generic(double *w, const double *g, ptrdiff_t n, double lr,
+                              const double *x, const double *y, double *sx, double *sy)
+{
+    step_dot2_body(w, g, n, lr, x, y, sx, sy);
+}
+
+#if FM_ND_X86
+__attribute__((target("avx2,fma"))) static void
+unit_gradient_avx2(const fm_point *p, const fm_unit *u, const double *cy, const double *xs,
+                   ptrdiff_t n, double *g)
+{
+    unit_gradient_body(p, u, cy, xs, n, g);
+}
+
+__attribute__((target("avx2,fma"))) static void
+step_dot2_avx2(double *w, const double *g, ptrdiff_t n, double lr, const double *x,
+               const double *y, double *sx, double *sy)
+{
+    step_dot2_body(w, g, n, lr, x, y, sx, sy);
+}
+#endif
+
+static void pick_kernels(fm_unit_gradient_fn *ug, fm_step_dot2_fn *sd)
+{
+    *ug = unit_gradient_generic;
+    *sd = step_dot2_generic;
+#if FM_ND_X86
+    if (fm_gemm_level() >= FM_LEVEL_AVX2) {
+        *ug = unit_gradient_avx2;
+        *sd = step_dot2_avx2;
+    }
+#endif
+}
+
+/* From s1 = x W1: a = sigmoid(s1 + b1), z2 = a W2 + b2, y = sigmoid(z2). */
+static void forward_top(const fm_mlp1 *net, const double *s1, double *a, double *z2,
+                        double *y)
+{
+    const ptrdiff_t H = net->n_hid, K = net->n_out;
+    for (ptrdiff_t j = 0; j < H; j++)
+        a[j] = sigmoid(s1[j] + net->b1[j]);
+    for (ptrdiff_t k = 0; k < K; k++)
+        z2[k] = net->b2[k];
+    for (ptrdiff_t j = 0; j < H; j++)
+        for (ptrdiff_t k = 0; k < K; k++)
+            z2[k] += a[j] * net->W2[j * K + k];
+    for (ptrdiff_t k = 0; k < K; k++)
+        y[k] = sigmoid(z2[k]);
+}
+
+static double sample_loss(ptrdiff_t K, const double *z2, const double *t)
+{
+    double s = 0.0;
+    for (ptrdiff_t k = 0; k < K; k++)
+        s += softplus(z2[k]) - t[k] * z2[k];
+    return s;
+}
+
+static int sample_hit(ptrdiff_t K, const double *y, const double *t)
+{
+    if (K == 1)
+        return (y[0] >= 0.5) == (t[0] >= 0.5);
+    ptrdiff_t ay = 0, at = 0;
+    for (ptrdiff_t k = 1; k < K; k++) {
+        if (y[k] > y[ay])
+            ay = k;
+        if (t[k] > t[at])
+            at = k;
+    }
+    return ay == at;
+}
+
+static double max_abs(const double *x, ptrdiff_t n)
+{
+    double m = 0.0;
+    for (ptrdiff_t i = 0; i < n; i++)
+        m = fmax(m, fabs(x[i]));
+    return m;
+}
+
+/* The differences of b1, all at the current point. */
+static void hidden_bias_gradients(fm_unit_gradient_fn ug, const fm_point *p,
+                                  const fm_mlp1 *net, const double *a, double *cy, double *gb1)
+{
+    static const double one = 1.0;
+    fm_unit u;
+    for (ptrdiff_t j = 0; j < net->n_hid; j++) {
+        unit_setup(p, a, net->W2, j, p->h, &u, cy);
+        ug(p, &u, cy, &one, 1, gb1 + j);
+    }
+}
+
+/* The differences of W2 (an entry moves z2_k by a_j h) and b2 (by h). */
+static void output_weight_gradients(const fm_point *p, ptrdiff_t H, const double *a,
+                                    double *gW2)
+{
+    const ptrdiff_t K = p->K;
+    const double h = p->h, inv2h = 0.5 / h;
+    for (ptrdiff_t j = 0; j < H; j++)
+        for (ptrdiff_t k = 0; k < K; k++)
+            gW2[j * K + k] =
+                output_diff(p->z2[k], p->y[k], p->t[k], a[j] * h, -a[j] * h) * inv2h;
+}
+
+static void output_bias_gradients(const fm_point *p, double *gb2)
+{
+    const double h = p->h, inv2h = 0.5 / h;
+    for (ptrdiff_t k = 0; k < p->K; k++)
+        gb2[k] = output_diff(p->z2[k], p->y[k], p->t[k], h, -h) * inv2h;
+}
+
+/* The same derivatives by the chain rule (backprop), for the analytic variant:
+   dL/dz2_k = y_k - t_k, dL/dz1_j = a_j (1 - a_j) sum_k W2[j,k] (y_k - t_k). */
+static double hidden_delta(const fm_point *p, const double *a, const double *W2, ptrdiff_t j)
+{
+    double s = 0.0;
+    for (ptrdiff_t k = 0; k < p->K; k++)
+        s += W2[j * p->K + k] * (p->y[k] - p->t[k]);
+    return a[j] * (1.0 - a[j]) * s;
+}
+
+static void analytic_hidden_bias(const fm_point *p, const fm_mlp1 *net, const double *a,
+                                 double *gb1)
+{
+    for (ptrdiff_t j = 0; j < net->n_hid; j++)
+        gb1[j] = hidden_delta(p, a, net->W2, j);
+}
+
+static void analytic_output_weights(const fm_point *p, ptrdiff_t H, const double *a,
+                                    double *gW2)
+{
+    for (ptrdiff_t j = 0; j < H; j++)
+        for (ptrdiff_t k = 0; k < p->K; k++)
+            gW2[j * p->K + k] = a[j] * (p->y[k] - p->t[k]);
+}
+
+static void analytic_output_bias(const fm_point *p, double *gb2)
+{
+    for (ptrdiff_t k = 0; k < p->K; k++)
+        gb2[k] = p->y[k] - p->t[k];
+}
+
+static void step(double *w, const double *g, ptrdiff_t n, double lr)
+{
+    for (ptrdiff_t i = 0; i < n; i++)
+        w[i] -= lr * g[i];
+}
+
+int fm_numdiff_gradients(const fm_mlp1 *net, const double *x, const double *t, double h,
+                         double *gW1, double *gb1, double *gW2, double *gb2)
+{
+    const ptrdiff_t N = net->n_in, H = net->n_hid, K = net->n_out;
+    double *buf = malloc(sizeof(double) * (size_t)(2 * H + 2 * K + FM_NCOEF * K + N));
+    if (!buf)
+        return -1;
+    double *s1 = buf, *a = s1 + H, *z2 = a + H, *y = z2 + K, *cy = y + K;
+    double *g = cy + FM_NCOEF * K;
+    fm_unit_gradient_fn ug;
+    fm_step_dot2_fn sd;
+    pick_kernels(&ug, &sd);
+
+    for (ptrdiff_t j = 0; j < H; j++)
+        s1[j] = 0.0;
+    for (ptrdiff_t i = 0; i < N; i++)
+        for (ptrdiff_t j = 0; j < H; j++)
+            s1[j] += x[i] * net->W1[i * H + j];
+    forward_top(net, s1, a, z2, y);
+    fm_point p = {K, z2, y, t, h};
+    double dmax = max_abs(x, N) * h;
+    fm_unit u;
+    for (ptrdiff_t j = 0; j < H; j++) {
+        unit_setup(&p, a, net->W2, j, dmax, &u, cy);
+        ug(&p, &u, cy, x, N, g);
+        for (ptrdiff_t i = 0; i < N; i++)
+            gW1[i * H + j] = g[i];
+    }
+    hidden_bias_gradients(ug, &p, net, a, cy, gb1);
+    output_weight_gradients(&p, H, a, gW2);
+    output_bias_gradients(&p, gb2);
+    free(buf);
+    return 0;
+}
+
+ptrdiff_t fm_numdiff_train(fm_mlp1 *net, const double *X, const double *T,
+                           const ptrdiff_t *rows, ptrdiff_t n, double lr, double h,
+                           int analytic, double *loss_sum, ptrdiff_t *hits)
+{
+    const ptrdiff_t N = net->n_in, H = net->n_hid, K = net->n_out;
+    const int threads = omp_get_max_threads();
+    /* Per thread: the series coefficients and one column's differences. */
+    const ptrdiff_t per_thread = FM_NCOEF * K + N;
+    double *buf = malloc(sizeof(double) * (size_t)(N * H + 4 * H + 3 * K + H * K +
+                                                   threads * per_thread));
+    *loss_sum = 0.0;
+    *hits = 0;
+    if (!buf)
+        return -1;
+    if (n == 0) {
+        free(buf);
+        return 0;
+    }
+    /* W1 is kept transposed while training, so that a hidden unit's weights (the
+       ones a thread perturbs, steps and multiplies) lie together. */
+    double *W1T = buf, *s1 = W1T + N * H, *s1_next = s1 + H, *a = s1_next + H;
+    double *z2 = a + H, *y = z2 + K, *gb1 = y + K, *gW2 = gb1 + H, *gb2 = gW2 + H * K;
+    double *scratch = gb2 + K;
+    for (ptrdiff_t i = 0; i < N; i++)
+        for (ptrdiff_t j = 0; j < H; j++)
+            W1T[j * N + i] = net->W1[i * H + j];
+    fm_unit_gradient_fn ug;
+    fm_step_dot2_fn sd;
+    pick_kernels(&ug, &sd);
+
+    {
+        const double *x0 = X + rows[0] * N;
+        for (ptrdiff_t j = 0; j < H; j++) {
+            double s = 0.0;
+            for (ptrdiff_t i = 0; i < N; i++)
+                s += x0[i] * W1T[j * N + i];
+            s1[j] = s;
+        }
+    }
+
+    ptrdiff_t done = 0;
+    double total = 0.0;
+    ptrdiff_t right = 0;
+    int stop = 0;
+    const double *x = NULL, *x_next = NULL, *t = NULL;
+    double dmax = 0.0;
+
+#pragma omp parallel
+    {
+        double *mine = scratch + omp_get_thread_num() * per_thread;
+        double *cy = mine, *g = mine + FM_NCOEF * K;
+        fm_point p;
+        for (ptrdiff_t s = 0; s < n; s++) {
+#pragma omp single
+            {
+                x = X + rows[s] * N;
+                t = T + rows[s] * K;
+                x_next = s + 1 < n ? X + rows[s + 1] * N : x;
+                forward_top(net, s1, a, z2, y);
+                double loss = sample_loss(K, z2, t);
+                if (!isfinite(loss)) {
+                    stop = 1;
+                } else {
+                    total += loss;
+                    right += sample_hit(K, y, t);
+                }
+                dmax = max_abs(x, N) * h;
+            }
+            if (stop)
+                break;
+            p.K = K;
+            p.z2 = z2;
+            p.y = y;
+            p.t = t;
+            p.h = h;
+            /* W1, a hidden unit (a column) at a time: its differences are taken at
+               the unperturbed point, which stepping another column does not move.
+               The new weights' products with this sample and the next are formed
+               in the same pass. */
+#pragma omp for schedule(static)
+            for (ptrdiff_t j = 0; j < H; j++) {
+                if (analytic) {
+                    double dj = hidden_delta(&p, a, net->W2, j);
+                    for (ptrdiff_t i = 0; i < N; i++)
+                        g[i] = x[i] * dj;
+                } else {
+                    fm_unit u;
+                    unit_setup(&p, a, net->W2, j, dmax, &u, cy);
+                    ug(&p, &u, cy, x, N, g);
+                }
+                sd(W1T + j * N, g, N, lr, x, x_next, &s1[j], &s1_next[j]);
+            }
+#pragma omp single
+            {
+                forward_top(net, s1, a, z2, y);
+                if (analytic)
+                    analytic_hidden_bias(&p, net, a, gb1);
+                else
+                    hidden_bias_gradients(ug, &p, net, a, cy, gb1);
+                step(net->b1, gb1, H, lr);
+                forward_top(net, s1, a, z2, y);
+                if (analytic)
+                    analytic_output_weights(&p, H, a, gW2);
+                else
+                    output_weight_gradients(&p, H, a, gW2);
+                step(net->W2, gW2, H * K, lr);
+                forward_top(net, s1, a, z2, y);
+                if (analytic)
+                    analytic_output_bias(&p, gb2);
+                else
+                    output_bias_gradients(&p, gb2);
+                step(net->b2, gb2, K, lr);
+                double *swap = s1;
+                s1 = s1_next;
+                s1_next = swap;
+                done = s + 1;
+            }
+        }
+    }
+
+    for (ptrdiff_t i = 0; i < N; i++)
+        for (ptrdiff_t j = 0; j < H; j++)
+            net->W1[i * H + j] = W1T[j * N + i];
+    *loss_sum = total;
+    *hits = right;
+    free(buf);
+    return done;
+}
