@@ -549,19 +549,27 @@ def numdiff_gradients(const double[::1] x, const double[::1] t, double[:, ::1] W
 
 def numdiff_train(const double[:, ::1] X, const double[:, ::1] T, const Py_ssize_t[::1] rows,
                   double[:, ::1] W1, double[::1] b1, double[:, ::1] W2, double[::1] b2,
-                  double lr, double h, bint analytic=False):
+                  double lr, double h, bint analytic=False, double[::1] stats=None):
     """One numerical-derivative step per sample X[rows[i]], in order, updating the
-    weights in place; returns (steps taken, sum of the losses before each step,
-    samples classified right). Fewer steps than rows means the next sample's loss
-    was not finite. analytic: derivatives by backprop, in the same block order."""
+    weights in place; returns the number of steps taken (fewer than the rows when
+    the next sample's loss was not finite). analytic: derivatives by backprop, in
+    the same block order.
+
+    stats, if given, gets [steps, sum of the losses before each step, samples
+    classified right] added to its first three entries before this returns, with
+    no Python code in between: a Ctrl-C that arrives during the call is raised
+    after the counts match the weights."""
     cdef fm_mlp1 net = _mlp1(W1, b1, W2, b2)
     cdef double loss_sum = 0
-    cdef Py_ssize_t hits = 0, done, n = rows.shape[0]
-    if n == 0:
-        return 0, 0.0, 0
-    with nogil:
-        done = fm_numdiff_train(&net, &X[0, 0], &T[0, 0], &rows[0], n, lr, h, analytic,
-                                &loss_sum, &hits)
+    cdef Py_ssize_t hits = 0, done = 0, n = rows.shape[0]
+    if n:
+        with nogil:
+            done = fm_numdiff_train(&net, &X[0, 0], &T[0, 0], &rows[0], n, lr, h, analytic,
+                                    &loss_sum, &hits)
     if done < 0:
         raise MemoryError("no memory for the numerical derivative's buffers")
-    return done, loss_sum, hits
+    if stats is not None:
+        stats[0] += done
+        stats[1] += loss_sum
+        stats[2] += hits
+    return done

@@ -447,6 +447,7 @@ class MLP:
                         done, t, h_, m = steps.run(order[start:start + steps.chunk],
                                                    contiguous=not shuffle)
                     except _NonFiniteLoss as exc:
+                        history.steps += exc.offset
                         raise FloatingPointError(
                             f"the loss became {exc.loss} at epoch {epoch + 1}, step "
                             f"{(start + exc.offset) // steps.batch + 1}; the model keeps the "
@@ -467,6 +468,9 @@ class MLP:
                 progress.end_epoch(seconds, metrics)
         except KeyboardInterrupt:
             history.interrupted = True
+            done, t, h_, m = steps.unreported()
+            history.steps += done
+            total, hits, seen = total + t, hits + h_, seen + m
             if seen:
                 history._append(epoch, time.perf_counter() - t0, loss=total / seen,
                                 accuracy=hits / seen)
@@ -634,6 +638,9 @@ class _BackpropSteps:
         self.taken += 1
         return 1, t, h, m
 
+    def unreported(self):
+        return 0, 0.0, 0, 0
+
 
 class _LectureSteps:
     """The lecture's compiled per-sample steps, over blocks of up to 1000 samples.
@@ -657,9 +664,18 @@ class _LectureSteps:
         self.start = np.empty_like(model._params)
         self.prev_start = np.empty_like(model._params)
         self.rows = self.prev_rows = None
+        # Running [steps, loss sum, hits], added to by the kernel itself, and the part
+        # of it already reported by run().
+        self.stats = np.zeros(3)
+        self.reported = np.zeros(3)
 
-    def _train(self, rows):
-        return self.kernels.numdiff_train(self.x, self.y, rows, *self.args)
+    def _train(self, rows, stats=None):
+        return self.kernels.numdiff_train(self.x, self.y, rows, *self.args, stats)
+
+    def _report(self):
+        new = self.stats - self.reported
+        self.reported[:] = self.stats
+        return int(new[0]), float(new[1]), int(new[2]), int(new[0])
 
     def run(self, rows, contiguous):
         """Step on each sample of ``rows``; returns (steps, loss sum, hits, samples)."""
@@ -667,7 +683,7 @@ class _LectureSteps:
         self.start, self.prev_start = self.prev_start, self.start
         np.copyto(self.start, params)
         self.prev_rows, self.rows = self.rows, rows
-        done, t, h = self._train(rows)
+        done = self._train(rows, self.stats)
         if done < len(rows):
             bad = rows[done:done + 1]
             loss = self.model._scores(self.x[bad], self.y[bad], 1)[0]
@@ -680,7 +696,11 @@ class _LectureSteps:
             else:
                 np.copyto(params, self.start)
             raise _NonFiniteLoss(done, loss)
-        return done, t, h, done
+        return self._report()
+
+    def unreported(self):
+        """Steps the kernel completed that run() did not get to return (Ctrl-C)."""
+        return self._report()
 
 
 class _Progress:

@@ -146,12 +146,13 @@ def step(model, x, t, lr=1e-2, h=DEFAULT_H) -> float:
     h = check_h(h)
     lr = _checks.real("lr", lr)
     x, t = _sample(model, x, t)
-    done, loss, _ = compiled_kernels().numdiff_train(
-        x[None], t[None], np.zeros(1, np.intp), *model._W[:1], model._b[0], model._W[1],
-        model._b[1], lr, h)
+    stats = np.zeros(3)
+    done = compiled_kernels().numdiff_train(x[None], t[None], np.zeros(1, np.intp),
+                                            model._W[0], model._b[0], model._W[1],
+                                            model._b[1], lr, h, False, stats)
     if not done:
         raise FloatingPointError("the loss is not finite; the weights were not changed")
-    return loss
+    return float(stats[1])
 
 
 # ---------------------------------------------------------------------------- reference

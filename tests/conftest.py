@@ -10,6 +10,21 @@ import fastmlp
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+@pytest.fixture(params=fastmlp.threads.SIMD_LEVELS)
+def level(request):
+    """Run the test with the compiled kernels of each SIMD level, restoring the level after."""
+    from fastmlp import _cpu
+
+    name = request.param
+    levels = fastmlp.threads.SIMD_LEVELS
+    if levels.index(name) > levels.index(_cpu.gemm_best_level()):
+        pytest.skip(f"this CPU does not support {name}")
+    before = _cpu.gemm_level()
+    _cpu.set_gemm_level(name)
+    yield name
+    _cpu.set_gemm_level(before)
+
+
 def max_rel_err(a, b):
     """Largest difference relative to the largest magnitude of the reference b."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)

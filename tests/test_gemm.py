@@ -25,18 +25,6 @@ SHAPES = [(1, 1, 1), (7, 13, 5), (6, 16, 8), (37, 10, 512), (200, 33, 1000),
           (3, 600, 1100), (128, 512, 784)]
 
 
-@pytest.fixture(params=threads.SIMD_LEVELS)
-def level(request):
-    """Run the test with the kernels of each SIMD level, restoring the level after."""
-    name = request.param
-    if threads.SIMD_LEVELS.index(name) > BEST:
-        pytest.skip(f"this CPU does not support {name}")
-    before = _cpu.gemm_level()
-    _cpu.set_gemm_level(name)
-    yield name
-    _cpu.set_gemm_level(before)
-
-
 def operands(rng, M, N, K, dtype, ta, tb):
     a = rng.uniform(-1, 1, (K, M) if ta else (M, K)).astype(dtype)
     b = rng.uniform(-1, 1, (N, K) if tb else (K, N)).astype(dtype)
