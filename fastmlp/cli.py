@@ -1,4 +1,4 @@
-"""The ``fastmlp`` command: train, evaluate, gradcheck, bench, info."""
+"""The ``fastmlp`` command: train, evaluate, gradcheck, compare, bench, info."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import time
 
 import numpy as np
 
-from . import bench, datasets, metrics, preprocessing, recipes, threads
+from . import bench, compare, datasets, metrics, preprocessing, recipes, threads
 from ._io import atomic_write
 from ._version import __version__
 from .backends import BACKENDS, available_backends
 from .functions import ACTIVATIONS, LOSS_OUTPUTS
 from .gradcheck import gradcheck
-from .model import MLP, load
+from .model import MLP, TRAINERS, load
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -74,14 +74,16 @@ def cmd_train(args, out):
     model = recipe.build(backend=args.backend, dtype=dtype, seed=args.seed,
                          n_inputs=int(np.prod(x.shape[1:])))
     model.meta["dataset"] = args.dataset
-    fit_args = recipe.fit_args()
+    fit_args = recipe.fit_args(trainer=args.trainer)
+    if args.diff_step is not None:
+        fit_args["h"] = args.diff_step
     if args.epochs is not None:
         fit_args["epochs"] = args.epochs
     if args.batch_size is not None:
         fit_args["batch_size"] = args.batch_size
     print(f"fastmlp {__version__}: recipe {recipe.name} on {args.dataset} "
           f"({len(x)} train, {len(xt)} test), backend {args.backend}, {dtype}, "
-          f"{threads.get_num_threads()} threads", file=out)
+          f"{threads.get_num_threads()} threads, trainer {args.trainer}", file=out)
     print(model.summary(), file=out)
     history = model.fit(x, recipe.targets(y, dtype), validation_split=args.validation_split,
                         verbose=args.verbose, **fit_args)
@@ -94,7 +96,8 @@ def cmd_train(args, out):
         print(f"model saved to {args.save}", file=out)
     if args.json:
         _write_json(args.json, {
-            "recipe": recipe.name, "backend": args.backend, "dataset": args.dataset,
+            "recipe": recipe.name, "backend": args.backend, "trainer": args.trainer,
+            "dataset": args.dataset,
             "dtype": dtype, "threads": threads.get_num_threads(),
             "epochs": len(history.epoch), "steps": history.steps,
             "interrupted": history.interrupted,
@@ -167,6 +170,20 @@ def cmd_gradcheck(args, out):
     return 0 if worst_all < args.tol else 1
 
 
+# --------------------------------------------------------------------------- compare
+def cmd_compare(args, out):
+    if args.threads:
+        threads.set_num_threads(args.threads)
+    result = compare.run(args.data, _dataset_name(args), samples=args.samples,
+                         naive_samples=args.naive_samples,
+                         gradient_samples=args.gradient_samples, repeats=args.repeats,
+                         h=args.diff_step, seed=args.seed, misclassified=args.misclassified,
+                         out=out)
+    if args.json:
+        _write_json(args.json, result)
+    return 0
+
+
 # --------------------------------------------------------------------------- bench
 def cmd_bench(args, out):
     bench.main_args(args, out)
@@ -227,6 +244,12 @@ def build_parser():
     p.add_argument("--seed", type=int, help="default: the recipe's")
     p.add_argument("--validation-split", type=float, default=0.0, metavar="F")
     p.add_argument("--threads", type=int, help="threads of the cpu backend")
+    p.add_argument("--trainer", choices=TRAINERS, default="backprop",
+                   help="numerical: the lecture's central differences on every parameter, "
+                        "no backprop; lecture-backprop: the same steps by backprop "
+                        "(both: the lecture recipe's network only)")
+    p.add_argument("--diff-step", type=float, metavar="H",
+                   help="step of the numerical trainer's central differences (default 1e-4)")
     p.add_argument("--save", metavar="FILE", help="write the trained model here (.npz)")
     p.add_argument("--json", metavar="FILE", help="write the results here as JSON")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
@@ -256,6 +279,13 @@ def build_parser():
     p.add_argument("--tol", type=float, default=1e-6)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_gradcheck)
+
+    p = sub.add_parser("compare", help="the lecture recipe by numerical derivative and by "
+                       "backprop: speed, agreement, accuracy",
+                       description=compare.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    compare.add_arguments(p)
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("bench", help="time the cpu backend against NumPy and PyTorch",
                        description=bench.__doc__,

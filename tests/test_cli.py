@@ -130,3 +130,57 @@ def test_console_script_is_installed():
     assert exe, "the fastmlp console script is not installed next to this Python"
     result = subprocess.run([exe, "info"], capture_output=True, text=True, check=True)
     assert "backend cpu" in result.stdout
+
+
+def test_train_lecture_by_numerical_derivative(dataset_dir, tmp_path):
+    runs = {}
+    for trainer in ("numerical", "lecture-backprop"):
+        path = tmp_path / f"{trainer}.json"
+        code, out = run(["train", "--recipe", "lecture", "--trainer", trainer, "--data",
+                         str(dataset_dir), "--verbose", "0", "--json", str(path)])
+        assert code == 0, out
+        assert f"trainer {trainer}" in out
+        runs[trainer] = json.loads(path.read_text())
+    assert runs["numerical"]["trainer"] == "numerical"
+    assert runs["numerical"]["steps"] == runs["lecture-backprop"]["steps"] > 0
+    assert runs["numerical"]["test_accuracy"] == pytest.approx(
+        runs["lecture-backprop"]["test_accuracy"], abs=0.02)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--recipe", "keras", "--trainer", "numerical"], "one sigmoid hidden layer"),
+    (["train", "--recipe", "lecture", "--diff-step", "1e-3"], "trainer='numerical'"),
+    (["train", "--recipe", "lecture", "--trainer", "numerical", "--diff-step", "0"],
+     "h must be > 0"),
+    (["compare", "--samples", "0"], "--samples must be at least 1"),
+    (["compare", "--repeats", "0"], "--repeats must be at least 1"),
+    (["compare", "--diff-step", "-1"], "h must be > 0"),
+])
+def test_numerical_trainer_errors(dataset_dir, capsys, argv, message):
+    code, _ = run(argv + ["--data", str(dataset_dir)])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_compare(dataset_dir, tmp_path):
+    path = tmp_path / "c.json"
+    code, out = run(["compare", "--data", str(dataset_dir), "--samples", "120",
+                     "--naive-samples", "1", "--gradient-samples", "2", "--repeats", "2",
+                     "--misclassified", "4", "--json", str(path)])
+    assert code == 0, out
+    result = json.loads(path.read_text())
+    keys = [row["key"] for row in result["trainers"]]
+    assert keys == ["naive", "numerical", "lecture-backprop", "backprop"]
+    assert all(len(v) == 2 for v in result["epoch_seconds_all"].values())
+    # The compiled trainer took the naive trainer's step to round-off, and both
+    # derivatives agree to O(h^2).
+    assert result["naive_vs_compiled_max_weight_diff"] < 1e-10
+    assert 0 < result["gradient_max_rel_diff"] < 1e-7
+    by = {row["key"]: row for row in result["trainers"]}
+    assert by["numerical"]["test_accuracy"] == by["lecture-backprop"]["test_accuracy"]
+    assert by["naive"]["seconds_per_sample"] > 100 * by["numerical"]["seconds_per_sample"]
+    wrong = result["misclassified"]
+    assert len(wrong) == round((1 - by["numerical"]["test_accuracy"]) * result["test_samples"])
+    assert all(label != pred for _, label, pred in wrong)
+    assert "s/sample" in out and "misclassifies" in out
+    assert out.count("\n") > 8
