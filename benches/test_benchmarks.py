@@ -1,5 +1,6 @@
 """pytest-benchmark suite: kernels, one training step and one epoch per backend, at
-1 thread and at every core.
+1 thread and at every core; the lecture recipe's trainers (numerical derivative,
+compiled and naive, and backprop).
 
     pytest benches/ --benchmark-only
 
@@ -114,3 +115,35 @@ def test_epoch(benchmark, data, backend, threads):
         model.fit(x, y, epochs=1, optimizer=opt, verbose=0)  # warm-up
         benchmark.pedantic(model.fit, args=(x, y), kwargs=dict(epochs=1, optimizer=opt,
                                                                verbose=0), rounds=2)
+
+
+@pytest.fixture(scope="module")
+def lecture_data(data):
+    x, y = data
+    recipe = fastmlp.recipes.get("lecture")
+    # The keras scaling x/255 to the lecture's x/255*0.99+0.01, targets 0.01/0.99.
+    return (x[:200].astype(np.float64) * 0.99 + 0.01,
+            recipe.targets(y[:200].argmax(axis=1), "float64"))
+
+
+@pytest.mark.parametrize("threads", THREADS, ids=lambda t: f"{t}thr")
+@pytest.mark.parametrize("trainer", ["numerical", "lecture-backprop", "backprop"])
+def test_lecture_samples(benchmark, lecture_data, trainer, threads):
+    # One step per sample on 200 samples, as fit runs the lecture recipe.
+    x, t = lecture_data
+    recipe = fastmlp.recipes.get("lecture")
+    model = recipe.build()
+    benchmark.group = f"lecture recipe, 200 one-sample steps ({threads} thread(s))"
+    with limited(threads, False):
+        benchmark.pedantic(lambda: model.fit(x, t, verbose=0, **recipe.fit_args(
+            trainer=trainer)), rounds=5, warmup_rounds=1)
+    benchmark.extra_info["seconds_per_sample"] = benchmark.stats.stats.median / len(x)
+
+
+def test_lecture_naive_step(benchmark, lecture_data):
+    # The lecture's NumPy numerical derivative, one sample (about a second).
+    x, t = lecture_data
+    model = fastmlp.recipes.get("lecture").build()
+    benchmark.group = "lecture recipe, naive NumPy numerical derivative, one sample"
+    benchmark.pedantic(fastmlp.numerical.naive_step, args=(model, x[0], t[0]), rounds=2)
+    benchmark.extra_info["seconds_per_sample"] = benchmark.stats.stats.median

@@ -4,7 +4,7 @@
 >>> model = fastmlp.MLP([784, 512, 10], ["relu", "softmax"], backend="cpu")  # doctest: +SKIP
 """
 
-from . import datasets, metrics, optim, preprocessing, recipes
+from . import datasets, metrics, numerical, optim, preprocessing, recipes
 from ._version import __version__
 from .backends import BACKENDS, available_backends
 from .gradcheck import gradcheck
@@ -22,6 +22,7 @@ __all__ = [
     "gradcheck",
     "load",
     "metrics",
+    "numerical",
     "optim",
     "preprocessing",
     "recipes",
