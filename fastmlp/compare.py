@@ -89,8 +89,8 @@ def run(data, dataset, samples=None, naive_samples=3, gradient_samples=10, repea
     order = build()._shuffle_rng.permutation(n)
     say = (lambda *a: print(*a, file=out)) if out is not None else (lambda *a: None)
     say(f"fastmlp compare: lecture recipe on {dataset}, {n} training samples in the order "
-        f"fit shuffles them (seed {start.seed}), float64, {threads.get_num_threads()} "
-        f"threads, h = {h:g}")
+        f"fit shuffles them (seed {start.seed}), float64, "
+        f"{_count(threads.get_num_threads(), 'thread')}, h = {h:g}")
 
     # Derivatives at the initial weights.
     names = start.param_names
@@ -156,6 +156,10 @@ def run(data, dataset, samples=None, naive_samples=3, gradient_samples=10, repea
     return result
 
 
+def _count(n, noun):
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def _duration(seconds):
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} h"
@@ -179,8 +183,8 @@ def print_report(r, misclassified, out):
         f"{'test accuracy':>14}")
     for row in r["trainers"]:
         acc = "-" if row["test_accuracy"] is None else f"{row['test_accuracy']:.4f}"
-        count = row["measured_samples"]
-        note = f" ({count} sample{'s' * (count > 1)})" if row["key"] == "naive" else ""
+        note = f" ({_count(row['measured_samples'], 'sample')})" if row["key"] == "naive" \
+            else ""
         say(f"{row['trainer'] + note:<38} {row['seconds_per_sample']:>10.3g} "
             f"{_duration(row['epoch_seconds']):>16} {acc:>14}")
     by = {row["key"]: row for row in r["trainers"]}
