@@ -11,7 +11,15 @@
 #include <omp.h>
 #else
 #define omp_get_thread_num() 0
+#define omp_get_num_threads() 1
 #define omp_get_max_threads() 1
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#include <sched.h>
+#define FM_SPIN_BARRIER 1
+#else
+#define FM_SPIN_BARRIER 0
 #endif
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
@@ -38,7 +46,18 @@
 /* Coefficients kept per output for the series of y_k (exp(c W2[j,k]) - 1) in c. */
 #define FM_NCOEF 5
 
-typedef double fm_v4d __attribute__((vector_size(32)));
+/* Inputs are taken FM_LANES at a time, in vectors where the compiler has them. */
+#if defined(__GNUC__) || defined(__clang__)
+#define FM_LANES 4
+typedef double fm_vd __attribute__((vector_size(8 * FM_LANES)));
+#define FM_LANE(v, l) ((v)[l])
+#define FM_INLINE static inline __attribute__((always_inline))
+#else
+#define FM_LANES 1
+typedef double fm_vd;
+#define FM_LANE(v, l) (v)
+#define FM_INLINE static inline
+#endif
 
 /* The unperturbed point: what every perturbation of one sample starts from. */
 typedef struct {
@@ -53,6 +72,43 @@ typedef struct {
     const double *w;    /* W2 row j */
     int fast;           /* every change within the series' range */
 } fm_unit;
+
+/* A barrier for the threads of one parallel region, met twice per sample. It
+   spins for a few microseconds, then yields the core at each look: when another
+   program keeps the cores busy, a waiting thread must not burn the time slice
+   its partner needs (OpenMP's own barrier, spinning far longer, made each sample
+   7 times slower with a second 2-thread process on 2 cores). */
+#define FM_BARRIER_SPINS 4000
+
+typedef struct {
+    int n, count, sense;
+} fm_barrier;
+
+static void barrier_wait(fm_barrier *b, int *sense)
+{
+#if FM_SPIN_BARRIER
+    const int s = !*sense;
+    *sense = s;
+    if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == b->n) {
+        __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->sense, s, __ATOMIC_RELEASE);
+        return;
+    }
+    for (long spins = 0; __atomic_load_n(&b->sense, __ATOMIC_ACQUIRE) != s; spins++) {
+        if (spins < FM_BARRIER_SPINS) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        } else {
+            sched_yield();
+        }
+    }
+#else
+    (void)b;
+    (void)sense;
+#pragma omp barrier
+#endif
+}
 
 static double sigmoid(double z) { return 1.0 / (1.0 + exp(-z)); }
 
@@ -138,7 +194,7 @@ static void unit_setup(const fm_point *p, const double *a, const double *W2, ptr
    carried as P - 1 so that no digits are lost to the leading 1, and
    L(+) - L(-) = log(P+ / P-) - (da+ - da-) tau. A lane whose ratio falls
    outside the series' range is done again by unit_diff_exact. */
-static inline __attribute__((always_inline)) void
+FM_INLINE void
 unit_gradient_body(const fm_point *p, const fm_unit *u, const double *cy, const double *xs,
                    ptrdiff_t n, double *g)
 {
@@ -149,47 +205,47 @@ unit_gradient_body(const fm_point *p, const fm_unit *u, const double *cy, const 
             g[i] = unit_diff_exact(p, u, xs[i] * h) * inv2h;
         return;
     }
-    for (ptrdiff_t i = 0; i < n; i += 4) {
-        fm_v4d x = {0.0, 0.0, 0.0, 0.0};
-        const ptrdiff_t lanes = n - i < 4 ? n - i : 4;
+    for (ptrdiff_t i = 0; i < n; i += FM_LANES) {
+        fm_vd x = {0.0};
+        const ptrdiff_t lanes = n - i < FM_LANES ? n - i : FM_LANES;
         memcpy(&x, xs + i, (size_t)lanes * sizeof(double));
-        fm_v4d dp = x * h, dm = -dp;
-        fm_v4d ep = FM_EXPM1_SMALL(dp), em = FM_EXPM1_SMALL(dm);
-        fm_v4d dap = u->q * ep / (1.0 + u->a * ep);
-        fm_v4d dam = u->q * em / (1.0 + u->a * em);
-        fm_v4d up = {0.0, 0.0, 0.0, 0.0}, um = up;
+        fm_vd dp = x * h, dm = -dp;
+        fm_vd ep = FM_EXPM1_SMALL(dp), em = FM_EXPM1_SMALL(dm);
+        fm_vd dap = u->q * ep / (1.0 + u->a * ep);
+        fm_vd dam = u->q * em / (1.0 + u->a * em);
+        fm_vd up = {0.0}, um = up;
         for (ptrdiff_t k = 0; k < K; k++) {
             const double *f = cy + k * FM_NCOEF;
-            fm_v4d vp = dap * (f[0] + dap * (f[1] + dap * (f[2] + dap * (f[3] + dap * f[4]))));
-            fm_v4d vm = dam * (f[0] + dam * (f[1] + dam * (f[2] + dam * (f[3] + dam * f[4]))));
+            fm_vd vp = dap * (f[0] + dap * (f[1] + dap * (f[2] + dap * (f[3] + dap * f[4]))));
+            fm_vd vm = dam * (f[0] + dam * (f[1] + dam * (f[2] + dam * (f[3] + dam * f[4]))));
             up = up + vp + up * vp;   /* (1 + up)(1 + vp) - 1 */
             um = um + vm + um * vm;
         }
-        fm_v4d s = (up - um) / (2.0 + up + um), s2 = s * s;
-        fm_v4d r = (FM_LOG_RATIO_SMALL(s, s2) - (dap - dam) * u->tau) * inv2h;
+        fm_vd s = (up - um) / (2.0 + up + um), s2 = s * s;
+        fm_vd r = (FM_LOG_RATIO_SMALL(s, s2) - (dap - dam) * u->tau) * inv2h;
         int outside = 0;
-        for (int l = 0; l < 4; l++)
-            outside |= !(s2[l] <= FM_SMALL_S * FM_SMALL_S);
-        if (!outside && lanes == 4) {
+        for (int l = 0; l < FM_LANES; l++)
+            outside |= !(FM_LANE(s2, l) <= FM_SMALL_S * FM_SMALL_S);
+        if (!outside && lanes == FM_LANES) {
             memcpy(g + i, &r, sizeof r);
             continue;
         }
         for (ptrdiff_t l = 0; l < lanes; l++)
-            g[i + l] = s2[l] <= FM_SMALL_S * FM_SMALL_S
-                           ? r[l] : unit_diff_exact(p, u, xs[i + l] * h) * inv2h;
+            g[i + l] = FM_LANE(s2, l) <= FM_SMALL_S * FM_SMALL_S
+                           ? FM_LANE(r, l) : unit_diff_exact(p, u, xs[i + l] * h) * inv2h;
     }
 }
 
 /* w -= lr g over n entries; *sx = x . w and *sy = y . w with the new w, summed in
-   four interleaved partial sums (the same order on every thread). */
-static inline __attribute__((always_inline)) void
+   FM_LANES interleaved partial sums (the same order on every thread). */
+FM_INLINE void
 step_dot2_body(double *w, const double *g, ptrdiff_t n, double lr, const double *x,
                const double *y, double *sx, double *sy)
 {
-    fm_v4d ax = {0.0, 0.0, 0.0, 0.0}, ay = ax;
+    fm_vd ax = {0.0}, ay = ax;
     ptrdiff_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        fm_v4d wv, gv, xv, yv;
+    for (; i + FM_LANES <= n; i += FM_LANES) {
+        fm_vd wv, gv, xv, yv;
         memcpy(&wv, w + i, sizeof wv);
         memcpy(&gv, g + i, sizeof gv);
         memcpy(&xv, x + i, sizeof xv);
@@ -199,8 +255,11 @@ step_dot2_body(double *w, const double *g, ptrdiff_t n, double lr, const double 
         ax = ax + xv * wv;
         ay = ay + yv * wv;
     }
-    double tx = (ax[0] + ax[1]) + (ax[2] + ax[3]);
-    double ty = (ay[0] + ay[1]) + (ay[2] + ay[3]);
+    double tx = 0.0, ty = 0.0;
+    for (int l = 0; l < FM_LANES; l++) {
+        tx += FM_LANE(ax, l);
+        ty += FM_LANE(ay, l);
+    }
     for (; i < n; i++) {
         w[i] -= lr * g[i];
         tx += x[i] * w[i];
@@ -451,14 +510,23 @@ ptrdiff_t fm_numdiff_train(fm_mlp1 *net, const double *X, const double *T,
     const double *x = NULL, *x_next = NULL, *t = NULL;
     double dmax = 0.0;
 
+    fm_barrier barrier = {0, 0, 0};
+
+    /* Per sample: thread 0 runs the forward pass, then every thread takes its
+       share of the hidden units' W1 columns, then thread 0 steps b1, W2 and b2;
+       a barrier after the first part and one after the second. */
 #pragma omp parallel
     {
-        double *mine = scratch + omp_get_thread_num() * per_thread;
+        const int tid = omp_get_thread_num(), team = omp_get_num_threads();
+        double *mine = scratch + tid * per_thread;
         double *cy = mine, *g = mine + FM_NCOEF * K;
+        const ptrdiff_t j_lo = H * tid / team, j_hi = H * (tid + 1) / team;
+        int sense = 0;
         fm_point p;
-        for (ptrdiff_t s = 0; s < n; s++) {
 #pragma omp single
-            {
+        barrier.n = team;
+        for (ptrdiff_t s = 0; s < n; s++) {
+            if (tid == 0) {
                 x = X + rows[s] * N;
                 t = T + rows[s] * K;
                 x_next = s + 1 < n ? X + rows[s + 1] * N : x;
@@ -472,6 +540,7 @@ ptrdiff_t fm_numdiff_train(fm_mlp1 *net, const double *X, const double *T,
                 }
                 dmax = max_abs(x, N) * h;
             }
+            barrier_wait(&barrier, &sense);
             if (stop)
                 break;
             p.K = K;
@@ -483,8 +552,7 @@ ptrdiff_t fm_numdiff_train(fm_mlp1 *net, const double *X, const double *T,
                the unperturbed point, which stepping another column does not move.
                The new weights' products with this sample and the next are formed
                in the same pass. */
-#pragma omp for schedule(static)
-            for (ptrdiff_t j = 0; j < H; j++) {
+            for (ptrdiff_t j = j_lo; j < j_hi; j++) {
                 if (analytic) {
                     double dj = hidden_delta(&p, a, net->W2, j);
                     for (ptrdiff_t i = 0; i < N; i++)
@@ -496,8 +564,8 @@ ptrdiff_t fm_numdiff_train(fm_mlp1 *net, const double *X, const double *T,
                 }
                 sd(W1T + j * N, g, N, lr, x, x_next, &s1[j], &s1_next[j]);
             }
-#pragma omp single
-            {
+            barrier_wait(&barrier, &sense);
+            if (tid == 0) {
                 forward_top(net, s1, a, z2, y);
                 if (analytic)
                     analytic_hidden_bias(&p, net, a, gb1);
