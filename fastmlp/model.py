@@ -391,18 +391,8 @@ class MLP:
         if lecture_steps:
             from . import numerical
 
-            numerical.check_model(self)
-            h = numerical.check_h(h)
-            if batch_size is not None and _checks.integer("batch_size", batch_size, 1) != 1:
-                raise ValueError(f"trainer {trainer!r} steps one sample at a time: "
-                                 f"batch_size must be 1, got {batch_size}")
-            opt = optim.get("sgd" if optimizer is None else optimizer, lr)
-            if type(opt) is not optim.SGD:
-                raise ValueError(f"trainer {trainer!r} steps with plain SGD ('sgd'), "
-                                 f"got {opt!r}")
-            if l2:
-                raise ValueError(f"trainer {trainer!r} has no L2 penalty: l2 must be 0")
-            batch_size = 1
+            opt, h = numerical.check_fit_options(self, trainer, batch_size, optimizer, lr,
+                                                 l2, h)
         else:
             batch_size = _checks.integer("batch_size", 128 if batch_size is None
                                          else batch_size, 1)

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
+from . import _checks, optim
 from .backends import get_backend
 
 #: The lecture's step of the central difference.
@@ -69,6 +69,21 @@ def check_model(model) -> None:
 def check_h(h) -> float:
     """``h`` as a float in (0, 1], or ValueError."""
     return _checks.real("h", DEFAULT_H if h is None else h, 0, 1, low_open=True)
+
+
+def check_fit_options(model, trainer, batch_size, optimizer, lr, l2, h):
+    """``MLP.fit``'s checks for the lecture's trainers; returns (SGD optimizer, h)."""
+    check_model(model)
+    h = check_h(h)
+    if batch_size is not None and _checks.integer("batch_size", batch_size, 1) != 1:
+        raise ValueError(f"trainer {trainer!r} steps one sample at a time: batch_size must "
+                         f"be 1, got {batch_size}")
+    opt = optim.get("sgd" if optimizer is None else optimizer, lr)
+    if type(opt) is not optim.SGD:
+        raise ValueError(f"trainer {trainer!r} steps with plain SGD ('sgd'), got {opt!r}")
+    if l2:
+        raise ValueError(f"trainer {trainer!r} has no L2 penalty: l2 must be 0")
+    return opt, h
 
 
 def _sample(model, x, t):
