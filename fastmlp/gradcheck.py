@@ -6,6 +6,7 @@ import numpy as np
 
 from . import _checks
 from .model import MLP, _Workspace
+from .numerical import central_differences
 
 
 def gradcheck(model: MLP, x, y, eps=1e-6, max_entries=64, seed=0) -> dict:
@@ -59,21 +60,12 @@ def gradcheck(model: MLP, x, y, eps=1e-6, max_entries=64, seed=0) -> dict:
     params = [p for pair in zip(m64._W, m64._b) for p in pair]
     errors = {}
     for name, p, g in zip(m64.param_names, params, grads):
-        flat, gflat = p.reshape(-1), g.reshape(-1)
-        if flat.size <= max_entries:
-            idx = np.arange(flat.size)
+        if p.size <= max_entries:
+            idx = np.arange(p.size)
         else:
-            idx = np.sort(rng.choice(flat.size, max_entries, replace=False))
-        numeric = np.empty(idx.size)
-        for j, i in enumerate(idx):
-            old = flat[i]
-            flat[i] = old + eps
-            up = loss()
-            flat[i] = old - eps
-            down = loss()
-            flat[i] = old
-            numeric[j] = (up - down) / (2 * eps)
-        analytic = gflat[idx]
+            idx = np.sort(rng.choice(p.size, max_entries, replace=False))
+        numeric = central_differences(loss, p, eps, idx)
+        analytic = g.reshape(-1)[idx]
         scale = max(np.abs(numeric).max(), np.abs(analytic).max())
         errors[name] = float(np.abs(numeric - analytic).max() / scale) if scale > 0 else 0.0
     return errors

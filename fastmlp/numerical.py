@@ -182,19 +182,27 @@ def _loss(W1, b1, W2, b2, x, t):
     return float(np.sum(np.logaddexp(0.0, z) - t * z))
 
 
-def _central_differences(f, p, h):
-    # The lecture's numerical_derivative: perturb one entry, evaluate, restore.
-    grad = np.zeros_like(p)
-    flat, gflat = p.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
+def central_differences(f, p, h, entries=None) -> np.ndarray:
+    """Central differences of ``f()`` in the entries of ``p`` (the lecture's
+    ``numerical_derivative``).
+
+    Each entry (of the flat view of ``p``, or those listed in ``entries``) is set
+    to ``p + h``, ``f()`` evaluated, set to ``p - h``, evaluated, and restored;
+    the result is ``(f(p + h) - f(p - h)) / 2h``, shaped like ``p`` (or like
+    ``entries``).
+    """
+    flat = p.reshape(-1)
+    idx = range(flat.size) if entries is None else entries
+    out = np.zeros(len(idx))
+    for j, i in enumerate(idx):
         old = flat[i]
         flat[i] = old + h
         up = f()
         flat[i] = old - h
         down = f()
         flat[i] = old
-        gflat[i] = (up - down) / (2 * h)
-    return grad
+        out[j] = (up - down) / (2 * h)
+    return out.reshape(p.shape) if entries is None else out
 
 
 def naive_gradients(model, x, t, h=DEFAULT_H) -> list:
@@ -208,7 +216,7 @@ def naive_gradients(model, x, t, h=DEFAULT_H) -> list:
     def f():
         return _loss(W1, b1, W2, b2, x, t)
 
-    return [_central_differences(f, p, h) for p in params]
+    return [central_differences(f, p, h) for p in params]
 
 
 def naive_step(model, x, t, lr=1e-2, h=DEFAULT_H) -> float:
@@ -227,5 +235,5 @@ def naive_step(model, x, t, lr=1e-2, h=DEFAULT_H) -> float:
     if not np.isfinite(loss):
         raise FloatingPointError("the loss is not finite; the weights were not changed")
     for p in (W1, b1, W2, b2):
-        p -= lr * _central_differences(f, p, h)
+        p -= lr * central_differences(f, p, h)
     return loss

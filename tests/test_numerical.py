@@ -224,51 +224,37 @@ def test_kept_weights_do_not_depend_on_the_block_size(monkeypatch, chunk):
         np.testing.assert_array_equal(a, b)
 
 
-def test_ctrl_c_between_blocks_keeps_the_completed_steps(monkeypatch):
+def interrupt_block(monkeypatch, number, after):
+    """Blocks of 4 samples; Ctrl-C on block `number`, before or after its kernel call."""
     monkeypatch.setattr(model_module._LectureSteps, "chunk", 4)
     calls = {"n": 0}
     real = model_module._LectureSteps._train
 
-    def interrupt_third_block(self, rows, stats=None):
+    def train(self, rows, stats=None):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == number and not after:
             raise KeyboardInterrupt
-        return real(self, rows, stats)
+        done = real(self, rows, stats)
+        if calls["n"] == number:
+            raise KeyboardInterrupt
+        return done
 
-    monkeypatch.setattr(model_module._LectureSteps, "_train", interrupt_third_block)
+    monkeypatch.setattr(model_module._LectureSteps, "_train", train)
+    return lambda: monkeypatch.setattr(model_module._LectureSteps, "_train", real)
+
+
+@pytest.mark.parametrize("number, after", [(3, False), (2, True)])
+def test_ctrl_c_keeps_the_completed_steps(monkeypatch, number, after):
+    # Between blocks, or while the kernel runs: then the interruption is raised after
+    # the kernel returns, and its steps count.
+    restore = interrupt_block(monkeypatch, number, after)
     x, t = lecture_data(20, 9, 4, seed=11)
     m = lecture_net(seed=11)
     with pytest.warns(UserWarning, match="interrupted"):
         h = m.fit(x, t, epochs=1, trainer="numerical", shuffle=False, verbose=0)
     assert h.interrupted and h.steps == 8
-    monkeypatch.setattr(model_module._LectureSteps, "_train", real)
+    restore()
     reference = lecture_net(seed=11)
-    reference.fit(x[:8], t[:8], epochs=1, trainer="numerical", shuffle=False, verbose=0)
-    for a, b in zip(m.get_weights(), reference.get_weights()):
-        np.testing.assert_array_equal(a, b)
-
-
-def test_ctrl_c_during_a_block_counts_what_the_kernel_did(monkeypatch):
-    # An interruption that arrives while the kernel runs is raised after it returns.
-    monkeypatch.setattr(model_module._LectureSteps, "chunk", 4)
-    calls = {"n": 0}
-    real = model_module._LectureSteps._train
-
-    def interrupted_after(self, rows, stats=None):
-        calls["n"] += 1
-        done = real(self, rows, stats)
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return done
-
-    monkeypatch.setattr(model_module._LectureSteps, "_train", interrupted_after)
-    x, t = lecture_data(20, 9, 4, seed=12)
-    m = lecture_net(seed=12)
-    with pytest.warns(UserWarning, match="interrupted"):
-        h = m.fit(x, t, epochs=1, trainer="numerical", shuffle=False, verbose=0)
-    assert h.steps == 8
-    monkeypatch.setattr(model_module._LectureSteps, "_train", real)
-    reference = lecture_net(seed=12)
     reference.fit(x[:8], t[:8], epochs=1, trainer="numerical", shuffle=False, verbose=0)
     for a, b in zip(m.get_weights(), reference.get_weights()):
         np.testing.assert_array_equal(a, b)
