@@ -176,8 +176,7 @@ def test_same_weights_for_one_and_two_threads():
 def test_fit_with_labels_validation_and_backend_numpy():
     x, t = lecture_data(20, 9, 4, seed=9)
     labels = t.argmax(axis=1)
-    m = lecture_net(seed=9)
-    m.backend = "numpy"
+    m = lecture_net(seed=9).astype(backend="numpy")
     h = m.fit(x, labels, epochs=1, trainer="numerical", validation_split=0.25, verbose=0)
     assert h.steps == 15
     assert set(h.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
