@@ -15,7 +15,7 @@ Two implementations compute the same numbers:
 
 - :func:`naive_gradients` and :func:`naive_step` follow the lecture line by
   line in NumPy: perturb one entry, run the whole forward pass, restore. They
-  are the reference (about two seconds per sample for 784-30-10).
+  are the reference (about a second per sample for 784-30-10 here).
 - :func:`gradients`, :func:`step` and ``MLP.fit(trainer="numerical")`` run the
   compiled kernel. Perturbing one parameter changes only what lies downstream of
   it (a weight into hidden unit j moves only a_j and then the outputs; an output

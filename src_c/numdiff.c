@@ -189,7 +189,7 @@ static void unit_setup(const fm_point *p, const double *a, const double *W2, ptr
 /* g[i] = (L(z1_j + xs_i h) - L(z1_j - xs_i h)) / 2h for i < n: the central
    differences of W1[i, j] (xs = x) or of b1_j (xs = {1}).
 
-   Four inputs at a time: P+ and P- are the products over the outputs of
+   FM_LANES inputs at a time: P+ and P- are the products over the outputs of
    (1 + y_k (exp(c_k) - 1)) for the two changes c_k = da W2[j,k] of z2_k,
    carried as P - 1 so that no digits are lost to the leading 1, and
    L(+) - L(-) = log(P+ / P-) - (da+ - da-) tau. A lane whose ratio falls
