@@ -14,7 +14,7 @@ import numpy as np
 from . import bench, compare, datasets, metrics, preprocessing, recipes, threads
 from ._io import atomic_write
 from ._version import __version__
-from .backends import BACKENDS, available_backends
+from .backends import BACKENDS, available_backends, default_backends
 from .functions import ACTIVATIONS, LOSS_OUTPUTS
 from .gradcheck import gradcheck
 from .model import MLP, TRAINERS, load
@@ -145,7 +145,7 @@ def gradcheck_networks(recipe_names, pairs=True):
 
 
 def cmd_gradcheck(args, out):
-    backends = _csv_list(args.backend, BACKENDS, "backend")
+    backends = _csv_list(args.backend or ",".join(default_backends()), BACKENDS, "backend")
     recipe_names = _csv_list(args.recipe, tuple(recipes.RECIPES), "recipe") if args.recipe \
         else []
     rng = np.random.default_rng(args.seed)
@@ -190,6 +190,14 @@ def cmd_bench(args, out):
     return 0
 
 
+# --------------------------------------------------------------------------- profile
+def cmd_profile(args, out):
+    from . import profile
+
+    profile.main_args(args, out)
+    return 0
+
+
 # --------------------------------------------------------------------------- info
 def info_dict():
     return {
@@ -205,7 +213,18 @@ def info_dict():
         "cpu_count": os.cpu_count(),
         "backends": {k: ("available" if v is None else v)
                      for k, v in available_backends().items()},
+        **_gpu_info(),
     }
+
+
+def _gpu_info():
+    """The GPU's facts under "gpu..." keys, when the cuda backend loads."""
+    try:
+        from .backends import cuda_backend
+    except ImportError:
+        return {}
+    return {("gpu" if k == "gpu" else f"gpu_{k}"): v for k, v in
+            cuda_backend.device_info().items()}
 
 
 def cmd_info(args, out):
@@ -268,7 +287,8 @@ def build_parser():
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("gradcheck", help="check backprop against the numerical derivative")
-    p.add_argument("--backend", default=",".join(BACKENDS), help="comma-separated")
+    p.add_argument("--backend", default=None,
+                   help="comma-separated (default: numpy, cpu, and cuda where a GPU is)")
     p.add_argument("--recipe", default=",".join(recipes.RECIPES),
                    help="recipe networks to check, comma-separated ('' for none)")
     p.add_argument("--no-pairs", action="store_true",
@@ -293,7 +313,16 @@ def build_parser():
     bench.add_arguments(p)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("info", help="version, backends, threads and SIMD level")
+    from . import profile
+
+    p = sub.add_parser("profile", help="per-kernel times, GFLOP/s and GB/s of a training "
+                       "step on the cpu and cuda backends, by batch size",
+                       description=profile.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    profile.add_arguments(p)
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("info", help="version, backends, threads, SIMD level and GPU")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
     return parser

@@ -51,21 +51,26 @@ def gradcheck(model: MLP, x, y, eps=1e-6, max_entries=64, seed=0) -> dict:
     m64 = model.astype("float64")
     x, y = m64._check_xy(x, y)
     _, grads = m64.loss_and_gradients(x, y)
-    v = _Workspace(m64.layers, len(x), m64.dtype, backward=False).views(len(x))
-
-    def loss():
-        return m64._loss_of(x, y, v)[0] / len(x)
-
+    be = m64._backend
+    v = _Workspace(m64.layers, len(x), m64.dtype, backward=False, backend=be).views(len(x))
     rng = np.random.default_rng(seed)
-    params = [p for pair in zip(m64._W, m64._b) for p in pair]
     errors = {}
-    for name, p, g in zip(m64.param_names, params, grads):
-        if p.size <= max_entries:
-            idx = np.arange(p.size)
-        else:
-            idx = np.sort(rng.choice(p.size, max_entries, replace=False))
-        numeric = central_differences(loss, p, eps, idx)
-        analytic = g.reshape(-1)[idx]
-        scale = max(np.abs(numeric).max(), np.abs(analytic).max())
-        errors[name] = float(np.abs(numeric - analytic).max() / scale) if scale > 0 else 0.0
+    # The losses are evaluated on the backend, with its own copy of the parameters.
+    with m64._on_backend():
+        xd, yd = be.to_device(x), be.to_device(y)
+
+        def loss():
+            return m64._loss_of(xd, yd, v)[0] / len(x)
+
+        params = [p for pair in zip(m64._W, m64._b) for p in pair]
+        for name, p, g in zip(m64.param_names, params, grads):
+            if p.size <= max_entries:
+                idx = np.arange(p.size)
+            else:
+                idx = np.sort(rng.choice(p.size, max_entries, replace=False))
+            numeric = central_differences(loss, p, eps, idx)
+            analytic = g.reshape(-1)[idx]
+            scale = max(np.abs(numeric).max(), np.abs(analytic).max())
+            errors[name] = float(np.abs(numeric - analytic).max() / scale) if scale > 0 \
+                else 0.0
     return errors

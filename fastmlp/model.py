@@ -8,6 +8,7 @@ kernels on a workspace allocated once per call to ``fit``, ``evaluate`` or
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -68,8 +69,9 @@ class History:
 class _Workspace:
     """Every buffer of a forward and backward pass, for batches of up to ``batch`` samples."""
 
-    def __init__(self, layers, batch, dtype, backward):
-        new = lambda m: np.empty((batch, m), dtype=dtype)  # noqa: E731
+    def __init__(self, layers, batch, dtype, backward, backend=None):
+        alloc = np.empty if backend is None else backend.empty
+        new = lambda m: alloc((batch, m), dtype=dtype)  # noqa: E731
         # Only training gathers shuffled batches into buffers of its own; inference
         # and scoring pass row slices of the caller's arrays.
         self.x = new(layers[0]) if backward else None
@@ -81,7 +83,7 @@ class _Workspace:
         self.a = hidden + [new(layers[-1])]
         self.g = [new(m) for m in layers[1:]] if backward else [None] * (len(layers) - 2) + [
             new(layers[-1])]
-        self.row_loss = np.empty(batch, dtype=dtype)
+        self.row_loss = alloc(batch, dtype=dtype)
         self.batch = batch
         self._views = {}
 
@@ -177,6 +179,7 @@ class MLP:
         self._gW, self._gb = self._split(self._grads)
         # A separate stream for shuffling, so the initial weights do not depend on it.
         self._shuffle_rng = np.random.default_rng([self.seed, 1])
+        self._resident = 0
 
     # ------------------------------------------------------------------ layout
     def _split(self, flat):
@@ -195,6 +198,32 @@ class MLP:
         old = self._params, self._W, self._b
         self._params, self._W, self._b = params, W, b
         return old
+
+    @contextlib.contextmanager
+    def _on_backend(self):
+        """Within it, the parameters and gradients are the backend's arrays: device
+        copies for a GPU backend, written back to the host arrays on leaving."""
+        be = self._backend
+        if not be.device or self._resident:
+            self._resident += 1
+            try:
+                yield
+            finally:
+                self._resident -= 1
+            return
+        host = (self._params, self._W, self._b, self._grads, self._gW, self._gb)
+        self._params = be.to_device(host[0])
+        self._grads = be.zeros(host[3].shape, self.dtype)
+        self._W, self._b = self._split(self._params)
+        self._gW, self._gb = self._split(self._grads)
+        self._resident = 1
+        try:
+            yield
+        finally:
+            self._resident = 0
+            params = self._params
+            (self._params, self._W, self._b, self._grads, self._gW, self._gb) = host
+            be.to_host(params, self._params)
 
     @property
     def n_params(self) -> int:
@@ -297,14 +326,18 @@ class MLP:
         return x, _checks.targets(y, x.shape[0], self.layers[-1], self.dtype, yname)
 
     def _scores(self, x, y, batch_size):
-        """Mean loss and accuracy of checked arrays."""
-        ws = _Workspace(self.layers, min(batch_size, len(x)), self.dtype, backward=False)
+        """Mean loss and accuracy of checked arrays (host or the backend's)."""
+        be = self._backend
+        ws = _Workspace(self.layers, min(batch_size, len(x)), self.dtype, backward=False,
+                        backend=be)
         total, hits = 0.0, 0
-        for start in range(0, len(x), ws.batch):
-            stop = min(start + ws.batch, len(x))
-            t, h = self._loss_of(x[start:stop], y[start:stop], ws.views(stop - start))
-            total += t
-            hits += h
+        with self._on_backend():
+            x, y = be.to_device(x), be.to_device(y)
+            for start in range(0, len(x), ws.batch):
+                stop = min(start + ws.batch, len(x))
+                t, h = self._loss_of(x[start:stop], y[start:stop], ws.views(stop - start))
+                total += t
+                hits += h
         return total / len(x), hits / len(x)
 
     # ------------------------------------------------------------------ training
@@ -418,6 +451,10 @@ class MLP:
         n = len(x)
         if lecture_steps:
             steps = _LectureSteps(self, x, y, opt.lr, h, analytic=trainer != "numerical")
+        elif self._backend.device:
+            steps = self._backend.Trainer(self, x, y, opt, l2, min(batch_size, n))
+            if val is not None:
+                val = tuple(self._backend.to_device(a) for a in val)
         else:
             steps = _BackpropSteps(self, x, y, opt, l2, min(batch_size, n))
         progress = _Progress(verbose, epochs, -(-n // steps.batch))
@@ -428,8 +465,7 @@ class MLP:
         try:
             for epoch in range(epochs):
                 progress.start_epoch(epoch)
-                order = self._shuffle_rng.permutation(n).astype(np.intp, copy=False) \
-                    if shuffle else np.arange(n, dtype=np.intp)
+                order = steps.new_order(shuffle)
                 total = hits = seen = taken = 0
                 t0 = time.perf_counter()
                 for start in range(0, n, steps.chunk):
@@ -437,7 +473,7 @@ class MLP:
                         done, t, h_, m = steps.run(order[start:start + steps.chunk],
                                                    contiguous=not shuffle)
                     except _NonFiniteLoss as exc:
-                        history.steps += exc.offset
+                        history.steps += exc.steps
                         raise FloatingPointError(
                             f"the loss became {exc.loss} at epoch {epoch + 1}, step "
                             f"{(start + exc.offset) // steps.batch + 1}; the model keeps the "
@@ -475,12 +511,16 @@ class MLP:
         batch_size = _checks.integer("batch_size", batch_size, 1)
         x = self._check_x(x)
         out = np.empty((len(x), self.layers[-1]), dtype=self.dtype)
-        ws = _Workspace(self.layers, min(batch_size, len(x)), self.dtype, backward=False)
-        for start in range(0, len(x), ws.batch):
-            stop = min(start + ws.batch, len(x))
-            v = ws.views(stop - start)
-            self._forward(x[start:stop], v)
-            out[start:stop] = v.a[-1]
+        be = self._backend
+        ws = _Workspace(self.layers, min(batch_size, len(x)), self.dtype, backward=False,
+                        backend=be)
+        with self._on_backend():
+            x = be.to_device(x)
+            for start in range(0, len(x), ws.batch):
+                stop = min(start + ws.batch, len(x))
+                v = ws.views(stop - start)
+                self._forward(x[start:stop], v)
+                be.to_host(v.a[-1], out[start:stop])
         return out
 
     def predict(self, x, batch_size=1024) -> np.ndarray:
@@ -500,12 +540,16 @@ class MLP:
     def loss_and_gradients(self, x, y):
         """Mean loss on (x, y) and its gradients ``[dW1, db1, ...]`` by backprop (no L2)."""
         x, y = self._check_xy(x, y)
-        ws = _Workspace(self.layers, len(x), self.dtype, backward=True)
+        be = self._backend
+        ws = _Workspace(self.layers, len(x), self.dtype, backward=True, backend=be)
         v = ws.views(len(x))
-        np.copyto(v.y, y)
-        self._forward(x, v)
-        total, _ = self._backward(x, v)
-        return total / len(x), [g.copy() for pair in zip(self._gW, self._gb) for g in pair]
+        with self._on_backend():
+            x = be.to_device(x)
+            v.y = be.to_device(y)
+            self._forward(x, v)
+            total, _ = self._backward(x, v)
+            grads = [be.to_host(g).copy() for pair in zip(self._gW, self._gb) for g in pair]
+        return total / len(x), grads
 
     # ------------------------------------------------------------------ copies and files
     def astype(self, dtype=None, backend=None) -> MLP:
@@ -582,11 +626,18 @@ TRAINERS = ("backprop", "numerical", "lecture-backprop")
 
 
 class _NonFiniteLoss(Exception):
-    """A step met a non-finite loss ``offset`` samples into its block of samples."""
+    """A step met a non-finite loss ``offset`` samples into its block of samples,
+    after ``steps`` completed steps of the block (default: ``offset``)."""
 
-    def __init__(self, offset, loss):
+    def __init__(self, offset, loss, steps=None):
         super().__init__(offset, loss)
         self.offset, self.loss = offset, loss
+        self.steps = offset if steps is None else steps
+
+
+def _host_order(model, n, shuffle):
+    return model._shuffle_rng.permutation(n).astype(np.intp, copy=False) if shuffle \
+        else np.arange(n, dtype=np.intp)
 
 
 class _BackpropSteps:
@@ -603,6 +654,9 @@ class _BackpropSteps:
         self.spare = np.empty_like(model._params)
         self.spare_W, self.spare_b = model._split(self.spare)
         self.taken = 0
+
+    def new_order(self, shuffle):
+        return _host_order(self.model, len(self.x), shuffle)
 
     def run(self, rows, contiguous):
         """Step on the samples ``rows``; returns (steps, loss sum, hits, samples)."""
@@ -658,6 +712,9 @@ class _LectureSteps:
         # of it already reported by run().
         self.stats = np.zeros(3)
         self.reported = np.zeros(3)
+
+    def new_order(self, shuffle):
+        return _host_order(self.model, len(self.x), shuffle)
 
     def _train(self, rows, stats=None):
         return self.kernels.numdiff_train(self.x, self.y, rows, *self.args, stats)

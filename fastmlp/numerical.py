@@ -191,7 +191,7 @@ def central_differences(f, p, h, entries=None) -> np.ndarray:
     the result is ``(f(p + h) - f(p - h)) / 2h``, shaped like ``p`` (or like
     ``entries``).
     """
-    flat = p.reshape(-1)
+    flat = p.reshape(p.size)  # (also a GPU backend's device array)
     idx = range(flat.size) if entries is None else entries
     out = np.zeros(len(idx))
     for j, i in enumerate(idx):

@@ -1,3 +1,4 @@
+import ctypes
 import gzip
 import os
 import pathlib
@@ -5,7 +6,26 @@ import pathlib
 import numpy as np
 import pytest
 
-import fastmlp
+
+def _cuda_driver():
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        return True
+    except OSError:
+        return False
+
+
+# Without an NVIDIA driver the cuda backend's tests run in Numba's CUDA simulator;
+# with one, the same tests run on the GPU. This must be decided before numba loads.
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and not _cuda_driver():
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+CUDA_SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+import fastmlp  # noqa: E402
+
+#: The backends the generic tests run on: in the simulator, which takes seconds per
+#: launch on full-size layers, the cuda backend has its own small tests (test_cuda.py).
+TESTED_BACKENDS = tuple(b for b in fastmlp.BACKENDS if not (b == "cuda" and CUDA_SIMULATOR))
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 

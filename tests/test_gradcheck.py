@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import TESTED_BACKENDS
 
 import fastmlp
 from fastmlp.cli import gradcheck_networks
@@ -9,7 +10,7 @@ from fastmlp.cli import gradcheck_networks
 NETWORKS = gradcheck_networks(["keras", "dl4j", "lecture"], pairs=True)
 
 
-@pytest.mark.parametrize("backend", fastmlp.BACKENDS)
+@pytest.mark.parametrize("backend", TESTED_BACKENDS)
 @pytest.mark.parametrize("label,cfg", NETWORKS, ids=[n[0] for n in NETWORKS])
 def test_backprop_matches_numerical_derivative(backend, label, cfg):
     rng = np.random.default_rng(1)

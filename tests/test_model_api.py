@@ -5,6 +5,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import TESTED_BACKENDS
 
 import fastmlp
 
@@ -41,7 +42,7 @@ def test_set_weights_rejects_bad_lists(trained):
         model.set_weights(w)
 
 
-@pytest.mark.parametrize("backend", fastmlp.BACKENDS)
+@pytest.mark.parametrize("backend", TESTED_BACKENDS)
 def test_save_and_load(trained, tmp_path, backend):
     model, x, y = trained
     model.meta["note"] = "hello"
@@ -130,7 +131,7 @@ def test_one_output_binary_model():
     assert model.evaluate(x, y)["accuracy"] > 0.9
 
 
-@pytest.mark.parametrize("backend", fastmlp.BACKENDS)
+@pytest.mark.parametrize("backend", TESTED_BACKENDS)
 def test_layouts_give_the_same_result(backend):
     rng = np.random.default_rng(2)
     images = (rng.random((20, 28, 28)) * 255).astype(np.uint8)

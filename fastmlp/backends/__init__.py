@@ -7,16 +7,21 @@ lower layer's activation derivative fused), ``dense_backward_weight``,
 ``*_update`` optimizer kernels (in place, or into ``out``), all working on
 preallocated float32 or float64 arrays. ``numpy`` is the reference; ``cpu`` is
 the compiled engine (Cython with OpenMP, and C for the matrix products and
-updates).
+updates); ``cuda`` runs Numba CUDA kernels on an NVIDIA GPU, on device arrays.
+
+Each backend also has ``device`` (whether its arrays live on a GPU), ``empty``,
+``zeros``, ``to_device``, ``to_host`` and ``synchronize``; a backend with
+``device`` set also has ``Trainer``, which ``fit`` runs instead of its host
+loop of steps.
 """
 
 from __future__ import annotations
 
 import importlib
 
-BACKENDS = ("numpy", "cpu")
+BACKENDS = ("numpy", "cpu", "cuda")
 
-_MODULES = {"numpy": ".numpy_backend", "cpu": ".cpu_backend"}
+_MODULES = {"numpy": ".numpy_backend", "cpu": ".cpu_backend", "cuda": ".cuda_backend"}
 
 
 def get_backend(name):
@@ -48,3 +53,12 @@ def available_backends() -> dict:
         except RuntimeError as exc:
             status[name] = str(exc)
     return status
+
+
+def default_backends() -> list:
+    """The usable backends, but cuda only on a GPU (not in Numba's simulator, where
+    a full-size network takes hours): what commands run when not told."""
+    usable = [name for name, reason in available_backends().items() if reason is None]
+    if "cuda" in usable and get_backend("cuda").SIMULATOR:
+        usable.remove("cuda")
+    return usable

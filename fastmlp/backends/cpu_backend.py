@@ -23,4 +23,6 @@ except ImportError as exc:  # pragma: no cover - depends on how the package was 
         "'pip install .' from a source tree (needs a C compiler)"
     ) from exc
 
+from ._host import device, empty, synchronize, to_device, to_host, zeros  # noqa: E402, F401
+
 name = "cpu"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..functions import ACTIVATIONS, LOSSES
+from ._host import device, empty, synchronize, to_device, to_host, zeros  # noqa: F401
 
 name = "numpy"
 
