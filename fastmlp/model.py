@@ -125,7 +125,8 @@ class MLP:
         Seeds the initial weights and the shuffling: the same seed gives the same
         weights, run after run.
     backend : str
-        ``cpu`` (compiled, default) or ``numpy`` (the reference).
+        ``cpu`` (compiled, default), ``numpy`` (the reference) or ``cuda``
+        (Numba CUDA kernels on an NVIDIA GPU; ``pip install 'fastmlp[cuda]'``).
     dtype : str
         ``float32`` or ``float64``.
 
@@ -373,7 +374,9 @@ class MLP:
             Data scored after each epoch.
         shuffle : bool
             Reshuffle the training samples before each epoch (the same order
-            for both trainers, given the model's seed).
+            for both trainers, given the model's seed). The ``cuda`` backend
+            draws its order on the GPU, also from the model's seed, so its order
+            differs from the host backends'.
         verbose : int
             0 silent, 1 a progress bar and a line per epoch, 2 a line per epoch.
         trainer : {"backprop", "numerical", "lecture-backprop"}
@@ -407,7 +410,12 @@ class MLP:
         Ctrl-C stops training after the step in progress is undone (backprop),
         or after the block of samples in progress (numerical, at most 1000
         samples): the model keeps the weights of the completed steps and
-        ``fit`` returns a History marked ``interrupted``.
+        ``fit`` returns a History marked ``interrupted``. On the ``cuda``
+        backend the steps already queued on the GPU complete first.
+
+        The ``cuda`` backend keeps the data, the parameters and the optimizer's
+        state on the GPU for the whole call and reads the metrics back once per
+        epoch (see :mod:`fastmlp.backends.cuda_backend`).
         """
         epochs = _checks.integer("epochs", epochs, 0)
         l2 = _checks.real("l2", l2, low=0)

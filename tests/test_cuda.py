@@ -540,3 +540,34 @@ def test_crossover_is_the_batch_from_which_the_gpu_stays_faster():
     assert crossover(res({32: 1, 128: 1, 1024: 1}, {32: 2, 128: 0.5, 1024: 0.1})) == 128
     assert crossover(res({32: 1, 128: 1}, {32: 0.5, 128: 2})) is None
     assert crossover(res({32: 1, 128: 1}, {32: 0.5, 128: 0.5})) == 32
+
+
+# ------------------------------------------------------------------ compiled for a real GPU
+
+PTX = """
+import json, os
+os.environ["NUMBA_ENABLE_CUDASIM"] = "0"
+from numba.cuda.cudadrv import nvvm
+try:
+    nvvm.NVVM()
+except Exception as exc:
+    print(json.dumps({"no_nvvm": str(exc)}))
+else:
+    from fastmlp.backends import cuda_kernels
+    print(json.dumps(cuda_kernels.ptx_report((9, 0))))
+"""
+
+
+@pytest.mark.slow
+def test_every_kernel_compiles_for_hopper_without_local_memory():
+    # The simulator runs the kernels as Python: only Numba's CUDA compiler checks their
+    # typing and code generation. It needs NVVM (the cuda extra), not a GPU.
+    env = {k: v for k, v in __import__("os").environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    done = subprocess.run([sys.executable, "-c", PTX], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    if "no_nvvm" in report:
+        pytest.skip(f"NVVM is not installed (pip install '.[cuda]'): {report['no_nvvm']}")
+    assert len(report) == 2 * (3 * 5 + 2 + 1 + 5 + 1) + 2
+    assert {k: v for k, v in report.items() if v} == {}

@@ -166,7 +166,7 @@ def gemm(dtype, tm, ta, tb, gather, mode, ts=16):
                     w = B[gn, gk] if tb else B[gk, gn]
                 Bs[kk, nn] = w
             cuda.syncthreads()
-            for kk in range(BK):
+            for kk in range(min(BK, K - k0)):
                 for i in range(tm):
                     av[i] = As[kk, ty + ts * i]
                 for j in range(tm):
@@ -175,6 +175,8 @@ def gemm(dtype, tm, ta, tb, gather, mode, ts=16):
                     for j in range(tm):
                         acc[i, j] += av[i] * bv[j]
             cuda.syncthreads()
+        # The accumulators are stored by a plain loop (which the compiler unrolls, so
+        # they stay in registers), the activation applied after, in place.
         for i in range(tm):
             gm = m0 + ty + ts * i
             if gm < M:
@@ -183,14 +185,22 @@ def gemm(dtype, tm, ta, tb, gather, mode, ts=16):
                     if gn < N:
                         c = acc[i, j]
                         if mode == FWD:
-                            C[gm, gn] = act_value(act, c + bias[gn])
-                        elif mode == BWD_IN:
-                            # V is only read, and only passed, for a non-linear act.
-                            C[gm, gn] = c if act == LINEAR else act_grad(act, V[gm, gn], c)
-                        elif gm == M - 1:
-                            bias[gn] = c
-                        else:
+                            C[gm, gn] = c + bias[gn]
+                        elif mode == BWD_IN or gm < M - 1:
                             C[gm, gn] = c
+                        else:
+                            bias[gn] = c
+        if mode != BWD_W and act != LINEAR:
+            for i in range(tm):
+                gm = m0 + ty + ts * i
+                if gm < M:
+                    for j in range(tm):
+                        gn = n0 + tx + ts * j
+                        if gn < N:
+                            if mode == FWD:
+                                C[gm, gn] = act_value(act, C[gm, gn])
+                            else:  # V is only read, and only passed, for a non-linear act
+                                C[gm, gn] = act_grad(act, V[gm, gn], C[gm, gn])
 
     return kernel
 
@@ -506,3 +516,42 @@ def fma_chains(out, x, iters):
         a6 = a6 * x + x
         a7 = a7 * x + x
     out[i] = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7
+
+
+def ptx_report(cc=(9, 0)) -> dict:
+    """Compile every kernel variant the backend launches to PTX for compute capability
+    ``cc`` (no GPU needed, only NVVM: numba-cuda's ``cu13``/``cu12`` extra), and count
+    in each the local-memory loads and stores (register spills, or per-thread arrays
+    the compiler could not keep in registers). Returns ``{kernel: count}``."""
+    from numba import types
+
+    i64, flag = types.int64, types.boolean
+    idx = types.Array(types.int32, 1, "C")
+    acc = types.Array(types.float64, 2, "C")
+    report = {}
+
+    def compile_(name, fn, sig):
+        ptx, _ = cuda.compile_ptx(fn.py_func, sig, cc=cc)
+        report[name] = ptx.count("ld.local") + ptx.count("st.local")
+
+    for dt, nb in ((np.float32, types.float32), (np.float64, types.float64)):
+        a1, a2 = types.Array(nb, 1, "C"), types.Array(nb, 2, "C")
+        tag = np.dtype(dt).name
+        for tm in (2, 4, 8):
+            for ta, tb, mode in ((False, False, FWD), (False, True, BWD_IN), (True, False, BWD_W)):
+                for gather in ((False, True) if mode != BWD_IN else (False,)):
+                    compile_(f"gemm {tag} tm={tm} mode={mode} gather={gather}",
+                             gemm(np.dtype(dt), tm, ta, tb, gather, mode, 16),
+                             (a2, idx, a2, a2, a2, a1, i64, i64, i64, i64))
+        fwd, bwd = activation_kernels(np.dtype(dt))
+        compile_(f"activation_forward {tag}", fwd, (i64, a2, a2))
+        compile_(f"activation_backward {tag}", bwd, (i64, a2, a2))
+        compile_(f"rows {tag}", rows(np.dtype(dt)),
+                 (i64, i64, a2, a2, a2, idx, flag, a2, a1, idx, nb, acc, i64))
+        for kind in range(5):
+            compile_(f"update {tag} kind={kind}", update(np.dtype(dt), kind),
+                     (a1, a1, a1, a1, a1, i64, nb) + (nb,) * 6 + (acc, i64, idx, flag))
+        compile_(f"take_rows {tag}", take_rows, (a2, idx, a2))
+    compile_("permutation", permutation, (idx,) + (i64,) * 7 + (flag,))
+    compile_("fma_chains", fma_chains, (types.Array(types.float32, 1, "C"), types.float32, i64))
+    return report
