@@ -7,8 +7,10 @@
 #
 #   OUT=results DATA=path/to/fashion-mnist bash benches/gpu_device_run.sh
 #
-# DATA defaults to .devdata/fashion-mnist (a copy carried beside the sources),
-# else ../shared/data/fashion-mnist. Results go to $OUT (default gpu-results).
+# DATA defaults to .devdata/fashion-mnist (a copy carried beside the sources, which
+# .gitignore ignores: `mkdir -p .devdata && cp -r ../shared/data/fashion-mnist .devdata/`),
+# else ../shared/data/fashion-mnist. Results go to $OUT (default gpu-results). It takes
+# a few minutes: most of it compiling the kernels and the CPU side of the profile.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-results}

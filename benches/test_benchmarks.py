@@ -1,6 +1,6 @@
-"""pytest-benchmark suite: kernels, one training step and one epoch per backend, at
-1 thread and at every core; the lecture recipe's trainers (numerical derivative,
-compiled and naive, and backprop).
+"""pytest-benchmark suite: kernels, one training step and one epoch per host backend, at
+1 thread and at every core, and on the GPU where there is one; the lecture recipe's
+trainers (numerical derivative, compiled and naive, and backprop).
 
     pytest benches/ --benchmark-only
 
@@ -23,6 +23,7 @@ from fastmlp.bench import PRODUCTS, all_threads
 from fastmlp.model import _Workspace
 
 THREADS = [1, all_threads()]
+HOST_BACKENDS = ("numpy", "cpu")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -81,7 +82,7 @@ def data():
 
 
 @pytest.mark.parametrize("threads", THREADS, ids=lambda t: f"{t}thr")
-@pytest.mark.parametrize("backend", fastmlp.BACKENDS)
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
 def test_training_step(benchmark, data, backend, threads):
     # Gather, forward, backward and update of one batch of 128, as fit does it.
     x, y = data
@@ -105,7 +106,7 @@ def test_training_step(benchmark, data, backend, threads):
 
 
 @pytest.mark.parametrize("threads", THREADS, ids=lambda t: f"{t}thr")
-@pytest.mark.parametrize("backend", fastmlp.BACKENDS)
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
 def test_epoch(benchmark, data, backend, threads):
     x, y = data
     recipe = fastmlp.recipes.get("keras")
@@ -147,3 +148,43 @@ def test_lecture_naive_step(benchmark, lecture_data):
     benchmark.group = "lecture recipe, naive NumPy numerical derivative, one sample"
     benchmark.pedantic(fastmlp.numerical.naive_step, args=(model, x[0], t[0]), rounds=2)
     benchmark.extra_info["seconds_per_sample"] = benchmark.stats.stats.median
+
+
+def gpu_backend():
+    """The cuda backend on a GPU, or skip (simulator timings mean nothing)."""
+    reason = fastmlp.available_backends()["cuda"]
+    if reason:
+        pytest.skip(reason)
+    be = fastmlp.backends.get_backend("cuda")
+    if be.SIMULATOR:
+        pytest.skip("the CUDA simulator's timings mean nothing")
+    return be
+
+
+def test_cuda_training_step(benchmark, data):
+    # The queued launches of one step, then a wait for the GPU to finish them.
+    be = gpu_backend()
+    x, y = data
+    recipe = fastmlp.recipes.get("keras")
+    model = recipe.build(backend="cuda")
+    xs, ys = model._check_xy(x, y)
+    trainer = be.Trainer(model, xs, ys, recipe.make_optimizer(), 0.0, 128)
+    trainer.new_order(True)
+
+    def step():
+        trainer._step(0)
+        be.synchronize()
+
+    benchmark.group = "training step, batch 128 (GPU)"
+    benchmark(step)
+
+
+def test_cuda_epoch(benchmark, data):
+    gpu_backend()
+    x, y = data
+    recipe = fastmlp.recipes.get("keras")
+    model, opt = recipe.build(backend="cuda"), recipe.make_optimizer()
+    benchmark.group = f"keras epoch, {len(x)} samples (GPU)"
+    model.fit(x, y, epochs=1, optimizer=opt, verbose=0)  # warm-up, compiles the kernels
+    benchmark.pedantic(model.fit, args=(x, y), kwargs=dict(epochs=1, optimizer=opt,
+                                                           verbose=0), rounds=5)
