@@ -407,9 +407,36 @@ def test_not_enough_gpu_memory_is_a_clear_error():
         cb.Trainer(model, X, Y, fastmlp.optim.get("sgd"), 0.0, 8, free_bytes=100)
 
 
-def test_launches_per_step():
+@pytest.mark.parametrize("layers,acts", [([7, 5, 3], ["relu", "softmax"]),
+                                         ([7, 6, 5, 3], ["tanh", "sigmoid", "softmax"]),
+                                         ([7, 3], ["softmax"])])
+def test_a_training_step_makes_the_stated_number_of_launches(monkeypatch, layers, acts):
+    x, y = small_data(n=16)
+    launches = []
+    for fn in ("_gemm", "_rows", "_update", "_activation", "_fill"):
+        real = getattr(cb, fn)
+
+        def counted(*args, real=real, fn=fn, **kwargs):
+            launches.append(fn)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(cb, fn, counted)
+    monkeypatch.setattr(K, "permutation", _CountedLaunch(K.permutation, launches))
+    model = fastmlp.MLP(layers, acts, backend="cuda")
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)  # 2 steps
+    per_epoch = ["_fill", "_fill", "permutation"]  # the accumulator, the flag, the shuffle
+    assert sorted(launches[:3]) == sorted(per_epoch)
+    assert len(launches) - 3 == 2 * cb.launches_per_step(len(layers) - 1)
     assert cb.launches_per_step(2) == 7  # the keras recipe
-    assert cb.launches_per_step(1) == 4
+
+
+class _CountedLaunch:
+    def __init__(self, kernel, log):
+        self.kernel, self.log = kernel, log
+
+    def __getitem__(self, config):
+        self.log.append("permutation")
+        return self.kernel[config]
 
 
 def test_info_names_the_gpu_or_the_simulator():

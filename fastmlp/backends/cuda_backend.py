@@ -287,7 +287,9 @@ def _hyper(opt):
 def launches_per_step(n_layers):
     """Kernel launches of one training step with ``n_layers`` weight layers: a
     product per layer forward, the loss, a product per layer for the weight and
-    bias gradients, one per hidden layer for the input gradient, and the update."""
+    bias gradients, one per hidden layer for the input gradient, and the update (a
+    softmax hidden layer, applied after its product, adds one launch each way). Each
+    epoch adds three: the permutation and the zeroing of the accumulator and flag."""
     return n_layers + 1 + n_layers + (n_layers - 1) + 1
 
 
