@@ -261,11 +261,14 @@ NETS = [
 ]
 
 
+def data_for(cfg, n):
+    x, y = small_data(n=n)
+    return x, (y % 2 if cfg["layers"][-1] == 1 else y)
+
+
 @pytest.mark.parametrize("cfg", NETS)
 def test_gradcheck_cuda_backend(cfg):
-    x, y = small_data(n=9)
-    if cfg["layers"][-1] == 1:
-        y = y % 2
+    x, y = data_for(cfg, 9)
     model = fastmlp.MLP(backend="cuda", dtype="float64", seed=3, **cfg)
     errors = fastmlp.gradcheck(model, x, y, max_entries=4)
     assert set(errors) == set(model.param_names)
@@ -274,9 +277,7 @@ def test_gradcheck_cuda_backend(cfg):
 
 @pytest.mark.parametrize("cfg", NETS)
 def test_inference_and_gradients_match_numpy_backend(cfg):
-    x, y = small_data(n=11)
-    if cfg["layers"][-1] == 1:
-        y = y % 2
+    x, y = data_for(cfg, 11)
     ref = fastmlp.MLP(backend="numpy", dtype="float64", seed=4, **cfg)
     model = ref.astype(backend="cuda")
     assert max_rel_err(model.predict_proba(x, batch_size=4), ref.predict_proba(x)) < 1e-12

@@ -114,6 +114,15 @@ def gemm(dtype, tm, ta, tb, gather, mode, ts=16):
     nt = ts * ts
     loads = bm * BK // nt  # elements of each tile loaded by each thread
 
+    @cuda.jit(device=True, inline=True)
+    def tile_pos(lin, along_k):
+        """(k, row or column) in a tile of the thread's ``lin``-th element: consecutive
+        threads take consecutive elements of the operand's stored rows, which run
+        along k or across it."""
+        if along_k:
+            return lin % BK, lin // BK
+        return lin // bm, lin % bm
+
     @cuda.jit
     def kernel(A, idx, B, C, V, bias, act, M, N, K):
         As = cuda.shared.array((BK, pad), nbt)
@@ -133,12 +142,7 @@ def gemm(dtype, tm, ta, tb, gather, mode, ts=16):
             # Each thread loads tm elements of each tile, along the stored rows.
             for e in range(loads):
                 lin = tid + e * nt
-                if ta:
-                    mm = lin % bm
-                    kk = lin // bm
-                else:
-                    kk = lin % BK
-                    mm = lin // BK
+                kk, mm = tile_pos(lin, not ta)
                 gm = m0 + mm
                 gk = k0 + kk
                 v = zero
@@ -153,12 +157,7 @@ def gemm(dtype, tm, ta, tb, gather, mode, ts=16):
                         r = idx[gm] if gather else gm
                         v = A[r, gk]
                 As[kk, mm] = v
-                if tb:
-                    kk = lin % BK
-                    nn = lin // BK
-                else:
-                    nn = lin % bm
-                    kk = lin // bm
+                kk, nn = tile_pos(lin, tb)
                 gn = n0 + nn
                 gk = k0 + kk
                 w = zero
