@@ -88,7 +88,32 @@ def elementwise(dtype):
         # max(z, 0) + log1p(exp(-|z|)), without overflow.
         return (z if z > zero else zero) + math.log1p(math.exp(-abs(z)))
 
-    return sigmoid, act_value, act_grad, softplus
+    @cuda.jit(device=True, inline=True)
+    def softmax_row(z, a, i):
+        """``a[i] = softmax(z[i])``; returns ``log(sum(exp(z[i])))``."""
+        m = z.shape[1]
+        mx = z[i, 0]
+        for j in range(1, m):
+            mx = max(mx, z[i, j])
+        t = zero
+        for j in range(m):
+            t += math.exp(z[i, j] - mx)
+        lse = mx + math.log(t)
+        for j in range(m):
+            a[i, j] = math.exp(z[i, j] - lse)
+        return lse
+
+    @cuda.jit(device=True, inline=True)
+    def softmax_grad_row(a, g, i):
+        """``g[i]`` through the softmax whose output is ``a[i]``."""
+        m = a.shape[1]
+        d = zero
+        for j in range(m):
+            d += g[i, j] * a[i, j]
+        for j in range(m):
+            g[i, j] = a[i, j] * (g[i, j] - d)
+
+    return sigmoid, act_value, act_grad, softplus, softmax_row, softmax_grad_row
 
 
 @cache
@@ -108,7 +133,7 @@ def gemm(dtype, tm, ta, tb, gather, mode, ts=16):
     """
     nbt = _NB[np.dtype(dtype)]
     zero, one, _ = _scalars(dtype)
-    _, act_value, act_grad, _ = elementwise(dtype)
+    _, act_value, act_grad, *_ = elementwise(dtype)
     bm = ts * tm
     pad = bm + 1
     nt = ts * ts
@@ -210,8 +235,7 @@ def activation_kernels(dtype):
 
     Launch with one thread per element, or one per row for softmax.
     """
-    zero, _, _ = _scalars(dtype)
-    _, act_value, act_grad, _ = elementwise(dtype)
+    _, act_value, act_grad, _, softmax_row, softmax_grad_row = elementwise(dtype)
 
     @cuda.jit
     def forward(act, z, a):
@@ -219,15 +243,7 @@ def activation_kernels(dtype):
         i = cuda.grid(1)
         if act == SOFTMAX:
             if i < n:
-                mx = z[i, 0]
-                for j in range(1, m):
-                    mx = max(mx, z[i, j])
-                s = zero
-                for j in range(m):
-                    s += math.exp(z[i, j] - mx)
-                ls = mx + math.log(s)
-                for j in range(m):
-                    a[i, j] = math.exp(z[i, j] - ls)
+                softmax_row(z, a, i)
         elif i < n * m:
             r = i // m
             c = i - r * m
@@ -239,11 +255,7 @@ def activation_kernels(dtype):
         i = cuda.grid(1)
         if act == SOFTMAX:
             if i < n:
-                d = zero
-                for j in range(m):
-                    d += g[i, j] * a[i, j]
-                for j in range(m):
-                    g[i, j] = a[i, j] * (g[i, j] - d)
+                softmax_grad_row(a, g, i)
         elif i < n * m:
             r = i // m
             c = i - r * m
@@ -264,7 +276,7 @@ def rows(dtype):
     """
     zero, one, half = _scalars(dtype)
     clip = np.dtype(dtype).type(1e-7 if np.dtype(dtype) == np.float32 else 1e-15)
-    _, act_value, act_grad, softplus = elementwise(dtype)
+    _, act_value, act_grad, softplus, softmax_row, softmax_grad_row = elementwise(dtype)
 
     @cuda.jit
     def kernel(loss, act, z, a, y, idx, gather, g, row_loss, hits, scale, acc, s):
@@ -276,15 +288,7 @@ def rows(dtype):
         # The output activation; for softmax also log(sum exp), for the loss.
         lse = zero
         if act == SOFTMAX:
-            mx = z[i, 0]
-            for j in range(1, m):
-                mx = max(mx, z[i, j])
-            t = zero
-            for j in range(m):
-                t += math.exp(z[i, j] - mx)
-            lse = mx + math.log(t)
-            for j in range(m):
-                a[i, j] = math.exp(z[i, j] - lse)
+            lse = softmax_row(z, a, i)
         else:
             for j in range(m):
                 a[i, j] = act_value(act, z[i, j])
@@ -316,11 +320,7 @@ def rows(dtype):
                     total += d * d / m
                     g[i, j] = scale * 2 * d / m
             if act == SOFTMAX:
-                d = zero
-                for j in range(m):
-                    d += g[i, j] * a[i, j]
-                for j in range(m):
-                    g[i, j] = a[i, j] * (g[i, j] - d)
+                softmax_grad_row(a, g, i)
             else:
                 for j in range(m):
                     g[i, j] = act_grad(act, a[i, j], g[i, j])
