@@ -58,10 +58,7 @@ class Optimizer:
         hit = self._bound.get(key)
         if hit is not None and hit[0] is params and hit[1] is grads and hit[2] is out:
             return hit[3]
-        if self._state is None or self._state.shape != (self.n_slots,) + params.shape \
-                or self._state.dtype != params.dtype:
-            self._state = np.zeros((self.n_slots,) + params.shape, dtype=params.dtype)
-            self.iterations = 0
+        if self.ensure_state(params):
             self._bound = {}
         cuts = slice(0, n_decayed), slice(n_decayed, params.size)
         segments = [(params[c], grads[c], tuple(self._state[:, c]), decayed,
@@ -71,6 +68,21 @@ class Optimizer:
             self._bound.clear()
         self._bound[key] = (params, grads, out, segments)
         return segments
+
+    def ensure_state(self, params) -> bool:
+        """Make the state match ``params`` (shape and dtype); a new state is zeros and
+        restarts the step count. Returns whether it was made anew."""
+        shape = (self.n_slots,) + params.shape
+        if self._state is not None and self._state.shape == shape \
+                and self._state.dtype == params.dtype:
+            return False
+        self._state = np.zeros(shape, dtype=params.dtype)
+        self.iterations = 0
+        return True
+
+    def hyper_parameters(self, step) -> tuple:
+        """The kernels' hyper-parameters for step number ``step`` (from 1)."""
+        return (self.lr,)
 
     def update(self, backend, params, grads, l2=0.0, n_decayed=None, out=None):
         """One step on ``params`` (1-D) from ``grads``; L2 applies to ``params[:n_decayed]``.
@@ -118,6 +130,9 @@ class Momentum(Optimizer):
         super().__init__(lr)
         self.momentum = _fraction("momentum", momentum)
 
+    def hyper_parameters(self, step):
+        return (self.lr, self.momentum)
+
     def _apply(self, backend, p, g, state, l2, out):
         backend.momentum_update(p, g, state[0], self.lr, self.momentum, l2, out)
 
@@ -147,6 +162,9 @@ class RMSprop(Optimizer):
         self.rho = _fraction("rho", rho)
         self.eps = _positive("eps", eps)
 
+    def hyper_parameters(self, step):
+        return (self.lr, self.rho, self.eps)
+
     def _apply(self, backend, p, g, state, l2, out):
         backend.rmsprop_update(p, g, state[0], self.lr, self.rho, self.eps, l2, out)
 
@@ -163,12 +181,14 @@ class Adam(Optimizer):
         self.beta2 = _fraction("beta2", beta2)
         self.eps = _positive("eps", eps)
 
+    def hyper_parameters(self, step):
+        """``lr, beta1, beta2, eps`` and the bias corrections ``c1, c2`` of ``step``."""
+        return (self.lr, self.beta1, self.beta2, self.eps, 1.0 / (1.0 - self.beta1**step),
+                1.0 / (1.0 - self.beta2**step))
+
     def _apply(self, backend, p, g, state, l2, out):
-        t = self.iterations
-        c1 = 1.0 / (1.0 - self.beta1**t)
-        c2 = 1.0 / (1.0 - self.beta2**t)
-        backend.adam_update(p, g, state[0], state[1], self.lr, self.beta1, self.beta2,
-                            self.eps, l2, c1, c2, out)
+        lr, b1, b2, eps, c1, c2 = self.hyper_parameters(self.iterations)
+        backend.adam_update(p, g, state[0], state[1], lr, b1, b2, eps, l2, c1, c2, out)
 
 
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, Nesterov, RMSprop, Adam)}

@@ -267,20 +267,6 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, l2, c1, c2, out=None):
     _update(K.ADAM, p, g, m, v, out, _decayed(p, l2), l2, (lr, beta1, beta2, eps, c1, c2))
 
 
-def _hyper(opt):
-    """The optimizer's kernel id and hyper-parameters for its next step."""
-    kind = _KINDS[opt.name]
-    if kind == K.SGD:
-        return kind, (opt.lr,)
-    if kind in (K.MOMENTUM, K.NESTEROV):
-        return kind, (opt.lr, opt.momentum)
-    if kind == K.RMSPROP:
-        return kind, (opt.lr, opt.rho, opt.eps)
-    t = opt.iterations + 1
-    return kind, (opt.lr, opt.beta1, opt.beta2, opt.eps, 1.0 / (1.0 - opt.beta1**t),
-                  1.0 / (1.0 - opt.beta2**t))
-
-
 # ------------------------------------------------------------------ training
 
 
@@ -328,11 +314,7 @@ class Trainer:
         self.views = [model._split(b) for b in self.bufs]
         self.grads = empty(model._params.shape, dt)
         self.gW, self.gb = model._split(self.grads)
-        state = opt._state
-        if state is None or state.shape != (opt.n_slots,) + model._params.shape \
-                or state.dtype != dt:
-            opt._state = np.zeros((opt.n_slots,) + model._params.shape, dtype=dt)
-            opt.iterations = 0
+        opt.ensure_state(model._params)
         self.state = [to_device(s) for s in opt._state]
         self.order = cuda.device_array(n, dtype=np.int32)
         hidden = model.layers[1:]
@@ -393,7 +375,8 @@ class Trainer:
             else:
                 dense_backward_weight(a[i - 1], g[i], self.gW[i], self.gb[i])
                 dense_backward_input(g[i], W[i], g[i - 1], acts[i - 1], a[i - 1])
-        kind, h = _hyper(self.opt)
+        kind = _KINDS[self.opt.name]
+        h = self.opt.hyper_parameters(self.opt.iterations + 1)
         nxt = 1 - self.cur
         s1 = self.state[0] if self.state else None
         s2 = self.state[1] if len(self.state) > 1 else None
