@@ -643,12 +643,16 @@ class _NonFiniteLoss(Exception):
         self.steps = offset if steps is None else steps
 
 
-def _host_order(model, n, shuffle):
-    return model._shuffle_rng.permutation(n).astype(np.intp, copy=False) if shuffle \
-        else np.arange(n, dtype=np.intp)
+class _HostSteps:
+    """Runners on the host draw each epoch's order from the model's shuffling stream."""
+
+    def new_order(self, shuffle):
+        n = len(self.x)
+        return self.model._shuffle_rng.permutation(n).astype(np.intp, copy=False) \
+            if shuffle else np.arange(n, dtype=np.intp)
 
 
-class _BackpropSteps:
+class _BackpropSteps(_HostSteps):
     """One mini-batch backprop step per call, on two parameter buffers.
 
     Each update reads the current buffer and writes the other, so the weights
@@ -662,9 +666,6 @@ class _BackpropSteps:
         self.spare = np.empty_like(model._params)
         self.spare_W, self.spare_b = model._split(self.spare)
         self.taken = 0
-
-    def new_order(self, shuffle):
-        return _host_order(self.model, len(self.x), shuffle)
 
     def run(self, rows, contiguous):
         """Step on the samples ``rows``; returns (steps, loss sum, hits, samples)."""
@@ -694,7 +695,7 @@ class _BackpropSteps:
         return 0, 0.0, 0, 0
 
 
-class _LectureSteps:
+class _LectureSteps(_HostSteps):
     """The lecture's compiled per-sample steps, over blocks of up to 1000 samples.
 
     Derivatives by central differences, or by backprop with ``analytic``.
@@ -720,9 +721,6 @@ class _LectureSteps:
         # of it already reported by run().
         self.stats = np.zeros(3)
         self.reported = np.zeros(3)
-
-    def new_order(self, shuffle):
-        return _host_order(self.model, len(self.x), shuffle)
 
     def _train(self, rows, stats=None):
         return self.kernels.numdiff_train(self.x, self.y, rows, *self.args, stats)
