@@ -19,10 +19,10 @@ import pytest
 
 import fastmlp
 from fastmlp import _cpu
-from fastmlp.bench import PRODUCTS, all_threads
-from fastmlp.model import _Workspace
+from fastmlp.tools.bench import PRODUCTS
+from fastmlp.tools.machine import cores
 
-THREADS = [1, all_threads()]
+THREADS = [1, cores()]
 HOST_BACKENDS = ("numpy", "cpu")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def limited(threads, numpy_too):
     before = fastmlp.get_num_threads()
     fastmlp.set_num_threads(threads)
     try:
-        if numpy_too and threads != all_threads():
+        if numpy_too and threads != cores():
             tpc = pytest.importorskip("threadpoolctl", reason="limiting NumPy's BLAS to "
                                       "one thread needs threadpoolctl (fastmlp[peers])")
             with tpc.threadpool_limits(threads, user_api="blas"):
@@ -84,21 +84,16 @@ def data():
 @pytest.mark.parametrize("threads", THREADS, ids=lambda t: f"{t}thr")
 @pytest.mark.parametrize("backend", HOST_BACKENDS)
 def test_training_step(benchmark, data, backend, threads):
-    # Gather, forward, backward and update of one batch of 128, as fit does it.
+    # One step of fit's own runner on a shuffled batch of 128: gather, forward,
+    # backward and update.
     x, y = data
     recipe = fastmlp.recipes.get("keras")
-    model, opt = recipe.build(backend=backend), recipe.make_optimizer()
-    ws = _Workspace(model.layers, 128, model.dtype, backward=True)
-    v = ws.views(128)
-    be = model._backend
-    idx = np.random.default_rng(0).permutation(len(x))[:128].astype(np.intp)
+    model = recipe.build(backend=backend)
+    runner = model.make_runner(x, y, recipe.make_optimizer(), 0.0, 128)
+    rows = runner.new_order(True)[:128]
 
     def step():
-        be.take_rows(x, idx, v.x)
-        be.take_rows(y, idx, v.y)
-        model._forward(v.x, v)
-        model._backward(v.x, v)
-        opt.update(be, model._params, model._grads, 0.0, model._n_weights)
+        runner.run(rows, contiguous=False)
 
     benchmark.group = f"training step, batch 128 ({threads} thread(s))"
     with limited(threads, backend == "numpy"):
@@ -163,17 +158,18 @@ def gpu_backend():
 
 def test_cuda_training_step(benchmark, data):
     # The queued launches of one step, then a wait for the GPU to finish them.
-    be = gpu_backend()
+    gpu_backend()
     x, y = data
     recipe = fastmlp.recipes.get("keras")
     model = recipe.build(backend="cuda")
-    xs, ys = model._check_xy(x, y)
-    trainer = be.Trainer(model, xs, ys, recipe.make_optimizer(), 0.0, 128)
+    xs, ys = model.check_xy(x, y)
+    trainer = model.make_runner(xs, ys, recipe.make_optimizer(), 0.0, 128)
     trainer.new_order(True)
+    from numba import cuda
 
     def step():
-        trainer._step(0)
-        be.synchronize()
+        trainer.queue_step(0)
+        cuda.synchronize()
 
     benchmark.group = "training step, batch 128 (GPU)"
     benchmark(step)

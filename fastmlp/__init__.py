@@ -8,8 +8,9 @@ from . import datasets, metrics, numerical, optim, preprocessing, recipes
 from ._version import __version__
 from .backends import BACKENDS, available_backends
 from .gradcheck import gradcheck
-from .model import MLP, History, load
+from .model import MLP, load
 from .threads import get_num_threads, set_num_threads, set_simd_level
+from .training import History
 
 __all__ = [
     "BACKENDS",

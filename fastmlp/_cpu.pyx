@@ -11,9 +11,8 @@ output elements, and every sum runs in a fixed order inside one thread, so the
 results are bitwise identical for any number of threads.
 """
 
-from cython.parallel cimport prange
-from libc.math cimport exp, log, log1p, tanh, fabs
 from libc.string cimport memcpy
+from cython.parallel cimport prange
 
 ctypedef fused floating:
     float
@@ -25,18 +24,27 @@ cdef extern from "cpu_features.h":
     int fm_get_max_threads() nogil
     void fm_set_num_threads(int n) nogil
 
-# Ids shared with fastmlp.functions (ACTIVATIONS and LOSSES are in this order).
-cdef enum:
-    LINEAR = 0
-    RELU = 1
-    SIGMOID = 2
-    TANH = 3
-    SOFTMAX = 4
+cdef extern from "fm_ids.h":
+    int FM_LINEAR, FM_SOFTMAX
+    int FM_TABLE_ACTIVATIONS, FM_TABLE_LOSSES, FM_TABLE_RULES, FM_TABLE_LEVELS
+    const char *fm_id_name(int table, int id) nogil
 
-cdef enum:
-    CROSS_ENTROPY = 0
-    BINARY_CROSS_ENTROPY = 1
-    MSE = 2
+
+def _names(int table):
+    cdef int i = 0
+    names = []
+    while fm_id_name(table, i) != NULL:
+        names.append(fm_id_name(table, i).decode("ascii"))
+        i += 1
+    return tuple(names)
+
+
+def id_tables():
+    """The id tables of fm_ids.h, by name in id order (checked against
+    fastmlp.functions by a test)."""
+    return {"activations": _names(FM_TABLE_ACTIVATIONS), "losses": _names(FM_TABLE_LOSSES),
+            "rules": _names(FM_TABLE_RULES), "simd_levels": _names(FM_TABLE_LEVELS)}
+
 
 def simd_level():
     return fm_simd_level().decode("ascii")
@@ -75,11 +83,10 @@ cdef extern from "gemm.h":
     int fm_gemm_best_level() nogil
     int fm_gemm_level() nogil
     void fm_gemm_set_level(int level) nogil
-    void fm_gemm_tile(int level, int is_double, int *mr, int *nr) nogil
 
 
 # Microkernel levels of gemm.h, lowest first.
-GEMM_LEVELS = ("scalar", "avx2", "avx512")
+GEMM_LEVELS = _names(FM_TABLE_LEVELS)
 
 
 def gemm_best_level():
@@ -115,13 +122,6 @@ def _cap_from_environment():
 _cap_from_environment()
 
 
-def gemm_tile(str level, bint is_double):
-    """(rows, columns) of the register tile of ``level``'s microkernel."""
-    cdef int mr = 0, nr = 0
-    fm_gemm_tile(GEMM_LEVELS.index(level), is_double, &mr, &nr)
-    return mr, nr
-
-
 cdef int _gemm(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                const floating *A, Py_ssize_t lda, const floating *B, Py_ssize_t ldb,
                floating *C, Py_ssize_t ldc, const fm_epilogue *ep) except -1 nogil:
@@ -154,31 +154,30 @@ def matmul(const floating[:, :] a, const floating[:, :] b, floating[:, ::1] out)
 
 
 def dense_forward(const floating[:, ::1] x, const floating[:, ::1] W,
-                  const floating[::1] b, floating[:, ::1] out, int act=LINEAR):
+                  const floating[::1] b, floating[:, ::1] out, int act=FM_LINEAR):
     """out = act(x @ W + b); bias and an elementwise activation are applied to each
     output tile as the product finishes it."""
-    cdef Py_ssize_t n = x.shape[0], K = x.shape[1], M = W.shape[1], i
+    cdef Py_ssize_t n = x.shape[0], K = x.shape[1], M = W.shape[1]
     cdef fm_epilogue ep
     if n == 0 or M == 0:
         return
     ep.kind = FM_EPI_BIAS_ACT
-    ep.act = LINEAR if act == SOFTMAX else act
+    ep.act = FM_LINEAR if act == FM_SOFTMAX else act
     ep.bias = &b[0]
     ep.act_out = NULL
     ep.ldo = 0
     with nogil:
         _gemm(False, False, n, M, K, &x[0, 0], K, &W[0, 0], M, &out[0, 0], M, &ep)
-    if act == SOFTMAX:
-        for i in prange(n, nogil=True, schedule="static"):
-            _activate_row(act, &out[i, 0], &out[i, 0], M)
+    if act == FM_SOFTMAX:
+        activation_forward(act, out, out)
 
 
 def dense_backward_input(const floating[:, ::1] g, const floating[:, ::1] W,
-                         floating[:, ::1] gx, int act=LINEAR, a=None):
+                         floating[:, ::1] gx, int act=FM_LINEAR, a=None):
     """gx = (g @ W.T) * act'(z): the gradient with respect to the pre-activation of the
     layer below, written with that layer's output a = act(z) (needed unless act is
     linear). The derivative of an elementwise activation is applied per tile."""
-    cdef Py_ssize_t n = g.shape[0], M = g.shape[1], K = W.shape[0], i
+    cdef Py_ssize_t n = g.shape[0], M = g.shape[1], K = W.shape[0]
     cdef const floating[:, ::1] av
     cdef fm_epilogue ep
     if n == 0 or K == 0:
@@ -188,16 +187,15 @@ def dense_backward_input(const floating[:, ::1] g, const floating[:, ::1] W,
     ep.bias = NULL
     ep.act_out = NULL
     ep.ldo = K
-    if act != LINEAR:
+    if act != FM_LINEAR:
         av = a
         ep.act_out = &av[0, 0]
-        if act != SOFTMAX:
+        if act != FM_SOFTMAX:
             ep.kind = FM_EPI_MUL_DACT
     with nogil:
         _gemm(False, True, n, K, M, &g[0, 0], M, &W[0, 0], M, &gx[0, 0], K, &ep)
-    if act == SOFTMAX:
-        for i in prange(n, nogil=True, schedule="static"):
-            _activation_grad_row(act, &av[i, 0], &gx[i, 0], K)
+    if act == FM_SOFTMAX:
+        activation_backward(act, av, gx)
 
 
 def dense_backward_weight(const floating[:, ::1] x, const floating[:, ::1] g,
@@ -227,194 +225,70 @@ def take_rows(const floating[:, ::1] src, const Py_ssize_t[::1] idx, floating[:,
 
 
 # --------------------------------------------------------------------------
-# Activations
+# Activations and losses (src_c/rows.c)
 # --------------------------------------------------------------------------
 
-cdef inline floating _sigmoid(floating z) noexcept nogil:
-    cdef floating e
-    if z >= 0:
-        return 1 / (1 + <floating>exp(-z))
-    e = <floating>exp(z)
-    return e / (1 + e)
-
-
-cdef inline floating _softplus(floating z) noexcept nogil:
-    # log(1 + exp(z)) without overflow.
-    cdef floating m = z if z > 0 else 0
-    return m + <floating>log1p(exp(-fabs(z)))
-
-
-cdef inline floating _row_max(const floating *z, Py_ssize_t M) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef floating mx = z[0]
-    for j in range(1, M):
-        if z[j] > mx:
-            mx = z[j]
-    return mx
-
-
-cdef void _activate_row(int act, const floating *z, floating *a, Py_ssize_t M) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef floating mx, s
-    if act == RELU:
-        for j in range(M):
-            a[j] = z[j] if z[j] > 0 else 0
-    elif act == SIGMOID:
-        for j in range(M):
-            a[j] = _sigmoid(z[j])
-    elif act == TANH:
-        for j in range(M):
-            a[j] = <floating>tanh(z[j])
-    elif act == SOFTMAX:
-        mx = _row_max(z, M)
-        s = 0
-        for j in range(M):
-            a[j] = <floating>exp(z[j] - mx)
-            s = s + a[j]
-        s = 1 / s
-        for j in range(M):
-            a[j] = a[j] * s
-    else:
-        if a != z:
-            for j in range(M):
-                a[j] = z[j]
+cdef extern from "rows.h":
+    void fm_activation_forward_s(int act, Py_ssize_t n, Py_ssize_t M, const float *z,
+                                 float *a) nogil
+    void fm_activation_forward_d(int act, Py_ssize_t n, Py_ssize_t M, const double *z,
+                                 double *a) nogil
+    void fm_activation_backward_s(int act, Py_ssize_t n, Py_ssize_t M, const float *a,
+                                  float *g) nogil
+    void fm_activation_backward_d(int act, Py_ssize_t n, Py_ssize_t M, const double *a,
+                                  double *g) nogil
+    void fm_loss_grad_s(int loss, int act, Py_ssize_t n, Py_ssize_t M, const float *z,
+                        float *a, const float *y, float *g, float *row_loss, double *total,
+                        long *hits) nogil
+    void fm_loss_grad_d(int loss, int act, Py_ssize_t n, Py_ssize_t M, const double *z,
+                        double *a, const double *y, double *g, double *row_loss,
+                        double *total, long *hits) nogil
 
 
 def activation_forward(int act, const floating[:, ::1] z, floating[:, ::1] a):
     """a = act(z), row by row; a may be z itself."""
-    cdef Py_ssize_t n = z.shape[0], M = z.shape[1], i
-    if M == 0:
+    cdef Py_ssize_t n = z.shape[0], M = z.shape[1]
+    if n == 0 or M == 0:
         return
-    for i in prange(n, nogil=True, schedule="static"):
-        _activate_row(act, &z[i, 0], &a[i, 0], M)
-
-
-cdef void _activation_grad_row(int act, const floating *a, floating *g,
-                               Py_ssize_t M) noexcept nogil:
-    # g <- g * act'(z), written with the activation's output a = act(z).
-    cdef Py_ssize_t j
-    cdef floating s
-    if act == RELU:
-        for j in range(M):
-            if a[j] <= 0:
-                g[j] = 0
-    elif act == SIGMOID:
-        for j in range(M):
-            g[j] = g[j] * a[j] * (1 - a[j])
-    elif act == TANH:
-        for j in range(M):
-            g[j] = g[j] * (1 - a[j] * a[j])
-    elif act == SOFTMAX:
-        # Jacobian-vector product of softmax: a * (g - <g, a>).
-        s = 0
-        for j in range(M):
-            s = s + g[j] * a[j]
-        for j in range(M):
-            g[j] = a[j] * (g[j] - s)
+    with nogil:
+        if floating is float:
+            fm_activation_forward_s(act, n, M, &z[0, 0], &a[0, 0])
+        else:
+            fm_activation_forward_d(act, n, M, &z[0, 0], &a[0, 0])
 
 
 def activation_backward(int act, const floating[:, ::1] a, floating[:, ::1] g):
     """g <- g * act'(z) in place, from the activation's output a."""
-    cdef Py_ssize_t n = a.shape[0], M = a.shape[1], i
-    if act == LINEAR or M == 0:
+    cdef Py_ssize_t n = a.shape[0], M = a.shape[1]
+    if n == 0 or M == 0:
         return
-    for i in prange(n, nogil=True, schedule="static"):
-        _activation_grad_row(act, &a[i, 0], &g[i, 0], M)
+    with nogil:
+        if floating is float:
+            fm_activation_backward_s(act, n, M, &a[0, 0], &g[0, 0])
+        else:
+            fm_activation_backward_d(act, n, M, &a[0, 0], &g[0, 0])
 
 
-# --------------------------------------------------------------------------
-# Losses: value, gradient with respect to the last layer's logits, and hits
-# --------------------------------------------------------------------------
-
-cdef floating _loss_row(int loss, int act, const floating *z, const floating *a,
-                        const floating *y, floating *g, Py_ssize_t M, floating scale,
-                        floating clip) noexcept nogil:
-    # Returns the sample's loss and writes g = scale * dloss/dz.
-    cdef Py_ssize_t j
-    cdef floating total = 0, mx, s, sum_y, p
-    if loss == CROSS_ENTROPY and act == SOFTMAX:
-        # -sum y log softmax(z), with log softmax(z) = z - logsumexp(z).
-        mx = _row_max(z, M)
-        s = 0
-        for j in range(M):
-            s = s + <floating>exp(z[j] - mx)
-        s = mx + <floating>log(s)
-        sum_y = 0
-        for j in range(M):
-            total = total + y[j] * (s - z[j])
-            sum_y = sum_y + y[j]
-        for j in range(M):
-            g[j] = scale * (a[j] * sum_y - y[j])
-        return total
-    if loss == CROSS_ENTROPY and act == SIGMOID:
-        # -sum y log sigmoid(z) = sum y softplus(-z)
-        for j in range(M):
-            total = total + y[j] * _softplus(-z[j])
-            g[j] = scale * y[j] * (a[j] - 1)
-        return total
-    if loss == BINARY_CROSS_ENTROPY and act == SIGMOID:
-        # -sum [y log a + (1 - y) log(1 - a)] = sum softplus(z) - y z
-        for j in range(M):
-            total = total + _softplus(z[j]) - y[j] * z[j]
-            g[j] = scale * (a[j] - y[j])
-        return total
-    if loss == BINARY_CROSS_ENTROPY:
-        # Any other output in (0, 1) (softmax): clip a away from 0 and 1.
-        for j in range(M):
-            p = a[j]
-            if p < clip:
-                p = clip
-            elif p > 1 - clip:
-                p = 1 - clip
-            total = total - y[j] * <floating>log(p) - (1 - y[j]) * <floating>log(1 - p)
-            g[j] = scale * (-y[j] / p + (1 - y[j]) / (1 - p))
-        _activation_grad_row(act, a, g, M)
-        return total
-    # Mean squared error over the outputs.
-    for j in range(M):
-        p = a[j] - y[j]
-        total = total + p * p
-        g[j] = scale * 2 * p / M
-    _activation_grad_row(act, a, g, M)
-    return total / M
-
-
-cdef inline bint _hit(const floating *a, const floating *y, Py_ssize_t M) noexcept nogil:
-    # Does the prediction (argmax, or a >= 0.5 for one output) match the target's?
-    cdef Py_ssize_t j, ja = 0, jy = 0
-    if M == 1:
-        return (a[0] >= 0.5) == (y[0] >= 0.5)
-    for j in range(1, M):
-        if a[j] > a[ja]:
-            ja = j
-        if y[j] > y[jy]:
-            jy = j
-    return ja == jy
-
-
-def loss_grad(int loss, int act, const floating[:, ::1] z, const floating[:, ::1] a,
+def loss_grad(int loss, int act, const floating[:, ::1] z, floating[:, ::1] a,
               const floating[:, ::1] y, floating[:, ::1] g, floating[::1] row_loss):
-    """Per-sample losses into row_loss, g = d(mean loss)/dz; returns (sum of losses, hits).
+    """a = act(z) (the output layer's activation of its logits z), the per-sample
+    losses into row_loss and g = d(mean loss)/dz; returns (sum of losses, hits).
 
-    z holds the last layer's logits and a = act(z) its output. The sum runs
-    serially in sample order so that it does not depend on the thread count.
-    """
-    cdef Py_ssize_t n = z.shape[0], M = z.shape[1], i
-    cdef floating scale, clip, total = 0
+    The sum runs serially in sample order so that it does not depend on the
+    thread count."""
+    cdef Py_ssize_t n = z.shape[0], M = z.shape[1]
+    cdef double total = 0
     cdef long hits = 0
     if n == 0:
         return 0.0, 0
-    scale = (<floating>1) / n
-    clip = 1e-7 if floating is float else 1e-15
-    for i in prange(n, nogil=True, schedule="static"):
-        row_loss[i] = _loss_row(loss, act, &z[i, 0], &a[i, 0], &y[i, 0], &g[i, 0], M,
-                                scale, clip)
     with nogil:
-        for i in range(n):
-            total = total + row_loss[i]
-            if _hit(&a[i, 0], &y[i, 0], M):
-                hits = hits + 1
-    return float(total), hits
+        if floating is float:
+            fm_loss_grad_s(loss, act, n, M, &z[0, 0], &a[0, 0], &y[0, 0], &g[0, 0],
+                           &row_loss[0], &total, &hits)
+        else:
+            fm_loss_grad_d(loss, act, n, M, &z[0, 0], &a[0, 0], &y[0, 0], &g[0, 0],
+                           &row_loss[0], &total, &hits)
+    return total, hits
 
 
 # --------------------------------------------------------------------------
@@ -424,81 +298,41 @@ def loss_grad(int loss, int act, const floating[:, ::1] z, const floating[:, ::1
 cdef extern from "update.h":
     ctypedef struct fm_hyper:
         double lr, l2, mu, rho, eps, beta1, beta2, c1, c2
-    int FM_SGD, FM_MOMENTUM, FM_NESTEROV, FM_RMSPROP, FM_ADAM
-    void fm_update_s(int rule, Py_ssize_t n, const float *p, const float *g, float *s1,
-                     float *s2, float *out, const fm_hyper *h) nogil
-    void fm_update_d(int rule, Py_ssize_t n, const double *p, const double *g, double *s1,
-                     double *s2, double *out, const fm_hyper *h) nogil
+    void fm_update_s(int rule, Py_ssize_t n, Py_ssize_t n_decayed, const float *p,
+                     const float *g, float *s1, float *s2, float *out,
+                     const fm_hyper *h) nogil
+    void fm_update_d(int rule, Py_ssize_t n, Py_ssize_t n_decayed, const double *p,
+                     const double *g, double *s1, double *s2, double *out,
+                     const fm_hyper *h) nogil
 
 
-cdef void _update(int rule, floating[::1] p, const floating[::1] g, floating *s1,
-                  floating *s2, out, fm_hyper *h):
-    # out=None updates p in place; otherwise the new parameters go to out and p is kept.
+def update(int rule, floating[::1] p, const floating[::1] g, s1, s2, hyper, double l2,
+           Py_ssize_t n_decayed, out=None):
+    """One optimizer step of rule ``rule`` (fm_ids.h) on the flat parameters p; L2 on
+    p[:n_decayed]. ``hyper`` holds fastmlp.functions.HYPER_PARAMETERS in order; s1 and
+    s2 are the state arrays the rule uses (None otherwise). With ``out``, the new
+    parameters go there and p is left as it was."""
     cdef floating[::1] o = p if out is None else out
+    cdef floating[::1] v1, v2
+    cdef floating *q1 = NULL
+    cdef floating *q2 = NULL
     cdef Py_ssize_t n = p.shape[0]
+    cdef fm_hyper h
+    h.lr, h.mu, h.rho, h.eps, h.beta1, h.beta2, h.c1, h.c2 = hyper
+    h.l2 = l2
     if n == 0:
         return
+    if s1 is not None:
+        v1 = s1
+        q1 = &v1[0]
+    if s2 is not None:
+        v2 = s2
+        q2 = &v2[0]
     with nogil:
         if floating is float:
-            fm_update_s(rule, n, &p[0], &g[0], s1, s2, &o[0], h)
+            fm_update_s(rule, n, n_decayed, &p[0], &g[0], q1, q2, &o[0], &h)
         else:
-            fm_update_d(rule, n, &p[0], &g[0], s1, s2, &o[0], h)
-
-
-def sgd_update(floating[::1] p, const floating[::1] g, double lr, double l2, out=None):
-    """p -= lr * (g + l2 p)  (into out, if given, leaving p as it was)"""
-    cdef fm_hyper h
-    h.lr = lr
-    h.l2 = l2
-    _update(FM_SGD, p, g, NULL, NULL, out, &h)
-
-
-def momentum_update(floating[::1] p, const floating[::1] g, floating[::1] v,
-                    double lr, double mu, double l2, out=None):
-    """v = mu v - lr (g + l2 p); p += v"""
-    cdef fm_hyper h
-    h.lr = lr
-    h.mu = mu
-    h.l2 = l2
-    _update(FM_MOMENTUM, p, g, &v[0] if v.shape[0] else NULL, NULL, out, &h)
-
-
-def nesterov_update(floating[::1] p, const floating[::1] g, floating[::1] v,
-                    double lr, double mu, double l2, out=None):
-    """v = mu v - lr d; p += mu v - lr d, with d = g + l2 p"""
-    cdef fm_hyper h
-    h.lr = lr
-    h.mu = mu
-    h.l2 = l2
-    _update(FM_NESTEROV, p, g, &v[0] if v.shape[0] else NULL, NULL, out, &h)
-
-
-def rmsprop_update(floating[::1] p, const floating[::1] g, floating[::1] s,
-                   double lr, double rho, double eps, double l2, out=None):
-    """s = rho s + (1 - rho) d^2; p -= lr d / (sqrt(s) + eps), with d = g + l2 p"""
-    cdef fm_hyper h
-    h.lr = lr
-    h.rho = rho
-    h.eps = eps
-    h.l2 = l2
-    _update(FM_RMSPROP, p, g, &s[0] if s.shape[0] else NULL, NULL, out, &h)
-
-
-def adam_update(floating[::1] p, const floating[::1] g, floating[::1] m, floating[::1] v,
-                double lr, double beta1, double beta2, double eps, double l2,
-                double c1, double c2, out=None):
-    """Adam with bias corrections c1 = 1/(1 - beta1^t), c2 = 1/(1 - beta2^t):
-    m = b1 m + (1 - b1) d; v = b2 v + (1 - b2) d^2; p -= lr c1 m / (sqrt(c2 v) + eps)"""
-    cdef fm_hyper h
-    h.lr = lr
-    h.beta1 = beta1
-    h.beta2 = beta2
-    h.eps = eps
-    h.l2 = l2
-    h.c1 = c1
-    h.c2 = c2
-    _update(FM_ADAM, p, g, &m[0] if m.shape[0] else NULL, &v[0] if v.shape[0] else NULL,
-            out, &h)
+            fm_update_d(rule, n, n_decayed, &p[0], &g[0], q1, q2, &o[0], &h)
 
 
 # --------------------------------------------------------------------------

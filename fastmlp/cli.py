@@ -5,26 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
 import numpy as np
 
-from . import bench, compare, datasets, metrics, preprocessing, recipes, threads
-from ._io import atomic_write
+from . import datasets, metrics, preprocessing, recipes, threads
+from ._util import comma_list, write_json
 from ._version import __version__
 from .backends import BACKENDS, available_backends, default_backends
 from .functions import ACTIVATIONS, LOSS_OUTPUTS
 from .gradcheck import gradcheck
 from .model import MLP, TRAINERS, load
+from .tools import bench, compare, machine, profile
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
-
-
-class CommandError(Exception):
-    """A problem to report in one line, without a traceback."""
 
 
 def _dataset_name(args):
@@ -34,21 +30,6 @@ def _dataset_name(args):
     if args.data and "fashion" in os.path.basename(os.path.normpath(args.data)).lower():
         return "fashion-mnist"
     return "mnist"
-
-
-def _csv_list(value, valid, what):
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    bad = [v for v in items if v not in valid]
-    if bad or not items:
-        raise CommandError(f"unknown {what} {', '.join(bad) or repr(value)}; valid {what}s are: "
-                           f"{', '.join(valid)}")
-    return items
-
-
-def _write_json(path, obj):
-    with atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
 
 
 def _report(model, x_test, y_test, dataset, out):
@@ -95,7 +76,7 @@ def cmd_train(args, out):
         model.save(args.save)
         print(f"model saved to {args.save}", file=out)
     if args.json:
-        _write_json(args.json, {
+        write_json(args.json, {
             "recipe": recipe.name, "backend": args.backend, "trainer": args.trainer,
             "dataset": args.dataset,
             "dtype": dtype, "threads": threads.get_num_threads(),
@@ -145,8 +126,8 @@ def gradcheck_networks(recipe_names, pairs=True):
 
 
 def cmd_gradcheck(args, out):
-    backends = _csv_list(args.backend or ",".join(default_backends()), BACKENDS, "backend")
-    recipe_names = _csv_list(args.recipe, tuple(recipes.RECIPES), "recipe") if args.recipe \
+    backends = comma_list(args.backend or ",".join(default_backends()), "backend", BACKENDS)
+    recipe_names = comma_list(args.recipe, "recipe", tuple(recipes.RECIPES)) if args.recipe \
         else []
     rng = np.random.default_rng(args.seed)
     worst_all = 0.0
@@ -180,7 +161,7 @@ def cmd_compare(args, out):
                          h=args.diff_step, seed=args.seed, misclassified=args.misclassified,
                          out=out)
     if args.json:
-        _write_json(args.json, result)
+        write_json(args.json, result)
     return 0
 
 
@@ -192,39 +173,20 @@ def cmd_bench(args, out):
 
 # --------------------------------------------------------------------------- profile
 def cmd_profile(args, out):
-    from . import profile
-
     profile.main_args(args, out)
     return 0
 
 
 # --------------------------------------------------------------------------- info
 def info_dict():
-    return {
-        "fastmlp": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_simd": threads.simd_level(),
-        "gemm_kernels": threads.gemm_level(),
-        "openmp": threads.openmp_enabled(),
-        "threads": threads.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "backends": {k: ("available" if v is None else v)
-                     for k, v in available_backends().items()},
-        **_gpu_info(),
-    }
-
-
-def _gpu_info():
-    """The GPU's facts under "gpu..." keys, when the cuda backend loads."""
-    try:
-        from .backends import cuda_backend
-    except ImportError:
-        return {}
-    return {("gpu" if k == "gpu" else f"gpu_{k}"): v for k, v in
-            cuda_backend.device_info().items()}
+    info = machine.describe()
+    info = {k: info[k] for k in ("fastmlp", "python", "numpy", "platform", "machine",
+                                 "cpu_simd", "gemm_kernels", "openmp", "threads", "cpu_count")}
+    info["backends"] = {k: ("available" if v is None else v)
+                        for k, v in available_backends().items()}
+    # The GPU's facts under "gpu..." keys, when the cuda backend loads.
+    info.update({("gpu" if k == "gpu" else f"gpu_{k}"): v for k, v in machine.gpu().items()})
+    return info
 
 
 def cmd_info(args, out):
@@ -313,8 +275,6 @@ def build_parser():
     bench.add_arguments(p)
     p.set_defaults(func=cmd_bench)
 
-    from . import profile
-
     p = sub.add_parser("profile", help="per-kernel times, GFLOP/s and GB/s of a training "
                        "step on the cpu and cuda backends, by batch size",
                        description=profile.__doc__,
@@ -334,7 +294,7 @@ def main(argv=None, out=None):
     start = time.perf_counter()
     try:
         code = args.func(args, out)
-    except (CommandError, OSError, ValueError, TypeError, RuntimeError,
+    except (OSError, ValueError, TypeError, RuntimeError,
             FloatingPointError) as exc:
         # Bad input, missing or malformed files, failed downloads: one line, no traceback.
         print(f"fastmlp: error: {exc}", file=sys.stderr)

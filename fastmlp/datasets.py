@@ -19,12 +19,13 @@ import hashlib
 import io
 import os
 import sys
-import tempfile
 import time
 import urllib.request
 import zlib
 
 import numpy as np
+
+from ._util import atomic_write, choose
 
 IMAGE_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABEL_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
@@ -291,8 +292,7 @@ def load(name, path=None, download=True, mirrors=None, verbose=True):
     DataError
         A file is malformed.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets are: {', '.join(DATASETS)}")
+    choose("dataset", name, tuple(DATASETS))
     if path is not None:
         return load_folder(path)
     env = os.environ.get("FASTMLP_DATA")
@@ -348,21 +348,15 @@ def fetch(filename, folder, md5, mirrors, verbose=True, timeout=60.0) -> str:
     failures = []
     for base in mirrors:
         url = base.rstrip("/") + "/" + filename
-        fd, tmp = tempfile.mkstemp(prefix="." + filename + ".", suffix=".part", dir=folder)
         try:
-            with os.fdopen(fd, "wb") as out:
+            # A failed or corrupt download leaves nothing under the final name.
+            with atomic_write(final) as out:
                 digest = _download(url, out, timeout, verbose)
-                out.flush()
-                os.fsync(out.fileno())
-            if digest != md5:
-                raise DownloadError(f"checksum mismatch: MD5 {digest}, expected {md5}")
-            os.replace(tmp, final)
+                if digest != md5:
+                    raise DownloadError(f"checksum mismatch: MD5 {digest}, expected {md5}")
             return final
         except (OSError, ValueError) as exc:
             failures.append(f"{url}: {exc}")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     raise DownloadError(f"could not download {filename}:\n  " + "\n  ".join(failures))
 
 

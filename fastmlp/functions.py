@@ -1,13 +1,27 @@
-"""Names of the activations, losses and optimizers, and the checks on them.
+"""The table of kernel ids: activations, losses, optimizer rules and SIMD levels.
 
-The order of ``ACTIVATIONS`` and ``LOSSES`` gives the integer ids that the
-compiled kernels use.
+This is the Python side of ``src_c/fm_ids.h``; a test checks the two against
+each other through the compiled module. The position of a name is its id in
+every backend's kernels (the CUDA kernels take their constants from here).
 """
 
 from __future__ import annotations
 
+from ._util import choose
+
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")
 LOSSES = ("cross_entropy", "binary_cross_entropy", "mse")
+#: Optimizer update rules; each ``fastmlp.optim.Optimizer`` class names its own.
+RULES = ("sgd", "momentum", "nesterov", "rmsprop", "adam")
+#: Instruction-set levels of the cpu backend's SIMD kernels, lowest first.
+SIMD_LEVELS = ("scalar", "avx2", "avx512")
+#: The order of the hyper-parameters an update kernel takes (``fm_hyper`` in
+#: ``src_c/update.h``); a rule reads only those it uses.
+HYPER_PARAMETERS = ("lr", "mu", "rho", "eps", "beta1", "beta2", "c1", "c2")
+
+LINEAR, RELU, SIGMOID, TANH, SOFTMAX = range(len(ACTIVATIONS))
+CROSS_ENTROPY, BINARY_CROSS_ENTROPY, MSE = range(len(LOSSES))
+SGD, MOMENTUM, NESTEROV, RMSPROP, ADAM = range(len(RULES))
 
 #: Output activations each loss accepts. Cross-entropies need outputs in (0, 1).
 LOSS_OUTPUTS = {
@@ -17,26 +31,19 @@ LOSS_OUTPUTS = {
 }
 
 
-def _choose(kind: str, name, valid, plural=None) -> str:
-    if not isinstance(name, str) or name not in valid:
-        raise ValueError(f"unknown {kind} {name!r}; valid {plural or kind + 's'} are: "
-                         f"{', '.join(valid)}")
-    return name
-
-
 def activation_id(name) -> int:
     """The kernel id of an activation, or ValueError listing the valid names."""
-    return ACTIVATIONS.index(_choose("activation", name, ACTIVATIONS))
+    return ACTIVATIONS.index(choose("activation", name, ACTIVATIONS))
 
 
 def loss_id(name) -> int:
     """The kernel id of a loss, or ValueError listing the valid names."""
-    return LOSSES.index(_choose("loss", name, LOSSES, "losses"))
+    return LOSSES.index(choose("loss", name, LOSSES, "losses"))
 
 
 def check_loss_output(loss: str, activation: str) -> None:
     """Raise ValueError when ``loss`` is undefined for the output ``activation``."""
-    valid = LOSS_OUTPUTS[_choose("loss", loss, LOSSES, "losses")]
+    valid = LOSS_OUTPUTS[choose("loss", loss, LOSSES, "losses")]
     if activation not in valid:
         raise ValueError(
             f"loss {loss!r} needs an output activation in (0, 1): one of {', '.join(valid)}; "

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
-from .model import MLP, _Workspace
+from . import step
+from ._util import integer, real
+from .backends import get_backend
+from .model import MLP
+from .network import Workspace
 from .numerical import central_differences
 
 
@@ -46,24 +49,24 @@ def gradcheck(model: MLP, x, y, eps=1e-6, max_entries=64, seed=0) -> dict:
     """
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a fastmlp.MLP, got {type(model).__name__}")
-    eps = _checks.real("eps", eps, low=0, low_open=True)
-    max_entries = _checks.integer("max_entries", max_entries, 1)
+    eps = real("eps", eps, low=0, low_open=True)
+    max_entries = integer("max_entries", max_entries, 1)
     m64 = model.astype("float64")
-    x, y = m64._check_xy(x, y)
+    x, y = m64.check_xy(x, y)
     _, grads = m64.loss_and_gradients(x, y)
-    be = m64._backend
-    v = _Workspace(m64.layers, len(x), m64.dtype, backward=False, backend=be).views(len(x))
+    be, net = get_backend(m64.backend), m64.network
+    v = Workspace(net, len(x), backward=False, backend=be)
     rng = np.random.default_rng(seed)
     errors = {}
     # The losses are evaluated on the backend, with its own copy of the parameters.
-    with m64._on_backend():
+    with m64.on_backend():
         xd, yd = be.to_device(x), be.to_device(y)
 
         def loss():
-            return m64._loss_of(xd, yd, v)[0] / len(x)
+            step.forward(be, net, m64.params, xd, v)
+            return step.loss_grad(be, net, v, yd)[0] / len(x)
 
-        params = [p for pair in zip(m64._W, m64._b) for p in pair]
-        for name, p, g in zip(m64.param_names, params, grads):
+        for name, p, g in zip(m64.param_names, m64.params.pairs(), grads):
             if p.size <= max_entries:
                 idx = np.arange(p.size)
             else:

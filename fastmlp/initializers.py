@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._util import choose
+
 
 def xavier(rng, fan_in, fan_out):
     """Glorot uniform (Keras' default): U(-a, a), a = sqrt(6 / (fan_in + fan_out)); zero bias."""
@@ -36,6 +38,4 @@ INITIALIZERS = {f.__name__: f for f in (xavier, xavier_normal, he_uniform, he_no
 
 
 def get(name):
-    if not isinstance(name, str) or name not in INITIALIZERS:
-        raise ValueError(f"unknown init {name!r}; valid inits are: {', '.join(INITIALIZERS)}")
-    return INITIALIZERS[name]
+    return INITIALIZERS[choose("init", name, tuple(INITIALIZERS))]

@@ -40,7 +40,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import _checks, optim
+from . import step as passes
+from ._util import integer, real
 from .backends import get_backend
+from .network import Network, Workspace
+from .training import HostOrder, NonFiniteLoss
 
 #: The lecture's step of the central difference.
 DEFAULT_H = 1e-4
@@ -51,9 +55,7 @@ _SUPPORTED = ("one sigmoid hidden layer and sigmoid outputs under binary_cross_e
 
 def check_model(model) -> None:
     """Raise ValueError unless the numerical trainer supports ``model``."""
-    from .model import MLP
-
-    if not isinstance(model, MLP):
+    if not isinstance(getattr(model, "network", None), Network):
         raise TypeError(f"model must be a fastmlp.MLP, got {type(model).__name__}")
     if (len(model.layers) != 3 or tuple(model.activations) != ("sigmoid", "sigmoid")
             or model.loss != "binary_cross_entropy"):
@@ -68,14 +70,14 @@ def check_model(model) -> None:
 
 def check_h(h) -> float:
     """``h`` as a float in (0, 1], or ValueError."""
-    return _checks.real("h", DEFAULT_H if h is None else h, 0, 1, low_open=True)
+    return real("h", DEFAULT_H if h is None else h, 0, 1, low_open=True)
 
 
 def check_fit_options(model, trainer, batch_size, optimizer, lr, l2, h):
     """``MLP.fit``'s checks for the lecture's trainers; returns (SGD optimizer, h)."""
     check_model(model)
     h = check_h(h)
-    if batch_size is not None and _checks.integer("batch_size", batch_size, 1) != 1:
+    if batch_size is not None and integer("batch_size", batch_size, 1) != 1:
         raise ValueError(f"trainer {trainer!r} steps one sample at a time: batch_size must "
                          f"be 1, got {batch_size}")
     opt = optim.get("sgd" if optimizer is None else optimizer, lr)
@@ -136,8 +138,8 @@ def gradients(model, x, t, h=DEFAULT_H) -> list:
     check_model(model)
     h = check_h(h)
     x, t = _sample(model, x, t)
-    W1, W2 = model._W
-    b1, b2 = model._b
+    W1, W2 = model.params.W
+    b1, b2 = model.params.b
     out = [np.empty_like(p) for p in (W1, b1, W2, b2)]
     compiled_kernels().numdiff_gradients(x, t, W1, b1, W2, b2, h, *out)
     return out
@@ -159,15 +161,79 @@ def step(model, x, t, lr=1e-2, h=DEFAULT_H) -> float:
     """
     check_model(model)
     h = check_h(h)
-    lr = _checks.real("lr", lr)
+    lr = real("lr", lr)
     x, t = _sample(model, x, t)
     stats = np.zeros(3)
+    W, b = model.params.W, model.params.b
     done = compiled_kernels().numdiff_train(x[None], t[None], np.zeros(1, np.intp),
-                                            model._W[0], model._b[0], model._W[1],
-                                            model._b[1], lr, h, False, stats)
+                                            W[0], b[0], W[1], b[1], lr, h, False, stats)
     if not done:
         raise FloatingPointError("the loss is not finite; the weights were not changed")
     return float(stats[1])
+
+
+class LectureRunner(HostOrder):
+    """``fit``'s runner for the lecture's compiled per-sample steps, over blocks of up
+    to 1000 samples; derivatives by central differences, or by backprop with
+    ``analytic``.
+
+    The weights at the start of the last two blocks are kept: a non-finite loss
+    sends the parameters back to them, and the deterministic steps are replayed
+    up to the weights that gave the last finite loss.
+    """
+
+    batch = 1
+    chunk = 1000
+
+    def __init__(self, net, params, x, y, lr, h, analytic, rng):
+        self.kernels = compiled_kernels()
+        self.net, self.params, self.x, self.y, self.rng = net, params, x, y, rng
+        self.args = (params.W[0], params.b[0], params.W[1], params.b[1], lr, h, analytic)
+        self.start = np.empty_like(params.flat)
+        self.prev_start = np.empty_like(params.flat)
+        self.rows = self.prev_rows = None
+        # Running [steps, loss sum, hits], added to by the kernel itself, and the part
+        # of it already reported by run().
+        self.stats = np.zeros(3)
+        self.reported = np.zeros(3)
+
+    def _train(self, rows, stats=None):
+        return self.kernels.numdiff_train(self.x, self.y, rows, *self.args, stats)
+
+    def _report(self):
+        new = self.stats - self.reported
+        self.reported[:] = self.stats
+        return int(new[0]), float(new[1]), int(new[2]), int(new[0])
+
+    def _loss(self, rows):
+        be = get_backend("cpu")
+        ws = Workspace(self.net, len(rows), backward=False)
+        passes.forward(be, self.net, self.params, self.x[rows], ws)
+        return passes.loss_grad(be, self.net, ws, self.y[rows])[0]
+
+    def run(self, rows, contiguous):
+        """Step on each sample of ``rows``; returns (steps, loss sum, hits, samples)."""
+        params = self.params.flat
+        self.start, self.prev_start = self.prev_start, self.start
+        np.copyto(self.start, params)
+        self.prev_rows, self.rows = self.rows, rows
+        done = self._train(rows, self.stats)
+        if done < len(rows):
+            loss = self._loss(rows[done:done + 1])
+            if done:
+                np.copyto(params, self.start)
+                self._train(rows[:done - 1])
+            elif self.prev_rows is not None:
+                np.copyto(params, self.prev_start)
+                self._train(self.prev_rows[:-1])
+            else:
+                np.copyto(params, self.start)
+            raise NonFiniteLoss(done, loss)
+        return self._report()
+
+    def unreported(self):
+        """Steps the kernel completed that run() did not get to return (Ctrl-C)."""
+        return self._report()
 
 
 # ---------------------------------------------------------------------------- reference
@@ -210,8 +276,7 @@ def naive_gradients(model, x, t, h=DEFAULT_H) -> list:
     check_model(model)
     h = check_h(h)
     x, t = _sample(model, x, t)
-    W1, b1, W2, b2 = params = [p.copy() for p in (model._W[0], model._b[0], model._W[1],
-                                                   model._b[1])]
+    W1, b1, W2, b2 = params = [p.copy() for p in model.params.pairs()]
 
     def f():
         return _loss(W1, b1, W2, b2, x, t)
@@ -223,10 +288,10 @@ def naive_step(model, x, t, lr=1e-2, h=DEFAULT_H) -> float:
     """The reference for :func:`step`, as the lecture writes it; returns the loss before it."""
     check_model(model)
     h = check_h(h)
-    lr = _checks.real("lr", lr)
+    lr = real("lr", lr)
     x, t = _sample(model, x, t)
-    W1, W2 = model._W
-    b1, b2 = model._b
+    W1, W2 = model.params.W
+    b1, b2 = model.params.b
 
     def f():
         return _loss(W1, b1, W2, b2, x, t)

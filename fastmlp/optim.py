@@ -12,30 +12,32 @@ Example
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+from . import functions
+from ._util import choose, real
 
 
 def _positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return float(value)
+    return real(name, value, low=0, low_open=True)
 
 
 def _fraction(name, value):
-    value = float(value)
-    if not 0 <= value < 1:
-        raise ValueError(f"{name} must be in [0, 1), got {value}")
-    return value
+    return real(name, value, 0, 1, high_open=True)
 
 
 class Optimizer:
-    """Base class: holds ``lr``, the state arrays and the step count."""
+    """Base class: holds ``lr``, the state arrays and the step count.
+
+    A subclass names its kernel ``rule`` (one of ``fastmlp.functions.RULES``),
+    how many state arrays it keeps (``n_slots``), and the hyper-parameters it
+    passes (:meth:`hyper_parameters`); every backend runs the rule's kernel, so a
+    subclass that changes only its defaults or hyper-parameters works everywhere.
+    """
 
     name = "optimizer"
+    #: Kernel id of the update rule (an index into ``fastmlp.functions.RULES``).
+    rule = None
     #: Number of state arrays as large as the parameters.
     n_slots = 0
 
@@ -43,31 +45,16 @@ class Optimizer:
         self.lr = _positive("lr", lr)
         self.iterations = 0
         self._state = None
-        self._bound = {}
+
+    @property
+    def state(self):
+        """The state arrays, ``(n_slots, n_params)`` (None before the first step)."""
+        return self._state
 
     def reset(self):
         """Forget the state (moving averages, velocities) and the step count."""
         self.iterations = 0
         self._state = None
-        self._bound = {}
-
-    def _segments(self, params, grads, n_decayed, out):
-        # Views made once per (params, grads, out) buffers, so a step allocates nothing;
-        # training alternates between two parameter buffers, hence a small cache.
-        key = (id(params), id(grads), id(out), n_decayed)
-        hit = self._bound.get(key)
-        if hit is not None and hit[0] is params and hit[1] is grads and hit[2] is out:
-            return hit[3]
-        if self.ensure_state(params):
-            self._bound = {}
-        cuts = slice(0, n_decayed), slice(n_decayed, params.size)
-        segments = [(params[c], grads[c], tuple(self._state[:, c]), decayed,
-                     None if out is None else out[c])
-                    for c, decayed in zip(cuts, (True, False)) if c.stop > c.start]
-        if len(self._bound) >= 4:
-            self._bound.clear()
-        self._bound[key] = (params, grads, out, segments)
-        return segments
 
     def ensure_state(self, params) -> bool:
         """Make the state match ``params`` (shape and dtype); a new state is zeros and
@@ -80,24 +67,37 @@ class Optimizer:
         self.iterations = 0
         return True
 
-    def hyper_parameters(self, step) -> tuple:
-        """The kernels' hyper-parameters for step number ``step`` (from 1)."""
-        return (self.lr,)
+    def hyper_parameters(self, step) -> dict:
+        """The kernel's hyper-parameters for step number ``step`` (from 1), by the names
+        of ``fastmlp.functions.HYPER_PARAMETERS``; those left out are 0."""
+        return {"lr": self.lr}
 
-    def update(self, backend, params, grads, l2=0.0, n_decayed=None, out=None):
+    def kernel_hyper(self, step) -> tuple:
+        """:meth:`hyper_parameters` as the kernels take them: a tuple in the order of
+        ``fastmlp.functions.HYPER_PARAMETERS``."""
+        hp = self.hyper_parameters(step)
+        return tuple(float(hp.get(k, 0.0)) for k in functions.HYPER_PARAMETERS)
+
+    def update(self, backend, params, grads, l2=0.0, n_decayed=None, out=None, check=None,
+               state=None):
         """One step on ``params`` (1-D) from ``grads``; L2 applies to ``params[:n_decayed]``.
 
         With ``out``, the new parameters are written there and ``params`` is left as
-        it was (the optimizer's state still advances).
+        it was (the optimizer's state still advances). ``state`` replaces the
+        optimizer's own state arrays (a device copy, say); ``check`` is passed to
+        the backend (see ``fastmlp.backends``).
         """
-        segments = self._segments(params, grads, params.size if n_decayed is None
-                                  else n_decayed, out)
+        if self.rule is None:
+            raise TypeError(f"{type(self).__name__} names no kernel rule: set its 'rule' "
+                            f"to one of {', '.join(functions.RULES)}")
+        if state is None:
+            self.ensure_state(params)
+            state = self._state
         self.iterations += 1
-        for p, g, state, decayed, o in segments:
-            self._apply(backend, p, g, state, l2 if decayed else 0.0, o)
-
-    def _apply(self, backend, p, g, state, l2, out):
-        raise NotImplementedError
+        s1 = state[0] if self.n_slots > 0 else None
+        s2 = state[1] if self.n_slots > 1 else None
+        backend.update(self.rule, params, grads, s1, s2, self.kernel_hyper(self.iterations),
+                       l2, params.size if n_decayed is None else n_decayed, out, check)
 
     def get_config(self) -> dict:
         cfg = {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "iterations"}
@@ -112,18 +112,17 @@ class SGD(Optimizer):
     """Plain gradient descent: ``p -= lr * g``."""
 
     name = "sgd"
+    rule = functions.SGD
 
     def __init__(self, lr=0.01):
         super().__init__(lr)
-
-    def _apply(self, backend, p, g, state, l2, out):
-        backend.sgd_update(p, g, self.lr, l2, out)
 
 
 class Momentum(Optimizer):
     """Heavy-ball momentum: ``v = momentum * v - lr * g; p += v``."""
 
     name = "momentum"
+    rule = functions.MOMENTUM
     n_slots = 1
 
     def __init__(self, lr=0.01, momentum=0.9):
@@ -131,19 +130,14 @@ class Momentum(Optimizer):
         self.momentum = _fraction("momentum", momentum)
 
     def hyper_parameters(self, step):
-        return (self.lr, self.momentum)
-
-    def _apply(self, backend, p, g, state, l2, out):
-        backend.momentum_update(p, g, state[0], self.lr, self.momentum, l2, out)
+        return {"lr": self.lr, "mu": self.momentum}
 
 
 class Nesterov(Momentum):
     """Nesterov momentum: ``v = momentum * v - lr * g; p += momentum * v - lr * g``."""
 
     name = "nesterov"
-
-    def _apply(self, backend, p, g, state, l2, out):
-        backend.nesterov_update(p, g, state[0], self.lr, self.momentum, l2, out)
+    rule = functions.NESTEROV
 
 
 class RMSprop(Optimizer):
@@ -155,6 +149,7 @@ class RMSprop(Optimizer):
     """
 
     name = "rmsprop"
+    rule = functions.RMSPROP
     n_slots = 1
 
     def __init__(self, lr=1e-3, rho=0.9, eps=1e-7):
@@ -163,16 +158,14 @@ class RMSprop(Optimizer):
         self.eps = _positive("eps", eps)
 
     def hyper_parameters(self, step):
-        return (self.lr, self.rho, self.eps)
-
-    def _apply(self, backend, p, g, state, l2, out):
-        backend.rmsprop_update(p, g, state[0], self.lr, self.rho, self.eps, l2, out)
+        return {"lr": self.lr, "rho": self.rho, "eps": self.eps}
 
 
 class Adam(Optimizer):
     """Adam with bias correction."""
 
     name = "adam"
+    rule = functions.ADAM
     n_slots = 2
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7):
@@ -183,12 +176,8 @@ class Adam(Optimizer):
 
     def hyper_parameters(self, step):
         """``lr, beta1, beta2, eps`` and the bias corrections ``c1, c2`` of ``step``."""
-        return (self.lr, self.beta1, self.beta2, self.eps, 1.0 / (1.0 - self.beta1**step),
-                1.0 / (1.0 - self.beta2**step))
-
-    def _apply(self, backend, p, g, state, l2, out):
-        lr, b1, b2, eps, c1, c2 = self.hyper_parameters(self.iterations)
-        backend.adam_update(p, g, state[0], state[1], lr, b1, b2, eps, l2, c1, c2, out)
+        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                "c1": 1.0 / (1.0 - self.beta1**step), "c2": 1.0 / (1.0 - self.beta2**step)}
 
 
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, Nesterov, RMSprop, Adam)}
@@ -208,9 +197,7 @@ def get(optimizer, lr=None, **kwargs) -> Optimizer:
             raise ValueError("pass lr and hyper-parameters either in the optimizer object "
                              "or as arguments with an optimizer name, not both")
         return optimizer
-    if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; valid optimizers are: "
-                         f"{', '.join(OPTIMIZERS)}")
+    choose("optimizer", optimizer, tuple(OPTIMIZERS))
     if lr is not None:
         kwargs["lr"] = lr
     return OPTIMIZERS[optimizer](**kwargs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _checks
+from ._util import choose, integer
 
 #: Named input scalings: ``unit`` is Keras' x/255, ``lecture`` is x/255*0.99+0.01.
 SCALINGS = ("unit", "lecture", "none")
@@ -22,13 +23,12 @@ def scale_lecture(x, dtype="float64") -> np.ndarray:
 
 def scale(x, how, dtype="float32") -> np.ndarray:
     """Apply the scaling named ``how`` (one of ``SCALINGS``)."""
+    choose("scaling", how, SCALINGS)
     if how == "unit":
         return scale_unit(x, dtype)
     if how == "lecture":
         return scale_lecture(x, dtype)
-    if how == "none":
-        return np.asarray(x, dtype=_checks.float_dtype(dtype))
-    raise ValueError(f"unknown scaling {how!r}; valid scalings are: {', '.join(SCALINGS)}")
+    return np.asarray(x, dtype=_checks.float_dtype(dtype))
 
 
 def one_hot(y, n_classes=10, on=1.0, off=0.0, dtype="float32") -> np.ndarray:
@@ -42,7 +42,7 @@ def one_hot(y, n_classes=10, on=1.0, off=0.0, dtype="float32") -> np.ndarray:
     array([[0., 0., 1.],
            [1., 0., 0.]], dtype=float32)
     """
-    n_classes = _checks.integer("n_classes", n_classes, 1)
+    n_classes = integer("n_classes", n_classes, 1)
     y = _checks.labels_1d(y, n_classes)
     out = np.full((len(y), n_classes), off, dtype=_checks.float_dtype(dtype))
     out[np.arange(len(y)), y] = on

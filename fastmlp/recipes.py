@@ -21,9 +21,10 @@ Examples
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from . import optim, preprocessing
+from ._util import choose
 from .model import MLP
 
 
@@ -80,9 +81,6 @@ class Recipe:
         args.update(overrides)
         return args
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 KERAS = Recipe(
     name="keras", layers=(784, 512, 10), activations=("relu", "softmax"),
@@ -114,6 +112,4 @@ RECIPES = {r.name: r for r in (KERAS, DL4J, LECTURE)}
 
 def get(name) -> Recipe:
     """The recipe called ``name``; ValueError lists the valid names."""
-    if not isinstance(name, str) or name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; valid recipes are: {', '.join(RECIPES)}")
-    return RECIPES[name]
+    return RECIPES[choose("recipe", name, tuple(RECIPES))]

@@ -8,14 +8,16 @@ the cap at run time.
 
 from __future__ import annotations
 
-from . import _checks
+from ._util import choose, integer
+from .functions import SIMD_LEVELS
+
+try:
+    from . import _cpu
+except ImportError:  # pragma: no cover - depends on how the package was installed
+    _cpu = None
 
 
 def _ext():
-    try:
-        from . import _cpu
-    except ImportError:
-        return None
     return _cpu
 
 
@@ -25,7 +27,7 @@ def set_num_threads(n: int) -> None:
     The results do not depend on ``n``: every kernel gives bitwise-identical
     output for any thread count.
     """
-    n = _checks.integer("threads", n, 1)
+    n = integer("threads", n, 1)
     ext = _ext()
     if ext is not None:
         ext.set_num_threads(n)
@@ -49,9 +51,6 @@ def simd_level() -> str:
     return ext.simd_level() if ext is not None else "unknown (cpu backend not built)"
 
 
-SIMD_LEVELS = ("scalar", "avx2", "avx512")
-
-
 def gemm_level() -> str:
     """Instruction set of the matrix-product kernels in use: ``scalar``, ``avx2`` or
     ``avx512``."""
@@ -70,9 +69,7 @@ def set_simd_level(level: str) -> str:
     RuntimeError
         The compiled extension is not installed.
     """
-    if level not in SIMD_LEVELS:
-        raise ValueError(f"unknown SIMD level {level!r}; valid levels are: "
-                         f"{', '.join(SIMD_LEVELS)}")
+    choose("SIMD level", level, SIMD_LEVELS, "levels")
     ext = _ext()
     if ext is None:
         raise RuntimeError("the cpu backend is not built, so it has no SIMD level to set")

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fm_math.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -201,17 +203,6 @@ static fm_kernel_d fm_kernel_for_d(int level)
     return k;
 }
 
-void fm_gemm_tile(int level, int is_double, int *mr, int *nr)
-{
-    if (is_double) {
-        fm_kernel_d k = fm_kernel_for_d(level);
-        *mr = k.mr; *nr = k.nr;
-    } else {
-        fm_kernel_s k = fm_kernel_for_s(level);
-        *mr = k.mr; *nr = k.nr;
-    }
-}
-
 /* Packing of a transposed B (op(B)(k, j) = B[j, k]) reads along k and writes
    along j. For float on AVX2 it goes through 8 x 8 blocks transposed in
    registers; it returns 0 where it does not apply, and the generic loop runs. */
@@ -279,32 +270,27 @@ static int fm_pack_bt_fast_s(const float *B, ptrdiff_t ldb, ptrdiff_t p0, ptrdif
 #endif
 }
 
-static int fm_pack_bt_fast_d(const double *B, ptrdiff_t ldb, ptrdiff_t p0, ptrdiff_t kc,
-                             ptrdiff_t j0, ptrdiff_t nc, int nr, double *restrict dst)
-{
-    (void)B; (void)ldb; (void)p0; (void)kc; (void)j0; (void)nc; (void)nr; (void)dst;
-    return 0;
-}
-
 /* The type-generic driver, once per type. */
 #define T float
 #define SUF _s
-#define FM_EXP_FN expf
+#define FM_SIGMOID_FN fm_sigmoid_s  /* in float (see fm_math.h) */
 #define FM_TANH_FN tanhf
+#define FM_PACK_BT_FAST fm_pack_bt_fast_s
 #include "gemm_impl.h"
 #undef T
 #undef SUF
-#undef FM_EXP_FN
+#undef FM_SIGMOID_FN
 #undef FM_TANH_FN
+#undef FM_PACK_BT_FAST
 
 #define T double
 #define SUF _d
-#define FM_EXP_FN exp
+#define FM_SIGMOID_FN fm_sigmoid_d
 #define FM_TANH_FN tanh
 #include "gemm_impl.h"
 #undef T
 #undef SUF
-#undef FM_EXP_FN
+#undef FM_SIGMOID_FN
 #undef FM_TANH_FN
 
 int fm_sgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,

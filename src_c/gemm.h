@@ -19,18 +19,14 @@
 
 #include <stddef.h>
 
+#include "fm_ids.h"
+
 enum { FM_EPI_NONE = 0, FM_EPI_BIAS_ACT = 1, FM_EPI_MUL_DACT = 2 };
-
-/* Activation ids, the order of fastmlp.functions.ACTIVATIONS (softmax is not
-   elementwise and never fused). */
-enum { FM_LINEAR = 0, FM_RELU = 1, FM_SIGMOID = 2, FM_TANH = 3 };
-
-/* Instruction-set levels of the microkernels. */
-enum { FM_LEVEL_SCALAR = 0, FM_LEVEL_AVX2 = 1, FM_LEVEL_AVX512 = 2 };
 
 typedef struct {
     int kind;              /* FM_EPI_* */
-    int act;               /* FM_LINEAR ... FM_TANH */
+    int act;               /* an elementwise activation of fm_ids.h (softmax is not
+                              elementwise and never fused) */
     const void *bias;      /* FM_EPI_BIAS_ACT: N values of the product's type */
     const void *act_out;   /* FM_EPI_MUL_DACT: M x N values of the product's type */
     ptrdiff_t ldo;
@@ -44,13 +40,10 @@ int fm_dgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
              const double *A, ptrdiff_t lda, const double *B, ptrdiff_t ldb,
              double *C, ptrdiff_t ldc, const fm_epilogue *ep);
 
-/* The best level this CPU and build support, the level in use, and a setter
-   (the caller keeps it at or below the best level). */
+/* The best level (FM_LEVEL_* of fm_ids.h) this CPU and build support, the level
+   in use, and a setter (the caller keeps it at or below the best level). */
 int fm_gemm_best_level(void);
 int fm_gemm_level(void);
 void fm_gemm_set_level(int level);
-
-/* Register tile (rows x columns) of the microkernel in use, for one type. */
-void fm_gemm_tile(int level, int is_double, int *mr, int *nr);
 
 #endif

@@ -1,5 +1,6 @@
 /* The type-generic part of gemm.c, included once per type with T (float or
-   double), SUF (_s or _d), FM_EXP_FN and FM_TANH_FN defined. Not a public header. */
+   double), SUF (_s or _d), FM_SIGMOID_FN, FM_TANH_FN defined, and FM_PACK_BT_FAST
+   where the type has a fast packing of a transposed B. Not a public header. */
 
 #define FM_CAT_(a, b) a##b
 #define FM_CAT(a, b) FM_CAT_(a, b)
@@ -40,8 +41,10 @@ static void FM_FN(fm_pack_b)(int trans, const T *B, ptrdiff_t ldb, ptrdiff_t p0,
                              ptrdiff_t kc, ptrdiff_t j0, ptrdiff_t nc, int nr,
                              T *restrict dst)
 {
-    if (trans && FM_FN(fm_pack_bt_fast)(B, ldb, p0, kc, j0, nc, nr, dst))
+#ifdef FM_PACK_BT_FAST
+    if (trans && FM_PACK_BT_FAST(B, ldb, p0, kc, j0, nc, nr, dst))
         return;
+#endif
     for (ptrdiff_t jr = 0; jr < nc; jr += nr, dst += nr * kc) {
         ptrdiff_t n = fm_min(nr, nc - jr);
         if (!trans) {
@@ -66,15 +69,6 @@ static void FM_FN(fm_pack_b)(int trans, const T *B, ptrdiff_t ldb, ptrdiff_t p0,
     }
 }
 
-static inline T FM_FN(fm_sigmoid)(T z)
-{
-    T e;
-    if (z >= 0)
-        return 1 / (1 + FM_EXP_FN(-z));
-    e = FM_EXP_FN(z);
-    return e / (1 + e);
-}
-
 /* The epilogue on the m x n tile of C whose top-left element is (i0, j0). */
 static void FM_FN(fm_epilogue_tile)(const fm_epilogue *ep, T *C, ptrdiff_t ldc,
                                     ptrdiff_t i0, ptrdiff_t j0, ptrdiff_t m, ptrdiff_t n)
@@ -92,7 +86,7 @@ static void FM_FN(fm_epilogue_tile)(const fm_epilogue *ep, T *C, ptrdiff_t ldc,
                 break;
             case FM_SIGMOID:
                 for (ptrdiff_t j = 0; j < n; j++)
-                    c[j] = FM_FN(fm_sigmoid)(c[j] + bias[j]);
+                    c[j] = FM_SIGMOID_FN(c[j] + bias[j]);
                 break;
             case FM_TANH:
                 for (ptrdiff_t j = 0; j < n; j++)

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fm_math.h"
 #include "gemm.h"
 
 #ifdef _OPENMP
@@ -110,9 +111,7 @@ static void barrier_wait(fm_barrier *b, int *sense)
 #endif
 }
 
-static double sigmoid(double z) { return 1.0 / (1.0 + exp(-z)); }
 
-static double softplus(double z) { return z > 0 ? z + log1p(exp(-z)) : log1p(exp(z)); }
 
 /* softplus(z + c) - softplus(z), given y = sigmoid(z): the change of one output's
    loss when its logit moves by c (less the t c the caller subtracts). */
@@ -120,7 +119,7 @@ static double softplus_change(double z, double y, double c)
 {
     if (fabs(c) < 0.5)
         return log1p(y * expm1(c));   /* (1 + e^(z+c)) / (1 + e^z) = 1 + y (e^c - 1) */
-    return softplus(z + c) - softplus(z);
+    return fm_softplus_d(z + c) - fm_softplus_d(z);
 }
 
 /* sigmoid(z + d) - sigmoid(z), given a = sigmoid(z) and q = a (1 - a). */
@@ -320,21 +319,21 @@ static void forward_top(const fm_mlp1 *net, const double *s1, double *a, double 
 {
     const ptrdiff_t H = net->n_hid, K = net->n_out;
     for (ptrdiff_t j = 0; j < H; j++)
-        a[j] = sigmoid(s1[j] + net->b1[j]);
+        a[j] = fm_sigmoid_d(s1[j] + net->b1[j]);
     for (ptrdiff_t k = 0; k < K; k++)
         z2[k] = net->b2[k];
     for (ptrdiff_t j = 0; j < H; j++)
         for (ptrdiff_t k = 0; k < K; k++)
             z2[k] += a[j] * net->W2[j * K + k];
     for (ptrdiff_t k = 0; k < K; k++)
-        y[k] = sigmoid(z2[k]);
+        y[k] = fm_sigmoid_d(z2[k]);
 }
 
 static double sample_loss(ptrdiff_t K, const double *z2, const double *t)
 {
     double s = 0.0;
     for (ptrdiff_t k = 0; k < K; k++)
-        s += softplus(z2[k]) - t[k] * z2[k];
+        s += fm_softplus_d(z2[k]) - t[k] * z2[k];
     return s;
 }
 

@@ -107,24 +107,36 @@ typedef void (*fm_range_d)(int, ptrdiff_t, ptrdiff_t, const double *, const doub
     } while (0)
 #endif
 
-void fm_update_s(int rule, ptrdiff_t n, const float *p, const float *g, float *s1,
-                 float *s2, float *out, const fm_hyper *h)
+/* The decayed entries, then the others with l2 = 0, each range split between the
+   threads on its own. */
+#define FM_UPDATE_BOTH(f, T)                                                           \
+    do {                                                                               \
+        fm_hyper plain_ = *h;                                                          \
+        ptrdiff_t d_ = n_decayed, r_ = n - n_decayed;                                  \
+        plain_.l2 = 0;                                                                 \
+        FM_PARALLEL_RANGES(d_, f(rule, lo, hi, p, g, s1, s2, out, h));                 \
+        FM_PARALLEL_RANGES(r_, f(rule, lo, hi, p + d_, g + d_, s1 ? s1 + d_ : NULL,    \
+                                 s2 ? s2 + d_ : NULL, out + d_, &plain_));             \
+    } while (0)
+
+void fm_update_s(int rule, ptrdiff_t n, ptrdiff_t n_decayed, const float *p, const float *g,
+                 float *s1, float *s2, float *out, const fm_hyper *h)
 {
     fm_range_s f = fm_update_range_s;
 #if FM_UPD_X86
     if (fm_gemm_level() >= FM_LEVEL_AVX2)
         f = fm_update_range_avx2_s;
 #endif
-    FM_PARALLEL_RANGES(n, f(rule, lo, hi, p, g, s1, s2, out, h));
+    FM_UPDATE_BOTH(f, float);
 }
 
-void fm_update_d(int rule, ptrdiff_t n, const double *p, const double *g, double *s1,
-                 double *s2, double *out, const fm_hyper *h)
+void fm_update_d(int rule, ptrdiff_t n, ptrdiff_t n_decayed, const double *p,
+                 const double *g, double *s1, double *s2, double *out, const fm_hyper *h)
 {
     fm_range_d f = fm_update_range_d;
 #if FM_UPD_X86
     if (fm_gemm_level() >= FM_LEVEL_AVX2)
         f = fm_update_range_avx2_d;
 #endif
-    FM_PARALLEL_RANGES(n, f(rule, lo, hi, p, g, s1, s2, out, h));
+    FM_UPDATE_BOTH(f, double);
 }

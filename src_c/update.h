@@ -1,5 +1,6 @@
 /* Fused optimizer updates over flat parameter vectors, with L2 (the gradient of
-   l2/2 * ||p||^2) folded into the gradient d = g + l2 * p.
+   l2/2 * ||p||^2) folded into the gradient d = g + l2 * p of the leading
+   n_decayed entries (the weights; the biases follow them and are not decayed).
 
    Each update reads the parameters from p and writes the new ones to out, which
    may be p itself (in place) or another buffer, so that the old parameters can
@@ -11,6 +12,8 @@
 
 #include <stddef.h>
 
+#include "fm_ids.h"
+
 typedef struct {
     double lr, l2;
     double mu;             /* momentum, nesterov */
@@ -19,13 +22,12 @@ typedef struct {
     double c1, c2;         /* adam bias corrections 1/(1 - beta^t) */
 } fm_hyper;
 
-enum { FM_SGD = 0, FM_MOMENTUM = 1, FM_NESTEROV = 2, FM_RMSPROP = 3, FM_ADAM = 4 };
-
-/* s1 and s2 are the state arrays (velocity; mean square; first and second
-   moments), NULL where the rule has fewer. */
-void fm_update_s(int rule, ptrdiff_t n, const float *p, const float *g, float *s1,
-                 float *s2, float *out, const fm_hyper *h);
-void fm_update_d(int rule, ptrdiff_t n, const double *p, const double *g, double *s1,
-                 double *s2, double *out, const fm_hyper *h);
+/* rule is an FM_RULE_LIST id of fm_ids.h. s1 and s2 are the state arrays
+   (velocity; mean square; first and second moments), NULL where the rule has
+   fewer. */
+void fm_update_s(int rule, ptrdiff_t n, ptrdiff_t n_decayed, const float *p, const float *g,
+                 float *s1, float *s2, float *out, const fm_hyper *h);
+void fm_update_d(int rule, ptrdiff_t n, ptrdiff_t n_decayed, const double *p,
+                 const double *g, double *s1, double *s2, double *out, const fm_hyper *h);
 
 #endif

@@ -52,8 +52,25 @@ def max_rel_err(a, b):
     return float(np.abs(a - b).max(initial=0.0) / scale)
 
 
-def tol(dtype):
-    return 1e-12 if np.dtype(dtype) == np.float64 else 1e-5
+def tol(dtype, k=1, steps=1):
+    """How far apart, relative to the largest magnitude (as ``max_rel_err`` measures),
+    two correct computations may be that differ only in rounding.
+
+    Each of ``steps`` chained steps sums up to ``k`` rounded terms: recursive
+    summation of k terms is within k unit roundoffs of the exact sum, whatever
+    the order (the classic a-priori bound; a BLAS or a SIMD level only picks
+    another order), and the elementwise functions (exp, log, tanh) add a few
+    roundoffs more. The factor 8 covers those few. This depends on the dtype and
+    the sizes only, not on what one machine happened to give."""
+    return 8 * steps * max(k, 1) * float(np.finfo(dtype).eps)
+
+
+def update_cases():
+    """``(name, rule, n_slots, hyper)`` of every optimizer rule, with each optimizer's
+    default hyper-parameters at step 3."""
+    for name, cls in fastmlp.optim.OPTIMIZERS.items():
+        opt = cls()
+        yield name, opt.rule, opt.n_slots, opt.kernel_hyper(3)
 
 
 def write_idx(path, array, gz=True):

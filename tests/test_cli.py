@@ -152,8 +152,8 @@ def test_train_lecture_by_numerical_derivative(dataset_dir, tmp_path):
     (["train", "--recipe", "lecture", "--diff-step", "1e-3"], "trainer='numerical'"),
     (["train", "--recipe", "lecture", "--trainer", "numerical", "--diff-step", "0"],
      "h must be > 0"),
-    (["compare", "--samples", "0"], "--samples must be at least 1"),
-    (["compare", "--repeats", "0"], "--repeats must be at least 1"),
+    (["compare", "--samples", "0"], "--samples must be >= 1"),
+    (["compare", "--repeats", "0"], "--repeats must be >= 1"),
     (["compare", "--diff-step", "-1"], "h must be > 0"),
 ])
 def test_numerical_trainer_errors(dataset_dir, capsys, argv, message):

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import max_rel_err, tol
+from conftest import max_rel_err, tol, update_cases
 
 import fastmlp
 from fastmlp import _cpu, threads
@@ -40,7 +40,7 @@ def test_matmul_against_numpy(level, M, N, K, ta, tb, dtype):
     out = np.full((M, N), np.nan, dtype)
     _cpu.matmul(a, b, out)
     ref = a.astype(np.float64) @ b.astype(np.float64)
-    assert max_rel_err(out, ref) < tol(dtype) * 10
+    assert max_rel_err(out, ref) < tol(dtype, K)
 
 
 def test_matmul_rejects_strided_operands():
@@ -60,7 +60,7 @@ def test_fused_forward(level, act, n, k, m, dtype):
     ref, got = np.empty((n, m), dtype), np.empty((n, m), dtype)
     REF.dense_forward(x, W, b, ref, activation_id(act))
     CPU.dense_forward(x, W, b, got, activation_id(act))
-    assert max_rel_err(got, ref) < tol(dtype) * 10
+    assert max_rel_err(got, ref) < tol(dtype, k + m)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -77,7 +77,7 @@ def test_fused_backward_input(level, act, n, k, m, dtype):
     ref, got = np.empty((n, k), dtype), np.empty((n, k), dtype)
     REF.dense_backward_input(g, W, ref, activation_id(act), a)
     CPU.dense_backward_input(g, W, got, activation_id(act), a)
-    assert max_rel_err(got, ref) < tol(dtype) * 10
+    assert max_rel_err(got, ref) < tol(dtype, m + k)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -87,8 +87,8 @@ def test_weight_gradient(level, dtype):
     g = rng.uniform(-1, 1, (129, 33)).astype(dtype)
     gW, gb = np.empty((785, 33), dtype), np.empty(33, dtype)
     CPU.dense_backward_weight(x, g, gW, gb)
-    assert max_rel_err(gW, x.T.astype(np.float64) @ g) < tol(dtype) * 10
-    assert max_rel_err(gb, g.astype(np.float64).sum(axis=0)) < tol(dtype) * 10
+    assert max_rel_err(gW, x.T.astype(np.float64) @ g) < tol(dtype, 129)
+    assert max_rel_err(gb, g.astype(np.float64).sum(axis=0)) < tol(dtype, 129)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -115,37 +115,33 @@ def test_products_identical_for_1_and_2_threads(level, dtype, threads):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_updates_at_each_level(level, dtype):
+@pytest.mark.parametrize("name,rule,n_slots,hyper", list(update_cases()))
+def test_updates_at_each_level(level, name, rule, n_slots, hyper, dtype):
     rng = np.random.default_rng(2)
     n = 70001  # split between threads, with a ragged end
     p, g = rng.uniform(-1, 1, n).astype(dtype), rng.uniform(-1, 1, n).astype(dtype)
-    s_ref = [rng.uniform(0, 1, n).astype(dtype) for _ in range(2)]
-    s_got = [s.copy() for s in s_ref]
+    s_ref = [rng.uniform(0, 1, n).astype(dtype) for _ in range(n_slots)] + [None] * (2 - n_slots)
+    s_got = [None if s is None else s.copy() for s in s_ref]
     p_ref, p_got = p.copy(), p.copy()
-    REF.adam_update(p_ref, g, *s_ref, 1e-3, 0.9, 0.999, 1e-7, 1e-4, 10.0, 1000.0)
-    CPU.adam_update(p_got, g, *s_got, 1e-3, 0.9, 0.999, 1e-7, 1e-4, 10.0, 1000.0)
+    REF.update(rule, p_ref, g, *s_ref, hyper, 1e-4, 60000)
+    CPU.update(rule, p_got, g, *s_got, hyper, 1e-4, 60000)
     assert max_rel_err(p_got, p_ref) < tol(dtype)
-    for a, b in zip(s_got, s_ref):
+    for a, b in zip(s_got[:n_slots], s_ref[:n_slots]):
         assert max_rel_err(a, b) < tol(dtype)
 
 
 @pytest.mark.parametrize("backend", [REF, CPU], ids=["numpy", "cpu"])
-@pytest.mark.parametrize("name,n_state,scalars", [
-    ("sgd_update", 0, (0.1, 0.01)),
-    ("momentum_update", 1, (0.1, 0.9, 0.01)),
-    ("nesterov_update", 1, (0.1, 0.9, 0.01)),
-    ("rmsprop_update", 1, (1e-3, 0.9, 1e-7, 0.01)),
-    ("adam_update", 2, (1e-3, 0.9, 0.999, 1e-7, 0.01, 10.0, 1000.0)),
-])
-def test_update_into_another_buffer_keeps_the_parameters(backend, name, n_state, scalars):
+@pytest.mark.parametrize("name,rule,n_slots,hyper", list(update_cases()))
+def test_update_into_another_buffer_keeps_the_parameters(backend, name, rule, n_slots, hyper):
     rng = np.random.default_rng(4)
     p, g = rng.uniform(-1, 1, 50000).astype(np.float32), rng.uniform(-1, 1, 50000).astype(
         np.float32)
-    states = [rng.uniform(0, 1, 50000).astype(np.float32) for _ in range(n_state)]
+    states = [rng.uniform(0, 1, 50000).astype(np.float32) for _ in range(n_slots)]
+    pad = [None] * (2 - n_slots)
     in_place, in_place_states = p.copy(), [s.copy() for s in states]
-    getattr(backend, name)(in_place, g, *in_place_states, *scalars)
+    backend.update(rule, in_place, g, *in_place_states, *pad, hyper, 0.01, 40000)
     kept, out = p.copy(), np.full_like(p, np.nan)
-    getattr(backend, name)(kept, g, *states, *scalars, out=out)
+    backend.update(rule, kept, g, *states, *pad, hyper, 0.01, 40000, out)
     np.testing.assert_array_equal(kept, p)
     np.testing.assert_array_equal(out, in_place)
     for a, b in zip(states, in_place_states):
@@ -192,12 +188,16 @@ def test_environment_variable_caps_the_level(tmp_path):
 
 
 def test_training_is_identical_at_each_level_within_rounding(level):
-    # A few steps of the keras network: every level agrees with the numpy backend.
+    # Four steps of the keras network: every level agrees with the numpy backend (its
+    # BLAS sums in another order) within the rounding of 4 steps of 784-term sums.
+    # In float64: float32 RMSprop divides tiny gradients by their own size, so a
+    # rounding-level gradient can flip a whole step (the bound does not hold there).
     rng = np.random.default_rng(8)
-    x = rng.uniform(0, 1, (256, 784)).astype(np.float32)
-    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 256)]
-    models = {b: fastmlp.recipes.get("keras").build(backend=b) for b in ("numpy", "cpu")}
+    x = rng.uniform(0, 1, (256, 784))
+    y = np.eye(10)[rng.integers(0, 10, 256)]
+    models = {b: fastmlp.recipes.get("keras").build(backend=b, dtype="float64")
+              for b in ("numpy", "cpu")}
     for m in models.values():
         m.fit(x, y, epochs=1, batch_size=64, verbose=0, shuffle=False)
     for a, b in zip(models["cpu"].get_weights(), models["numpy"].get_weights()):
-        assert max_rel_err(a, b) < 1e-4
+        assert max_rel_err(a, b) < tol("float64", 784, steps=4)

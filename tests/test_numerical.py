@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import fastmlp
-from fastmlp import model as model_module
 from fastmlp import numerical
 
 
@@ -186,7 +185,7 @@ def test_fit_with_labels_validation_and_backend_numpy():
 def test_non_finite_loss_keeps_the_weights_of_the_last_finite_loss(monkeypatch):
     # Blocks of 3 samples, so that the failure can land at the start of a block and
     # the weights must be rebuilt from the block before.
-    monkeypatch.setattr(model_module._LectureSteps, "chunk", 3)
+    monkeypatch.setattr(numerical.LectureRunner, "chunk", 3)
     x, t = lecture_data(40, 9, 4, seed=10)
     x *= 1e150
     m = lecture_net(seed=10)
@@ -211,7 +210,7 @@ def test_kept_weights_do_not_depend_on_the_block_size(monkeypatch, chunk):
     x *= 1e150
 
     def kept(size):
-        monkeypatch.setattr(model_module._LectureSteps, "chunk", size)
+        monkeypatch.setattr(numerical.LectureRunner, "chunk", size)
         m = lecture_net(seed=10)
         with pytest.raises(FloatingPointError):
             m.fit(x, t, epochs=1, trainer="numerical", lr=1e150, shuffle=False, verbose=0)
@@ -225,9 +224,9 @@ def test_kept_weights_do_not_depend_on_the_block_size(monkeypatch, chunk):
 
 def interrupt_block(monkeypatch, number, after):
     """Blocks of 4 samples; Ctrl-C on block `number`, before or after its kernel call."""
-    monkeypatch.setattr(model_module._LectureSteps, "chunk", 4)
+    monkeypatch.setattr(numerical.LectureRunner, "chunk", 4)
     calls = {"n": 0}
-    real = model_module._LectureSteps._train
+    real = numerical.LectureRunner._train
 
     def train(self, rows, stats=None):
         calls["n"] += 1
@@ -238,8 +237,8 @@ def interrupt_block(monkeypatch, number, after):
             raise KeyboardInterrupt
         return done
 
-    monkeypatch.setattr(model_module._LectureSteps, "_train", train)
-    return lambda: monkeypatch.setattr(model_module._LectureSteps, "_train", real)
+    monkeypatch.setattr(numerical.LectureRunner, "_train", train)
+    return lambda: monkeypatch.setattr(numerical.LectureRunner, "_train", real)
 
 
 @pytest.mark.parametrize("number, after", [(3, False), (2, True)])

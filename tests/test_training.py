@@ -121,16 +121,17 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_weights(backend)
 
 
 class InterruptingSGD(optim.SGD):
-    """Plain SGD that raises KeyboardInterrupt half-way through update number `at`."""
+    """Plain SGD that raises KeyboardInterrupt inside update number `at`, after the
+    kernel wrote the new parameters and before fit took them."""
 
     def __init__(self, lr, at):
         super().__init__(lr)
-        self.at, self.calls = at, 0
+        self.at = at
 
-    def _apply(self, backend, p, g, state, l2, out):
-        super()._apply(backend, p, g, state, l2, out)
+    def update(self, *args, **kwargs):
+        super().update(*args, **kwargs)
         if self.iterations == self.at:
-            raise KeyboardInterrupt  # after the weights, before the biases
+            raise KeyboardInterrupt
 
 
 def test_ctrl_c_keeps_weights_and_history_of_completed_steps():

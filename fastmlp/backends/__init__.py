@@ -1,18 +1,34 @@
 """Backends: one set of kernels per engine, all with the same functions.
 
-A backend is a module exposing ``take_rows`` (batch gathering),
-``dense_forward`` (with the activation fused), ``dense_backward_input`` (with the
-lower layer's activation derivative fused), ``dense_backward_weight``,
-``activation_forward``, ``activation_backward``, ``loss_grad`` and the
-``*_update`` optimizer kernels (in place, or into ``out``), all working on
-preallocated float32 or float64 arrays. ``numpy`` is the reference; ``cpu`` is
-the compiled engine (Cython with OpenMP, and C for the matrix products and
-updates); ``cuda`` runs Numba CUDA kernels on an NVIDIA GPU, on device arrays.
+``numpy`` is the readable reference; ``cpu`` is the compiled engine (C with
+OpenMP, bound with Cython); ``cuda`` runs Numba CUDA kernels on an NVIDIA GPU,
+on device arrays. ``fastmlp.step`` writes the training step once over these
+functions, on preallocated float32 or float64 arrays (x is (n, k), W (k, m),
+b (m,), z, a and g (n, m)):
+
+* ``dense_forward(x, W, b, out, act=LINEAR, idx=None)``: ``out = act(x W + b)``;
+* ``dense_backward_input(g, W, gx, act=LINEAR, a=None)``: ``gx = (g W^T) * act'``,
+  with the lower layer's activation ``a``;
+* ``dense_backward_weight(x, g, gW, gb, idx=None)``: ``gW = x^T g``, ``gb = sum(g)``;
+* ``activation_forward(act, z, a)``, ``activation_backward(act, a, g)``;
+* ``loss_grad(loss, act, z, a, y, g, row_loss, idx=None, acc=None)``: ``a = act(z)``,
+  the per-row losses, ``g = d(mean loss)/dz``; returns ``(loss sum, hits)``;
+* ``update(rule, p, g, s1, s2, hyper, l2, n_decayed, out=None, check=None)``: one
+  optimizer step of ``rule`` (``fastmlp.functions.RULES``) with the state arrays
+  ``s1``, ``s2`` and ``hyper`` in the order of ``functions.HYPER_PARAMETERS``; L2
+  on ``p[:n_decayed]``; into ``out`` when given, leaving ``p`` as it was;
+* ``take_rows(src, idx, out)``: ``out = src[idx]``.
+
+Ids (``act``, ``loss``, ``rule``) come from ``fastmlp.functions``. The optional
+arguments serve a runner that queues steps on a device: ``idx`` reads the rows
+``x[idx]`` and ``y[idx]`` (a GPU fuses the gather; a host backend copies), ``acc
+= (array, s)`` adds the loss sum and hits to ``array[s]``, and ``check = (acc, s,
+flag)`` makes the update skip a step whose loss sum ``acc[s, 0]`` is not finite,
+or any step once ``flag[0]`` is set, setting it to ``s + 1``.
 
 Each backend also has ``device`` (whether its arrays live on a GPU), ``empty``,
-``zeros``, ``to_device``, ``to_host`` and ``synchronize``; a backend with
-``device`` set also has ``Trainer``, which ``fit`` runs instead of its host
-loop of steps.
+``zeros``, ``to_device`` and ``to_host``. A backend may offer ``make_runner`` to
+train its own way (see ``fastmlp.training``).
 """
 
 from __future__ import annotations
@@ -21,7 +37,7 @@ import importlib
 
 BACKENDS = ("numpy", "cpu", "cuda")
 
-_MODULES = {"numpy": ".numpy_backend", "cpu": ".cpu_backend", "cuda": ".cuda_backend"}
+_MODULES = {"numpy": ".numpy_backend", "cpu": ".cpu_backend", "cuda": ".cuda.backend"}
 
 
 def get_backend(name):

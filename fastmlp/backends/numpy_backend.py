@@ -1,42 +1,61 @@
 """The ``numpy`` backend: the readable reference every other backend is tested against.
 
-Each function has the signature and the meaning of the compiled kernel of the
-same name in ``fastmlp._cpu``; see the docstrings there. Shapes: x is (n, k),
-W is (k, m), b is (m,), z, a and g are (n, m).
+Each function has the signature and the meaning that ``fastmlp.backends``
+documents for every backend. Shapes: x is (n, k), W is (k, m), b is (m,), z, a
+and g are (n, m).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..functions import ACTIVATIONS, LOSSES
-from ._host import device, empty, synchronize, to_device, to_host, zeros  # noqa: F401
+from ..functions import (
+    ADAM,
+    BINARY_CROSS_ENTROPY,
+    CROSS_ENTROPY,
+    LINEAR,
+    MOMENTUM,
+    NESTEROV,
+    RELU,
+    RMSPROP,
+    SGD,
+    SIGMOID,
+    SOFTMAX,
+    TANH,
+)
+from ._host import (  # noqa: F401
+    accumulate,
+    device,
+    empty,
+    rows_of,
+    to_device,
+    to_host,
+    update_skipped,
+    zeros,
+)
 
 name = "numpy"
-
-_LINEAR, _RELU, _SIGMOID, _TANH, _SOFTMAX = range(len(ACTIVATIONS))
-_CROSS_ENTROPY, _BINARY_CROSS_ENTROPY, _MSE = range(len(LOSSES))
 
 
 def take_rows(src, idx, out):
     np.take(src, idx, axis=0, out=out)
 
 
-def dense_forward(x, W, b, out, act=_LINEAR):
-    np.matmul(x, W, out=out)
+def dense_forward(x, W, b, out, act=LINEAR, idx=None):
+    np.matmul(rows_of(x, idx), W, out=out)
     out += b
-    if act != _LINEAR:
+    if act != LINEAR:
         activation_forward(act, out, out)
 
 
-def dense_backward_input(g, W, gx, act=_LINEAR, a=None):
+def dense_backward_input(g, W, gx, act=LINEAR, a=None):
     np.matmul(g, W.T, out=gx)
-    if act != _LINEAR:
+    if act != LINEAR:
         activation_backward(act, a, gx)
 
 
-def dense_backward_weight(x, g, gW, gb):
-    np.matmul(x.T, g, out=gW)
+def dense_backward_weight(x, g, gW, gb, idx=None):
+    np.matmul(rows_of(x, idx).T, g, out=gW)
     np.sum(g, axis=0, out=gb)
 
 
@@ -56,13 +75,13 @@ def _logsumexp(z):
 
 
 def activation_forward(act, z, a):
-    if act == _RELU:
+    if act == RELU:
         np.maximum(z, 0, out=a)
-    elif act == _SIGMOID:
+    elif act == SIGMOID:
         a[...] = _sigmoid(z)
-    elif act == _TANH:
+    elif act == TANH:
         np.tanh(z, out=a)
-    elif act == _SOFTMAX:
+    elif act == SOFTMAX:
         if z.shape[1]:
             a[...] = np.exp(z - _logsumexp(z))
     else:
@@ -70,31 +89,33 @@ def activation_forward(act, z, a):
 
 
 def activation_backward(act, a, g):
-    if act == _RELU:
+    if act == RELU:
         g[a <= 0] = 0
-    elif act == _SIGMOID:
+    elif act == SIGMOID:
         g *= a * (1 - a)
-    elif act == _TANH:
+    elif act == TANH:
         g *= 1 - a * a
-    elif act == _SOFTMAX:
+    elif act == SOFTMAX:
         g[...] = a * (g - (g * a).sum(axis=1, keepdims=True))
 
 
-def loss_grad(loss, act, z, a, y, g, row_loss):
+def loss_grad(loss, act, z, a, y, g, row_loss, idx=None, acc=None):
     n, m = z.shape
     if n == 0:
         return 0.0, 0
+    y = rows_of(y, idx)
+    activation_forward(act, z, a)
     scale = 1.0 / n
-    if loss == _CROSS_ENTROPY and act == _SOFTMAX:
+    if loss == CROSS_ENTROPY and act == SOFTMAX:
         row_loss[:] = (y * (_logsumexp(z) - z)).sum(axis=1)
         g[...] = scale * (a * y.sum(axis=1, keepdims=True) - y)
-    elif loss == _CROSS_ENTROPY and act == _SIGMOID:
+    elif loss == CROSS_ENTROPY and act == SIGMOID:
         row_loss[:] = (y * _softplus(-z)).sum(axis=1)
         g[...] = scale * y * (a - 1)
-    elif loss == _BINARY_CROSS_ENTROPY and act == _SIGMOID:
+    elif loss == BINARY_CROSS_ENTROPY and act == SIGMOID:
         row_loss[:] = (_softplus(z) - y * z).sum(axis=1)
         g[...] = scale * (a - y)
-    elif loss == _BINARY_CROSS_ENTROPY:
+    elif loss == BINARY_CROSS_ENTROPY:
         clip = 1e-7 if a.dtype == np.float32 else 1e-15
         p = np.clip(a, clip, 1 - clip)
         row_loss[:] = -(y * np.log(p) + (1 - y) * np.log(1 - p)).sum(axis=1)
@@ -109,54 +130,68 @@ def loss_grad(loss, act, z, a, y, g, row_loss):
         hits = int(((a[:, 0] >= 0.5) == (y[:, 0] >= 0.5)).sum())
     else:
         hits = int((a.argmax(axis=1) == y.argmax(axis=1)).sum())
-    return float(row_loss.sum()), hits
+    total = float(row_loss.sum())
+    accumulate(acc, total, hits)
+    return total, hits
 
 
 def _l2(p, g, l2):
     return g + l2 * p if l2 else g
 
 
-def _target(p, out):
-    # The updates below work in place; with out given, on a copy of p in out.
-    if out is None:
-        return p
-    np.copyto(out, p)
-    return out
+# The rules, in place on p (a copy of the parameters when the caller wants them
+# kept); h holds fastmlp.functions.HYPER_PARAMETERS in order.
+def _sgd(p, g, s1, s2, h, l2):
+    p -= h[0] * _l2(p, g, l2)
 
 
-def sgd_update(p, g, lr, l2, out=None):
-    p = _target(p, out)
-    p -= lr * _l2(p, g, l2)
-
-
-def momentum_update(p, g, v, lr, mu, l2, out=None):
-    p = _target(p, out)
+def _momentum(p, g, v, s2, h, l2):
+    lr, mu = h[:2]
     v *= mu
     v -= lr * _l2(p, g, l2)
     p += v
 
 
-def nesterov_update(p, g, v, lr, mu, l2, out=None):
-    p = _target(p, out)
+def _nesterov(p, g, v, s2, h, l2):
+    lr, mu = h[:2]
     d = _l2(p, g, l2)
     v *= mu
     v -= lr * d
     p += mu * v - lr * d
 
 
-def rmsprop_update(p, g, s, lr, rho, eps, l2, out=None):
-    p = _target(p, out)
+def _rmsprop(p, g, s, s2, h, l2):
+    lr, _, rho, eps = h[:4]
     d = _l2(p, g, l2)
     s *= rho
     s += (1 - rho) * d * d
     p -= lr * d / (np.sqrt(s) + eps)
 
 
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, l2, c1, c2, out=None):
-    p = _target(p, out)
+def _adam(p, g, m, v, h, l2):
+    lr, _, _, eps, beta1, beta2, c1, c2 = h
     d = _l2(p, g, l2)
     m *= beta1
     m += (1 - beta1) * d
     v *= beta2
     v += (1 - beta2) * d * d
     p -= lr * c1 * m / (np.sqrt(c2 * v) + eps)
+
+
+_RULES = {SGD: _sgd, MOMENTUM: _momentum, NESTEROV: _nesterov, RMSPROP: _rmsprop,
+          ADAM: _adam}
+
+
+def update(rule, p, g, s1, s2, hyper, l2, n_decayed, out=None, check=None):
+    if update_skipped(check):
+        return
+    if out is not None:
+        np.copyto(out, p)
+        p = out
+    fn = _RULES[rule]
+    # The decayed entries (the weights) first, then the biases without L2.
+    for lo, hi, decay in ((0, n_decayed, l2), (n_decayed, p.size, 0.0)):
+        if hi > lo:
+            cut = slice(lo, hi)
+            fn(p[cut], g[cut], None if s1 is None else s1[cut],
+               None if s2 is None else s2[cut], hyper, decay)

@@ -16,14 +16,13 @@ cannot be re-limited once loaded. Medians are reported, and ratios come from
 the same run. PyTorch is optional (``pip install 'fastmlp[peers]'``).
 
     fastmlp bench --data ../shared/data/fashion-mnist
-    python -m fastmlp.bench --threads 1 --no-epochs
+    python -m fastmlp.tools.bench --threads 1 --no-epochs
 """
 
 from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,10 @@ import tempfile
 import time
 
 import numpy as np
+
+from .. import datasets, recipes, set_num_threads
+from .._util import comma_list, write_json
+from . import machine
 
 CONTENDERS = ("cpu", "numpy", "torch")
 
@@ -44,14 +47,6 @@ PRODUCTS = (
 
 TORCH_MISSING = ("PyTorch is not installed, so it is left out; install it with "
                  "pip install 'fastmlp[peers]'")
-
-
-def all_threads() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def torch_available() -> bool:
@@ -90,7 +85,7 @@ def bench_products(blocks=5, calls=20, pause=0.1, seed=0) -> list:
     before the other's run; the figure is the median over blocks of each
     block's median call.
     """
-    from . import _cpu
+    from .. import _cpu  # the compiled kernels, only in the worker process
 
     rng = np.random.default_rng(seed)
     rows = []
@@ -125,13 +120,13 @@ class _TorchTrainer:
         torch.set_num_threads(threads)
         self.torch = torch
         layers = []
-        for i, (W, b) in enumerate(zip(model._W, model._b)):
+        for i, (W, b) in enumerate(zip(model.params.W, model.params.b)):
             lin = torch.nn.Linear(W.shape[0], W.shape[1])
             with torch.no_grad():
                 lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T)))
                 lin.bias.copy_(torch.from_numpy(b.copy()))
             layers.append(lin)
-            if i < len(model._W) - 1:
+            if i < len(model.params.W) - 1:
                 layers.append(torch.nn.ReLU())
         self.net = torch.nn.Sequential(*layers)
         args = recipe.optimizer_args
@@ -159,8 +154,6 @@ class _TorchTrainer:
 def bench_epochs(contenders, threads, epochs=3, data=None, dataset="fashion-mnist",
                  samples=None, seed=0) -> dict:
     """Epoch seconds (after one warm-up epoch) and test accuracy per contender."""
-    from . import datasets, recipes, set_num_threads
-
     set_num_threads(threads)
     recipe = recipes.get("keras")
     (x, y), (xt, yt) = datasets.load(dataset, data)
@@ -220,7 +213,7 @@ def _worker(payload: str) -> None:
 # ------------------------------------------------------------------ parent side
 def run_worker(opts: dict) -> dict:
     """Run one thread count's measurements in a fresh process limited to its threads."""
-    cmd = [sys.executable, "-m", "fastmlp.bench", "--worker", json.dumps(opts)]
+    cmd = [sys.executable, "-m", "fastmlp.tools.bench", "--worker", json.dumps(opts)]
     # Away from any source tree, so the worker imports the installed package.
     proc = subprocess.run(cmd, env=thread_env(opts["threads"]), cwd=tempfile.gettempdir(),
                           capture_output=True, text=True)
@@ -229,30 +222,6 @@ def run_worker(opts: dict) -> dict:
         raise RuntimeError(f"the benchmark worker for {opts['threads']} thread(s) failed:\n"
                            f"{tail}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def machine() -> dict:
-    from . import __version__, threads
-
-    info = {"cpu": _cpu_name(), "cores": all_threads(), "simd": threads.simd_level(),
-            "gemm_kernels": threads.gemm_level(), "python": platform.python_version(),
-            "fastmlp": __version__, "numpy": np.__version__}
-    if torch_available():
-        import torch
-
-        info["torch"] = torch.__version__
-    return info
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def format_products(rows) -> list:
@@ -282,8 +251,8 @@ def run(threads_list, contenders, epochs=3, products=True, data=None,
         dataset="fashion-mnist", samples=None, blocks=5, out=None) -> dict:
     """Measure every thread count, print the tables, and return all results."""
     out = out or sys.stdout
-    info = machine()
-    print(f"{info['cpu']}, {info['cores']} cores, SIMD {info['simd']} (GEMM kernels "
+    info = machine.describe()
+    print(f"{info['cpu']}, {info['cores']} cores, SIMD {info['cpu_simd']} (GEMM kernels "
           f"{info['gemm_kernels']}); fastmlp {info['fastmlp']}, numpy {info['numpy']}"
           + (f", torch {info['torch']}" if "torch" in info else ""), file=out)
     results = {"machine": info, "runs": []}
@@ -312,7 +281,7 @@ def parse_threads(value: str) -> list:
     items = []
     for item in value.split(","):
         item = item.strip()
-        n = all_threads() if item == "all" else int(item) if item.isdigit() else 0
+        n = machine.cores() if item == "all" else int(item) if item.isdigit() else 0
         if n < 1:
             raise ValueError(f"threads must be positive integers or 'all', got {item!r}")
         items.append(n)
@@ -320,7 +289,7 @@ def parse_threads(value: str) -> list:
 
 
 def add_arguments(p) -> None:
-    """The options of ``fastmlp bench`` and ``python -m fastmlp.bench``."""
+    """The options of ``fastmlp bench`` and ``python -m fastmlp.tools.bench``."""
     p.add_argument("--threads", default="all,1",
                    help="thread counts to measure, comma-separated ('all' = every core)")
     p.add_argument("--contenders", default=None,
@@ -338,8 +307,6 @@ def add_arguments(p) -> None:
 
 def main_args(args, out=None) -> dict:
     """Run ``fastmlp bench`` from parsed arguments."""
-    from ._io import atomic_write
-
     out = out or sys.stdout
     threads_list = parse_threads(args.threads)
     if args.epochs < 1 or args.blocks < 1:
@@ -349,11 +316,7 @@ def main_args(args, out=None) -> dict:
         if "torch" not in contenders:
             print(f"note: {TORCH_MISSING}", file=out)
     else:
-        contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
-        bad = [c for c in contenders if c not in CONTENDERS]
-        if bad:
-            raise ValueError(f"unknown contender {', '.join(bad)}; valid contenders are: "
-                             f"{', '.join(CONTENDERS)}")
+        contenders = comma_list(args.contenders, "contender", CONTENDERS)
         if "torch" in contenders and not torch_available():
             raise RuntimeError(TORCH_MISSING.replace("so it is left out; ", ""))
     if args.no_epochs:
@@ -363,9 +326,7 @@ def main_args(args, out=None) -> dict:
                   products=not args.no_products, data=data, dataset=args.dataset,
                   samples=args.samples, blocks=args.blocks, out=out)
     if args.json:
-        with atomic_write(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-            f.write("\n")
+        write_json(args.json, results, out)
     return results
 
 
@@ -376,7 +337,7 @@ def main(argv=None) -> int:
     if argv[:1] == ["--worker"]:
         _worker(argv[1])
         return 0
-    p = argparse.ArgumentParser(prog="python -m fastmlp.bench", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m fastmlp.tools.bench", description=__doc__)
     add_arguments(p)
     args = p.parse_args(argv)
     try:

@@ -16,15 +16,16 @@ constants of each kernel.
   output activation computed from the logits (so a training step needs no
   separate activation kernel); the loss sum and hits are also added into a
   device accumulator, so training reads them once per epoch.
-* ``update(dtype, kind)``: one pass over the flat parameter vector for each
-  optimizer, L2 on its leading ``n_decayed`` entries; in training it first reads
+* ``update(dtype, rule)``: one pass over the flat parameter vector for each
+  optimizer rule, L2 on its leading ``n_decayed`` entries; in training it first reads
   the step's loss from the accumulator and, if it is not finite, records the step
   in a flag and leaves everything untouched.
-* ``activation_forward``, ``activation_backward`` (elementwise, or one thread per
-  row for softmax), ``take_rows`` and ``permutation`` (the device shuffle).
+* ``activation_kernels`` (elementwise, or one thread per row for softmax),
+  ``take_rows`` and ``fill``. The device shuffle is in ``shuffle.py``.
 
 Below this module the kernels trust their inputs: shapes and dtypes are checked
-by the model and the backend functions.
+by the model and the backend functions. The activation, loss and rule ids come
+from ``fastmlp.functions``, the table checked against ``src_c/fm_ids.h``.
 """
 
 from __future__ import annotations
@@ -35,10 +36,22 @@ from functools import cache
 import numpy as np
 from numba import cuda, float32, float64
 
-LINEAR, RELU, SIGMOID, TANH, SOFTMAX = range(5)
-CROSS_ENTROPY, BINARY_CROSS_ENTROPY, MSE = range(3)
+from ...functions import (  # the kernel ids, from the one table
+    ADAM,
+    BINARY_CROSS_ENTROPY,
+    CROSS_ENTROPY,
+    LINEAR,
+    MOMENTUM,
+    NESTEROV,
+    RELU,
+    RMSPROP,
+    SGD,
+    SIGMOID,
+    SOFTMAX,
+    TANH,
+)
+
 FWD, BWD_IN, BWD_W = range(3)
-SGD, MOMENTUM, NESTEROV, RMSPROP, ADAM = range(5)
 TPB = 256  # threads per block of the one-dimensional kernels on a GPU
 BK = 16  # depth of a shared-memory tile of the matrix product
 
@@ -345,23 +358,23 @@ def rows(dtype):
 
 
 @cache
-def update(dtype, kind):
-    """One optimizer's step over the flat parameters; launch over ``p.size`` threads.
+def update(dtype, rule):
+    """One optimizer rule's step over the flat parameters; launch over ``p.size`` threads.
 
-    Arguments ``(p, g, s1, s2, out, n_decayed, l2, h0, h1, h2, h3, h4, h5, acc, s,
-    flag, check)``: the new parameters go to ``out`` (which may be ``p``), the
-    state ``s1``, ``s2`` is updated in place, and L2 applies to ``p[:n_decayed]``.
-    The hyper-parameters ``h0..h5`` are: sgd ``lr``; momentum and nesterov
-    ``lr, mu``; rmsprop ``lr, rho, eps``; adam ``lr, beta1, beta2, eps, c1, c2``
-    (the bias corrections). With ``check``, the step first reads its loss sum
+    Arguments ``(p, g, s1, s2, out, n_decayed, l2, lr, mu, rho, eps, beta1, beta2,
+    c1, c2, acc, s, flag, check)``: the new parameters go to ``out`` (which may be
+    ``p``), the state ``s1``, ``s2`` is updated in place, and L2 applies to
+    ``p[:n_decayed]``. The hyper-parameters are those of
+    ``fastmlp.functions.HYPER_PARAMETERS`` (``c1``, ``c2``: Adam's bias
+    corrections). With ``check``, the step first reads its loss sum
     ``acc[s, 0]``: if it is not finite, or ``flag[0]`` is already set, nothing is
     written, and ``flag[0]`` becomes ``s + 1``.
     """
     one = np.dtype(dtype).type(1)
 
     @cuda.jit
-    def kernel(p, g, s1, s2, out, n_decayed, l2, h0, h1, h2, h3, h4, h5, acc, s, flag,
-               check):
+    def kernel(p, g, s1, s2, out, n_decayed, l2, lr, mu, rho, eps, beta1, beta2, c1, c2,
+               acc, s, flag, check):
         i = cuda.grid(1)
         if check:
             if flag[0] != 0:
@@ -376,28 +389,36 @@ def update(dtype, kind):
         d = g[i]
         if i < n_decayed:
             d += l2 * pi
-        if kind == SGD:
-            pi -= h0 * d
-        elif kind == MOMENTUM or kind == NESTEROV:
-            v = h1 * s1[i] - h0 * d
+        if rule == SGD:
+            pi -= lr * d
+        elif rule == MOMENTUM or rule == NESTEROV:
+            v = mu * s1[i] - lr * d
             s1[i] = v
-            if kind == MOMENTUM:
+            if rule == MOMENTUM:
                 pi += v
             else:
-                pi += h1 * v - h0 * d
-        elif kind == RMSPROP:
-            sq = h1 * s1[i] + (one - h1) * d * d
+                pi += mu * v - lr * d
+        elif rule == RMSPROP:
+            sq = rho * s1[i] + (one - rho) * d * d
             s1[i] = sq
-            pi -= h0 * d / (math.sqrt(sq) + h2)
-        else:
-            mi = h1 * s1[i] + (one - h1) * d
-            vi = h2 * s2[i] + (one - h2) * d * d
+            pi -= lr * d / (math.sqrt(sq) + eps)
+        elif rule == ADAM:
+            mi = beta1 * s1[i] + (one - beta1) * d
+            vi = beta2 * s2[i] + (one - beta2) * d * d
             s1[i] = mi
             s2[i] = vi
-            pi -= h0 * h4 * mi / (math.sqrt(h5 * vi) + h3)
+            pi -= lr * c1 * mi / (math.sqrt(c2 * vi) + eps)
         out[i] = pi
 
     return kernel
+
+
+@cuda.jit
+def fill(a, value):
+    """``a[:] = value`` for a 1-D array; launch over ``a.size`` threads."""
+    i = cuda.grid(1)
+    if i < a.size:
+        a[i] = value
 
 
 @cuda.jit
@@ -409,148 +430,3 @@ def take_rows(src, idx, out):
         r = i // m
         c = i - r * m
         out[r, c] = src[idx[r], c]
-
-
-_MASK = 0xFFFFFFFF
-
-
-_MUL = 0x45D9F3B  # below 2**27: a 32-bit value times it stays below 2**59
-
-
-@cuda.jit(device=True, inline=True)
-def _round(x, key):
-    # A 32-bit mix (xor-shift, multiply), in 64-bit integers that never overflow.
-    h = (x ^ key) & _MASK
-    h = (((h >> 16) ^ h) * _MUL) & _MASK
-    h = (((h >> 16) ^ h) * _MUL) & _MASK
-    return (h >> 16) ^ h
-
-
-@cuda.jit(device=True, inline=True)
-def _feistel(x, lbits, rbits, k0, k1, k2, k3):
-    lmask = (1 << lbits) - 1
-    rmask = (1 << rbits) - 1
-    left = x >> rbits
-    right = x & rmask
-    # Four rounds of an unbalanced Feistel network over lbits + rbits bits.
-    left = (left ^ _round(right, k0)) & lmask
-    right = (right ^ _round(left, k1)) & rmask
-    left = (left ^ _round(right, k2)) & lmask
-    right = (right ^ _round(left, k3)) & rmask
-    return (left << rbits) | right
-
-
-@cuda.jit
-def permutation(order, n, lbits, rbits, k0, k1, k2, k3, shuffle):
-    """``order[i]``: a permutation of ``range(n)`` drawn by the keys, or ``i`` without
-    ``shuffle``. A bijection of the ``lbits + rbits``-bit integers, walked along its
-    cycle until it lands below ``n``; launch over ``n`` threads."""
-    i = cuda.grid(1)
-    if i >= n:
-        return
-    if not shuffle:
-        order[i] = i
-        return
-    x = np.int64(i)
-    x = _feistel(x, lbits, rbits, k0, k1, k2, k3)
-    while x >= n:
-        x = _feistel(x, lbits, rbits, k0, k1, k2, k3)
-    order[i] = x
-
-
-def permutation_host(n, keys, shuffle=True):
-    """The same permutation as the ``permutation`` kernel, in NumPy (for tests)."""
-    if not shuffle:
-        return np.arange(n, dtype=np.int64)
-    lbits, rbits = split_bits(n)
-    k = [np.uint64(v) for v in keys]
-    mask = np.uint64(_MASK)
-
-    mul, s16 = np.uint64(_MUL), np.uint64(16)
-
-    def rnd(x, key):
-        h = (x ^ key) & mask
-        h = (((h >> s16) ^ h) * mul) & mask
-        h = (((h >> s16) ^ h) * mul) & mask
-        return (h >> s16) ^ h
-
-    def feistel(x):
-        lmask = np.uint64((1 << lbits) - 1)
-        rmask = np.uint64((1 << rbits) - 1)
-        left, right = x >> np.uint64(rbits), x & rmask
-        left = (left ^ rnd(right, k[0])) & lmask
-        right = (right ^ rnd(left, k[1])) & rmask
-        left = (left ^ rnd(right, k[2])) & lmask
-        right = (right ^ rnd(left, k[3])) & rmask
-        return (left << np.uint64(rbits)) | right
-
-    x = feistel(np.arange(n, dtype=np.uint64))
-    out = x.copy()
-    todo = out >= n
-    while todo.any():
-        out[todo] = feistel(out[todo])
-        todo = out >= n
-    return out.astype(np.int64)
-
-
-def split_bits(n):
-    """Bits of the left and right halves of the Feistel network for ``range(n)``."""
-    bits = max(int(n - 1).bit_length(), 2)
-    return bits // 2, bits - bits // 2
-
-
-@cuda.jit
-def fma_chains(out, x, iters):
-    """8 independent chains of ``iters`` fused multiply-adds per thread: the GPU's
-    arithmetic ceiling (for ``fastmlp profile``)."""
-    i = cuda.grid(1)
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = x * (i + 1)
-    for _ in range(iters):
-        a0 = a0 * x + x
-        a1 = a1 * x + x
-        a2 = a2 * x + x
-        a3 = a3 * x + x
-        a4 = a4 * x + x
-        a5 = a5 * x + x
-        a6 = a6 * x + x
-        a7 = a7 * x + x
-    out[i] = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7
-
-
-def ptx_report(cc=(9, 0)) -> dict:
-    """Compile every kernel variant the backend launches to PTX for compute capability
-    ``cc`` (no GPU needed, only NVVM: numba-cuda's ``cu13``/``cu12`` extra), and count
-    in each the local-memory loads and stores (register spills, or per-thread arrays
-    the compiler could not keep in registers). Returns ``{kernel: count}``."""
-    from numba import types
-
-    i64, flag = types.int64, types.boolean
-    idx = types.Array(types.int32, 1, "C")
-    acc = types.Array(types.float64, 2, "C")
-    report = {}
-
-    def compile_(name, fn, sig):
-        ptx, _ = cuda.compile_ptx(fn.py_func, sig, cc=cc)
-        report[name] = ptx.count("ld.local") + ptx.count("st.local")
-
-    for dt, nb in ((np.float32, types.float32), (np.float64, types.float64)):
-        a1, a2 = types.Array(nb, 1, "C"), types.Array(nb, 2, "C")
-        tag = np.dtype(dt).name
-        for tm in (2, 4, 8):
-            for ta, tb, mode in ((False, False, FWD), (False, True, BWD_IN), (True, False, BWD_W)):
-                for gather in ((False, True) if mode != BWD_IN else (False,)):
-                    compile_(f"gemm {tag} tm={tm} mode={mode} gather={gather}",
-                             gemm(np.dtype(dt), tm, ta, tb, gather, mode, 16),
-                             (a2, idx, a2, a2, a2, a1, i64, i64, i64, i64))
-        fwd, bwd = activation_kernels(np.dtype(dt))
-        compile_(f"activation_forward {tag}", fwd, (i64, a2, a2))
-        compile_(f"activation_backward {tag}", bwd, (i64, a2, a2))
-        compile_(f"rows {tag}", rows(np.dtype(dt)),
-                 (i64, i64, a2, a2, a2, idx, flag, a2, a1, idx, nb, acc, i64))
-        for kind in range(5):
-            compile_(f"update {tag} kind={kind}", update(np.dtype(dt), kind),
-                     (a1, a1, a1, a1, a1, i64, nb) + (nb,) * 6 + (acc, i64, idx, flag))
-        compile_(f"take_rows {tag}", take_rows, (a2, idx, a2))
-    compile_("permutation", permutation, (idx,) + (i64,) * 7 + (flag,))
-    compile_("fma_chains", fma_chains, (types.Array(types.float32, 1, "C"), types.float32, i64))
-    return report

@@ -25,7 +25,8 @@ import time
 
 import numpy as np
 
-from . import datasets, metrics, numerical, recipes, threads
+from .. import datasets, metrics, numerical, recipes, threads
+from .._util import integer
 
 TRAINERS = (
     ("numerical", "numerical, compiled", dict(trainer="numerical")),
@@ -58,20 +59,14 @@ def add_arguments(p):
     p.add_argument("--json", metavar="FILE", help="write the results here as JSON")
 
 
-def _positive(name, value, low=1):
-    if value is not None and value < low:
-        raise ValueError(f"{name} must be at least {low}, got {value}")
-    return value
-
-
 def run(data, dataset, samples=None, naive_samples=3, gradient_samples=10, repeats=1,
         h=numerical.DEFAULT_H, seed=None, misclassified=20, out=None) -> dict:
     """Measure everything the module docstring lists; returns the results as a dict."""
-    _positive("--samples", samples)
-    _positive("--naive-samples", naive_samples, 0)
-    _positive("--gradient-samples", gradient_samples, 0)
-    _positive("--repeats", repeats)
-    _positive("--misclassified", misclassified, 0)
+    for name, value, low in (("--samples", samples, 1), ("--naive-samples", naive_samples, 0),
+                             ("--gradient-samples", gradient_samples, 0),
+                             ("--repeats", repeats, 1), ("--misclassified", misclassified, 0)):
+        if value is not None:
+            integer(name, value, low)
     h = numerical.check_h(h)
     recipe = recipes.get("lecture")
     (x, y), (xt, yt) = datasets.load(dataset, data)
@@ -86,7 +81,7 @@ def run(data, dataset, samples=None, naive_samples=3, gradient_samples=10, repea
 
     start = build()
     # The order fit shuffles the samples in, for the first epoch of a fresh model.
-    order = build()._shuffle_rng.permutation(n)
+    order = build().shuffle_rng.permutation(n)
     say = (lambda *a: print(*a, file=out)) if out is not None else (lambda *a: None)
     say(f"fastmlp compare: lecture recipe on {dataset}, {n} training samples in the order "
         f"fit shuffles them (seed {start.seed}), float64, "

@@ -3,8 +3,9 @@
 For each backend and batch size, on the keras recipe's network (784-512 relu-10
 softmax, RMSprop, float32; ``--layers`` for another) and random data:
 
-* **kernels**: each operation of a training step timed alone, ``--repeats``
-  times back to back (CUDA events on the GPU, the wall clock on the CPU), with
+* **kernels**: the kernel calls of one real training step, taken by the same
+  runner ``fit`` uses (recorded with ``fastmlp.step.Recorder``), each timed alone,
+  ``--repeats`` times back to back (CUDA events on the GPU, the wall clock on the CPU), with
   its arithmetic (GFLOP/s) and memory traffic (GB/s, each operand read or
   written once) as a fraction of the machine's measured ceilings;
 * **step and epoch**: a ``fit`` epoch over ``--samples`` samples after a warm-up
@@ -22,16 +23,19 @@ the CPU's. ``--json`` writes everything, ``--plot`` a PNG (needs matplotlib,
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import time
 
 import numpy as np
 
-from ._version import __version__
-from .backends import get_backend
-from .functions import activation_id, loss_id
+from .. import optim, threads
+from .._util import atomic_write, comma_list, write_json
+from .._version import __version__
+from ..backends import get_backend
+from ..functions import ACTIVATIONS, LOSSES, RULES
+from ..model import MLP
+from . import machine
 
 KERAS_LAYERS = (784, 512, 10)
 PLOT_MISSING = ("--plot needs matplotlib; install it with pip install 'fastmlp[plot]'")
@@ -51,14 +55,18 @@ def cpu_ceilings(size=2048, copy_mb=256) -> dict:
 
 
 def cuda_ceilings(be) -> dict:
-    from numba import cuda
+    from numba import cuda  # the cuda backend loaded, so numba-cuda is installed
+
+    from ..backends.cuda import ops
+    from . import cuda_diagnostics
 
     sim = be.SIMULATOR  # (the simulator's figures mean nothing; its runs test the code)
-    blocks = 1 if sim else 4 * be._sm_count()
+    blocks = 1 if sim else 4 * ops.sm_count()
     iters = 4 if sim else 4096
     out = cuda.device_array(blocks * 256, dtype=np.float32)
     timer = _Timer(be)
-    seconds = timer(lambda: be.K.fma_chains[blocks, 256](out, np.float32(1.0001), iters), 3)
+    seconds = timer(lambda: cuda_diagnostics.fma_chains[blocks, 256](
+        out, np.float32(1.0001), iters), 3)
     flops = blocks * 256 * iters * 8 * 2
     n = 2**10 if sim else 2**28  # 1 GiB of float32
     src = cuda.device_array(n, dtype=np.float32)
@@ -103,78 +111,77 @@ class _Timer:
         return self.e0.elapsed_time(self.e1) / 1e3 / repeats
 
 
+def _network(layers):
+    return list(layers), ["relu"] * (len(layers) - 2) + ["softmax"]
+
+
+def _cost(name, args, layer):
+    """(label, flops, bytes) of one recorded kernel call on layer ``layer`` (from 1),
+    each operand read or written once."""
+    if name == "dense_forward":
+        x, W, b, out, act = args[:5]
+        n, (k, m), w = out.shape[0], W.shape, out.itemsize
+        return (f"forward {layer} ({k}x{m}{'' if act == 0 else ' ' + ACTIVATIONS[act]})",
+                2 * n * k * m, w * (n * k + k * m + m + n * m))
+    if name == "dense_backward_weight":
+        g, gW = args[1], args[2]
+        n, (k, m), w = g.shape[0], gW.shape, gW.itemsize
+        return (f"weight grad {layer} ({k}x{m})", 2 * n * k * m,
+                w * (n * k + n * m + k * m + m))
+    if name == "dense_backward_input":
+        g, W, act = args[0], args[1], args[3] if len(args) > 3 else 0
+        (n, m), k, w = g.shape, W.shape[0], g.itemsize
+        deriv = "" if act == 0 else f", {ACTIVATIONS[act]}'"
+        return (f"input grad {layer} ({m}->{k}{deriv})", 2 * n * k * m,
+                w * (n * m + k * m + 2 * n * k))
+    if name == "loss_grad":
+        loss, act, z = args[:3]
+        n, m = z.shape
+        return (f"{ACTIVATIONS[act]} + {LOSSES[loss]} gradient", 6 * n * m,
+                z.itemsize * n * m * 4)
+    if name == "update":
+        p = args[1]
+        return (f"{RULES[args[0]]} update ({p.size:,} parameters)", 7 * p.size,
+                p.itemsize * 5 * p.size)
+    if name == "take_rows":
+        out = args[2]
+        return f"gather ({out.shape[0]}x{out.shape[1]})", 0, 2 * out.nbytes
+    a = args[1]
+    return f"{name.replace('_', ' ')} ({ACTIVATIONS[args[0]]})", a.size, 2 * a.nbytes
+
+
 def step_kernels(be, layers, batch, seed=0):
-    """``[(name, call, flops, bytes)]``: the operations of one training step of an
-    MLP with relu hidden layers, a softmax output and RMSprop, on ``be``'s arrays."""
+    """``[(label, call, flops, bytes)]``: the kernel calls of one training step of the
+    runner ``fit`` uses on ``be`` (relu hidden layers, a softmax output, RMSprop,
+    float32, random data), recorded as the step runs."""
     rng = np.random.default_rng(seed)
-    f32 = np.float32
-    dev = be.to_device
-
-    def arr(*shape):
-        return dev(rng.random(shape, dtype=f32) - f32(0.5))
-
-    L = len(layers) - 1
-    W = [arr(a, b) for a, b in zip(layers[:-1], layers[1:])]
-    b = [arr(m) for m in layers[1:]]
-    x = arr(batch, layers[0])
-    y = dev(np.eye(layers[-1], dtype=f32)[rng.integers(0, layers[-1], batch)])
-    a = [be.empty((batch, m), f32) for m in layers[1:]]
-    z = be.empty((batch, layers[-1]), f32)
-    g = [arr(batch, m) for m in layers[1:]]
-    gW = [be.empty(w.shape, f32) for w in W]
-    gb = [be.empty(v.shape, f32) for v in b]
-    row_loss = be.empty(batch, f32)
-    relu, softmax, linear = activation_id("relu"), activation_id("softmax"), 0
-    ce = loss_id("cross_entropy")
+    sizes, acts = _network(layers)
+    model = MLP(sizes, acts, backend=be.name, seed=seed)
+    x = rng.random((batch, sizes[0]), dtype=np.float32)
+    y = np.eye(sizes[-1], dtype=np.float32)[rng.integers(0, sizes[-1], batch)]
+    runner = model.make_runner(x, y, optim.RMSprop(), 0.0, batch)
+    calls = runner.record_step()
+    # Layers are numbered from the input: forward goes up, the gradients come down.
+    L, seen = len(sizes) - 1, {}
     ops = []
-    for i in range(L):
-        k, m = layers[i], layers[i + 1]
-        inp = x if i == 0 else a[i - 1]
-        last = i == L - 1
-        out = z if last else a[i]
-        ops.append((f"forward {i + 1} ({k}x{m}{'' if last else ' relu'})",
-                    lambda inp=inp, i=i, out=out, act=linear if last else relu:
-                    be.dense_forward(inp, W[i], b[i], out, act),
-                    2 * batch * k * m, 4 * (batch * k + k * m + m + batch * m)))
-    m = layers[-1]
-    if be.device:
-        hits = be.empty(batch, np.int32)
-        acc = be.zeros((1, 2), np.float64)
-
-        def loss():
-            be._rows(ce, softmax, z, a[-1], y, g[-1], row_loss, hits, acc, 0)
-    else:
-        def loss():
-            be.activation_forward(softmax, z, a[-1])
-            be.loss_grad(ce, softmax, z, a[-1], y, g[-1], row_loss)
-    ops.append(("softmax + cross-entropy gradient", loss, 6 * batch * m, 4 * batch * m * 4))
-    for i in range(L - 1, -1, -1):
-        k, m = layers[i], layers[i + 1]
-        inp = x if i == 0 else a[i - 1]
-        ops.append((f"weight grad {i + 1} ({k}x{m})",
-                    lambda inp=inp, i=i: be.dense_backward_weight(inp, g[i], gW[i], gb[i]),
-                    2 * batch * k * m, 4 * (batch * k + batch * m + k * m + m)))
-        if i:
-            ops.append((f"input grad {i} ({m}->{k}, relu')",
-                        lambda i=i: be.dense_backward_input(g[i], W[i], g[i - 1], relu, a[i - 1]),
-                        2 * batch * k * m, 4 * (batch * m + k * m + 2 * batch * k)))
-    n = sum(w.size for w in W) + sum(v.size for v in b)
-    p, grads, s, new = arr(n), arr(n), dev(np.zeros(n, f32)), be.empty(n, f32)
-    ops.append((f"rmsprop update ({n:,} parameters)",
-                lambda: be.rmsprop_update(p, grads, s, 1e-3, 0.9, 1e-7, 0.0, new),
-                7 * n, 4 * 5 * n))
+    for name, args, kwargs in calls:
+        seen[name] = seen.get(name, 0) + 1
+        layer = {"dense_forward": seen[name], "dense_backward_weight": L + 1 - seen[name],
+                 "dense_backward_input": L - seen[name]}.get(name, 0)
+        label, flops, nbytes = _cost(name, args, layer)
+        fn = getattr(be, name)
+        ops.append((label, lambda fn=fn, args=args, kwargs=kwargs: fn(*args, **kwargs), flops,
+                    nbytes))
     return ops
 
 
 def epoch_time(backend, layers, batch, samples, seed=0) -> dict:
     """A fit epoch on random data after a warm-up epoch: seconds and steps."""
-    from .model import MLP
-
     rng = np.random.default_rng(seed)
     x = rng.random((samples, layers[0]), dtype=np.float32)
     y = rng.integers(0, layers[-1], samples)
-    model = MLP(list(layers), ["relu"] * (len(layers) - 2) + ["softmax"], backend=backend,
-                seed=seed)
+    sizes, acts = _network(layers)
+    model = MLP(sizes, acts, backend=backend, seed=seed)
     h = model.fit(x, y, epochs=2, batch_size=batch, verbose=0)
     steps = -(-samples // batch)
     return {"epoch_s": h.epoch_seconds[-1], "steps": steps,
@@ -197,10 +204,7 @@ def run(backends=("cpu", "cuda"), batch_sizes=(32, 128, 1024, 8192), layers=KERA
             entry["device"] = be.device_info()
             entry["launches_per_step"] = be.launches_per_step(len(layers) - 1)
         else:
-            from . import threads
-
-            entry["device"] = {"cpu": platform.processor() or platform.machine(),
-                               "threads": threads.get_num_threads(),
+            entry["device"] = {"cpu": machine.cpu_name(), "threads": threads.get_num_threads(),
                                "simd": threads.gemm_level()}
         timer = _Timer(be)
         for batch in batch_sizes:
@@ -283,8 +287,6 @@ def plot(result, path):
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise RuntimeError(PLOT_MISSING) from exc
-    from ._io import atomic_write
-
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     for name, entry in result["backends"].items():
         sizes = list(entry["batches"])
@@ -319,27 +321,10 @@ def add_arguments(p):
     p.add_argument("--plot", metavar="PNG", help="write a chart (needs matplotlib)")
 
 
-def positive_list(text, what):
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        raise ValueError(f"--{what} must be comma-separated positive integers, got {text!r}")
-    return values
-
-
 def main_args(args, out) -> dict:
-    from .backends import BACKENDS
-
-    backends = [b.strip() for b in args.backend.split(",") if b.strip()]
-    for b in backends:
-        if b not in BACKENDS or b == "numpy":
-            raise ValueError(f"--backend takes cpu and/or cuda, got {b!r}")
-    if not backends:
-        raise ValueError("--backend needs at least one of cpu, cuda")
-    sizes = positive_list(args.batch_sizes, "batch-sizes")
-    layers = positive_list(args.layers, "layers")
+    backends = comma_list(args.backend, "backend", ("cpu", "cuda"))
+    sizes = comma_list(args.batch_sizes, "--batch-sizes", parse=int, minimum=1)
+    layers = comma_list(args.layers, "--layers", parse=int, minimum=1)
     if len(layers) < 2:
         raise ValueError("--layers needs at least an input and an output size")
     if args.samples < 1 or args.repeats < 1:
@@ -352,14 +337,7 @@ def main_args(args, out) -> dict:
     result = run(backends, sizes, layers, args.samples, args.repeats,
                  out=None if args.json == "-" else out)
     if args.json:
-        text = json.dumps(result, indent=2, default=str)
-        if args.json == "-":
-            print(text, file=out)
-        else:
-            from ._io import atomic_write
-
-            with atomic_write(args.json, "w") as f:
-                f.write(text + "\n")
+        write_json(args.json, result, out)
     if args.plot:
         plot(result, args.plot)
     return result

@@ -1,0 +1,58 @@
+"""What this machine is: CPU, cores, SIMD level, threads, versions and GPU."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import numpy as np
+
+from .. import threads
+from .._version import __version__
+from ..backends import available_backends
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe() -> dict:
+    """The CPU side: names, cores, SIMD levels, OpenMP threads and versions (and
+    PyTorch's, when it is installed)."""
+    info = {"fastmlp": __version__, "python": platform.python_version(),
+            "numpy": np.__version__, "platform": platform.platform(),
+            "machine": platform.machine(), "cpu": cpu_name(), "cores": cores(),
+            "cpu_simd": threads.simd_level(), "gemm_kernels": threads.gemm_level(),
+            "openmp": threads.openmp_enabled(), "threads": threads.get_num_threads(),
+            "cpu_count": os.cpu_count()}
+    try:
+        import torch
+    except ImportError:
+        return info
+    info["torch"] = torch.__version__
+    return info
+
+
+def gpu() -> dict:
+    """The GPU's facts (see ``fastmlp.backends.cuda.device_info``), or {} when the
+    cuda backend does not load here."""
+    if available_backends()["cuda"] is not None:
+        return {}
+    from ..backends import get_backend
+
+    return get_backend("cuda").device_info()

@@ -1,0 +1,200 @@
+/* The type-generic part of rows.c, included once per type with T, SUF,
+   FM_SIGMOID_FN and FM_SOFTPLUS_FN defined. Not a public header. Literals are
+   written as 1.0 where the kernels have always computed in double before
+   rounding to T. */
+
+#define FM_CAT_(a, b) a##b
+#define FM_CAT(a, b) FM_CAT_(a, b)
+#define FM_FN(name) FM_CAT(name, SUF)
+
+static T FM_FN(fm_row_max)(const T *z, ptrdiff_t M)
+{
+    T mx = z[0];
+    for (ptrdiff_t j = 1; j < M; j++)
+        if (z[j] > mx)
+            mx = z[j];
+    return mx;
+}
+
+static void FM_FN(fm_activate_row)(int act, const T *z, T *a, ptrdiff_t M)
+{
+    T mx, s;
+    switch (act) {
+    case FM_RELU:
+        for (ptrdiff_t j = 0; j < M; j++)
+            a[j] = z[j] > 0 ? z[j] : 0;
+        break;
+    case FM_SIGMOID:
+        for (ptrdiff_t j = 0; j < M; j++)
+            a[j] = FM_SIGMOID_FN(z[j]);
+        break;
+    case FM_TANH:
+        for (ptrdiff_t j = 0; j < M; j++)
+            a[j] = (T)tanh(z[j]);
+        break;
+    case FM_SOFTMAX:
+        mx = FM_FN(fm_row_max)(z, M);
+        s = 0;
+        for (ptrdiff_t j = 0; j < M; j++) {
+            a[j] = (T)exp(z[j] - mx);
+            s = s + a[j];
+        }
+        s = 1.0 / s;
+        for (ptrdiff_t j = 0; j < M; j++)
+            a[j] = a[j] * s;
+        break;
+    default:
+        if (a != z)
+            for (ptrdiff_t j = 0; j < M; j++)
+                a[j] = z[j];
+    }
+}
+
+static void FM_FN(fm_activation_grad_row)(int act, const T *a, T *g, ptrdiff_t M)
+{
+    T s;
+    switch (act) {
+    case FM_RELU:
+        for (ptrdiff_t j = 0; j < M; j++)
+            if (a[j] <= 0)
+                g[j] = 0;
+        break;
+    case FM_SIGMOID:
+        for (ptrdiff_t j = 0; j < M; j++)
+            g[j] = g[j] * a[j] * (1.0 - a[j]);
+        break;
+    case FM_TANH:
+        for (ptrdiff_t j = 0; j < M; j++)
+            g[j] = g[j] * (1.0 - a[j] * a[j]);
+        break;
+    case FM_SOFTMAX:
+        s = 0;
+        for (ptrdiff_t j = 0; j < M; j++)
+            s = s + g[j] * a[j];
+        for (ptrdiff_t j = 0; j < M; j++)
+            g[j] = a[j] * (g[j] - s);
+        break;
+    default:
+        break;
+    }
+}
+
+/* The loss of one row; writes g = scale * dloss/dz. */
+static T FM_FN(fm_loss_row)(int loss, int act, const T *z, const T *a, const T *y, T *g,
+                            ptrdiff_t M, T scale, T clip)
+{
+    T total = 0, mx, s, sum_y, p;
+    if (loss == FM_CROSS_ENTROPY && act == FM_SOFTMAX) {
+        /* -sum y log softmax(z), with log softmax(z) = z - logsumexp(z). */
+        mx = FM_FN(fm_row_max)(z, M);
+        s = 0;
+        for (ptrdiff_t j = 0; j < M; j++)
+            s = s + (T)exp(z[j] - mx);
+        s = mx + (T)log(s);
+        sum_y = 0;
+        for (ptrdiff_t j = 0; j < M; j++) {
+            total = total + y[j] * (s - z[j]);
+            sum_y = sum_y + y[j];
+        }
+        for (ptrdiff_t j = 0; j < M; j++)
+            g[j] = scale * (a[j] * sum_y - y[j]);
+        return total;
+    }
+    if (loss == FM_CROSS_ENTROPY && act == FM_SIGMOID) {
+        /* -sum y log sigmoid(z) = sum y softplus(-z) */
+        for (ptrdiff_t j = 0; j < M; j++) {
+            total = total + y[j] * FM_SOFTPLUS_FN(-z[j]);
+            g[j] = scale * y[j] * (a[j] - 1.0);
+        }
+        return total;
+    }
+    if (loss == FM_BINARY_CROSS_ENTROPY && act == FM_SIGMOID) {
+        /* -sum [y log a + (1 - y) log(1 - a)] = sum softplus(z) - y z */
+        for (ptrdiff_t j = 0; j < M; j++) {
+            total = total + FM_SOFTPLUS_FN(z[j]) - y[j] * z[j];
+            g[j] = scale * (a[j] - y[j]);
+        }
+        return total;
+    }
+    if (loss == FM_BINARY_CROSS_ENTROPY) {
+        /* Any other output in (0, 1) (softmax): a clipped away from 0 and 1. */
+        for (ptrdiff_t j = 0; j < M; j++) {
+            p = a[j];
+            if (p < clip)
+                p = clip;
+            else if (p > 1.0 - clip)
+                p = 1.0 - clip;
+            total = total - y[j] * (T)log(p) - (1.0 - y[j]) * (T)log(1.0 - p);
+            g[j] = scale * (-y[j] / p + (1.0 - y[j]) / (1.0 - p));
+        }
+        FM_FN(fm_activation_grad_row)(act, a, g, M);
+        return total;
+    }
+    /* Mean squared error over the outputs. */
+    for (ptrdiff_t j = 0; j < M; j++) {
+        p = a[j] - y[j];
+        total = total + p * p;
+        g[j] = scale * 2.0 * p / (T)M;
+    }
+    FM_FN(fm_activation_grad_row)(act, a, g, M);
+    return total / (T)M;
+}
+
+static int FM_FN(fm_hit)(const T *a, const T *y, ptrdiff_t M)
+{
+    ptrdiff_t ja = 0, jy = 0;
+    if (M == 1)
+        return (a[0] >= 0.5) == (y[0] >= 0.5);
+    for (ptrdiff_t j = 1; j < M; j++) {
+        if (a[j] > a[ja])
+            ja = j;
+        if (y[j] > y[jy])
+            jy = j;
+    }
+    return ja == jy;
+}
+
+void FM_FN(fm_activation_forward)(int act, ptrdiff_t n, ptrdiff_t M, const T *z, T *a)
+{
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+    for (ptrdiff_t i = 0; i < n; i++)
+        FM_FN(fm_activate_row)(act, z + i * M, a + i * M, M);
+}
+
+void FM_FN(fm_activation_backward)(int act, ptrdiff_t n, ptrdiff_t M, const T *a, T *g)
+{
+    if (act == FM_LINEAR)
+        return;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+    for (ptrdiff_t i = 0; i < n; i++)
+        FM_FN(fm_activation_grad_row)(act, a + i * M, g + i * M, M);
+}
+
+void FM_FN(fm_loss_grad)(int loss, int act, ptrdiff_t n, ptrdiff_t M, const T *z, T *a,
+                         const T *y, T *g, T *row_loss, double *total, long *hits)
+{
+    T scale = (T)1 / (T)n, clip = sizeof(T) == sizeof(float) ? 1e-7 : 1e-15, sum = 0;
+    long count = 0;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+    for (ptrdiff_t i = 0; i < n; i++) {
+        FM_FN(fm_activate_row)(act, z + i * M, a + i * M, M);
+        row_loss[i] = FM_FN(fm_loss_row)(loss, act, z + i * M, a + i * M, y + i * M,
+                                         g + i * M, M, scale, clip);
+    }
+    for (ptrdiff_t i = 0; i < n; i++) {
+        sum = sum + row_loss[i];
+        count += FM_FN(fm_hit)(a + i * M, y + i * M, M);
+    }
+    *total = sum;
+    *hits = count;
+}
+
+#undef FM_FN
+#undef FM_CAT
+#undef FM_CAT_
