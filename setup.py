@@ -53,7 +53,10 @@ def _compiles_and_links(compiler, cflags, ldflags):
 class BuildExt(build_ext):
     def build_extensions(self):
         ctype = self.compiler.compiler_type
-        opt = ["/O2"] if ctype == "msvc" else ["-O3", "-fno-math-errno"]
+        # -ffp-contract=off: no product and sum is fused unless the code says so (fma()
+        # and FMA intrinsics), so the bits do not depend on the compiler, -march or the
+        # instruction set (MSVC does not fuse without /fp:fast).
+        opt = ["/O2"] if ctype == "msvc" else ["-O3", "-fno-math-errno", "-ffp-contract=off"]
         cflags, ldflags = [], []
         if os.environ.get("FASTMLP_NO_OPENMP"):
             warnings.warn("FASTMLP_NO_OPENMP is set: building fastmlp without OpenMP (serial).",
@@ -82,7 +85,7 @@ extensions = [
                  "src_c/rows.c", "src_c/update.c", "src_c/numdiff.c"],
         depends=["src_c/fm_ids.h", "src_c/fm_math.h", "src_c/gemm.h", "src_c/gemm_impl.h",
                  "src_c/cpu_features.h", "src_c/rows.h", "src_c/rows_impl.h",
-                 "src_c/update.h", "src_c/numdiff.h"],
+                 "src_c/update.h", "src_c/numdiff.h", "src_c/numdiff_impl.h"],
         include_dirs=[numpy.get_include(), "src_c"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )

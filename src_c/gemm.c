@@ -109,8 +109,15 @@ static int fm_threads_for(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K)
    ldc) is set to, or with `accumulate` increased by, the product of the packed
    panels a (kc x MR, k-major) and b (kc x NR, k-major), k ascending. */
 
+/* Every level accumulates with a fused multiply-add, acc = fma(a, b, acc), k
+   ascending, so that each level gives the same bits: the SIMD kernels through
+   their FMA instructions, the portable one through C99 fma(), which is one
+   instruction where the CPU has FMA (and exact, though slow, in software where it
+   has not). The extension is compiled with -ffp-contract=off, so no other
+   product and sum is fused behind the code's back. */
+
 /* Portable C, no intrinsics: a 4 x 4 tile of scalars. */
-#define FM_SCALAR_UKR(NAME, T)                                                         \
+#define FM_SCALAR_UKR(NAME, T, FMA)                                                    \
     static void NAME(ptrdiff_t kc, const T *restrict a, const T *restrict b,           \
                      T *restrict c, ptrdiff_t ldc, int accumulate)                     \
     {                                                                                  \
@@ -118,21 +125,23 @@ static int fm_threads_for(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K)
         for (ptrdiff_t k = 0; k < kc; k++, a += 4, b += 4)                             \
             for (int i = 0; i < 4; i++)                                                \
                 for (int j = 0; j < 4; j++)                                            \
-                    acc[i][j] += a[i] * b[j];                                          \
+                    acc[i][j] = FMA(a[i], b[j], acc[i][j]);                            \
         for (int i = 0; i < 4; i++)                                                    \
             for (int j = 0; j < 4; j++)                                                \
                 c[i * ldc + j] = accumulate ? c[i * ldc + j] + acc[i][j] : acc[i][j];  \
     }
 
-FM_SCALAR_UKR(fm_ukr_scalar_s, float)
-FM_SCALAR_UKR(fm_ukr_scalar_d, double)
+FM_SCALAR_UKR(fm_ukr_scalar_s, float, fmaf)
+FM_SCALAR_UKR(fm_ukr_scalar_d, double, fma)
 
 #if FM_X86_SIMD
+#include <immintrin.h>
+
 /* SIMD microkernels in vector extensions: NV vectors of VW lanes per row and MR
    rows of accumulators stay in registers; the target attribute picks the
    instruction set, so the file builds without -mavx2 and each kernel runs only
-   where the CPU has it. */
-#define FM_VEC_UKR(NAME, T, VW, MR, NV, TARGET)                                        \
+   where the CPU has it. VFMA is the instruction set's fused multiply-add. */
+#define FM_VEC_UKR(NAME, T, VW, MR, NV, TARGET, VFMA)                                  \
     __attribute__((target(TARGET))) static void NAME(                                  \
         ptrdiff_t kc, const T *restrict a, const T *restrict b, T *restrict c,         \
         ptrdiff_t ldc, int accumulate)                                                 \
@@ -149,9 +158,9 @@ FM_SCALAR_UKR(fm_ukr_scalar_d, double)
             _Pragma("GCC unroll 4") for (int v = 0; v < (NV); v++)                     \
                 bv[v] = *(const vec *)(b + v * (VW));                                  \
             _Pragma("GCC unroll 16") for (int i = 0; i < (MR); i++) {                  \
-                T ai = a[i];                                                           \
+                vec ai = (vec){0} + a[i];                                              \
                 _Pragma("GCC unroll 4") for (int v = 0; v < (NV); v++)                 \
-                    acc[i][v] += ai * bv[v];                                           \
+                    acc[i][v] = (vec)VFMA(ai, bv[v], acc[i][v]);                       \
             }                                                                          \
             a += (MR);                                                                 \
             b += (NV) * (VW);                                                          \
@@ -166,10 +175,10 @@ FM_SCALAR_UKR(fm_ukr_scalar_d, double)
             }                                                                          \
     }
 
-FM_VEC_UKR(fm_ukr_avx2_s, float, 8, 6, 2, "avx2,fma")
-FM_VEC_UKR(fm_ukr_avx2_d, double, 4, 6, 2, "avx2,fma")
-FM_VEC_UKR(fm_ukr_avx512_s, float, 16, 8, 2, "avx512f")
-FM_VEC_UKR(fm_ukr_avx512_d, double, 8, 8, 2, "avx512f")
+FM_VEC_UKR(fm_ukr_avx2_s, float, 8, 6, 2, "avx2,fma", _mm256_fmadd_ps)
+FM_VEC_UKR(fm_ukr_avx2_d, double, 4, 6, 2, "avx2,fma", _mm256_fmadd_pd)
+FM_VEC_UKR(fm_ukr_avx512_s, float, 16, 8, 2, "avx512f", _mm512_fmadd_ps)
+FM_VEC_UKR(fm_ukr_avx512_d, double, 8, 8, 2, "avx512f", _mm512_fmadd_pd)
 #endif
 
 typedef void (*fm_ukr_s)(ptrdiff_t, const float *, const float *, float *, ptrdiff_t, int);
@@ -207,8 +216,6 @@ static fm_kernel_d fm_kernel_for_d(int level)
    along j. For float on AVX2 it goes through 8 x 8 blocks transposed in
    registers; it returns 0 where it does not apply, and the generic loop runs. */
 #if FM_X86_SIMD
-#include <immintrin.h>
-
 __attribute__((target("avx2"))) static void fm_transpose8_s(const float *src, ptrdiff_t lds,
                                                             float *dst, ptrdiff_t ldd)
 {

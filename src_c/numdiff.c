@@ -53,11 +53,24 @@
 typedef double fm_vd __attribute__((vector_size(8 * FM_LANES)));
 #define FM_LANE(v, l) ((v)[l])
 #define FM_INLINE static inline __attribute__((always_inline))
+/* a * b + c rounded once, lane by lane, for the portable build (C99 fma(): one
+   instruction where the CPU has FMA, exact in software where it has not). */
+FM_INLINE fm_vd fm_vfma_lanes(fm_vd a, fm_vd b, fm_vd c)
+{
+    fm_vd r;
+    for (int l = 0; l < FM_LANES; l++)
+        r[l] = fma(a[l], b[l], c[l]);
+    return r;
+}
+/* x in every lane (x + (fm_vd){0} would be an addition: -0 + 0 is +0). */
+#define fm_splat(x) ((fm_vd){(x), (x), (x), (x)})
 #else
 #define FM_LANES 1
 typedef double fm_vd;
 #define FM_LANE(v, l) (v)
 #define FM_INLINE static inline
+#define fm_vfma_lanes fma
+#define fm_splat(x) (x)
 #endif
 
 /* The unperturbed point: what every perturbation of one sample starts from. */
@@ -185,121 +198,44 @@ static void unit_setup(const fm_point *p, const double *a, const double *W2, ptr
     u->fast = dmax <= FM_SMALL && da * wmax <= FM_SMALL;
 }
 
-/* g[i] = (L(z1_j + xs_i h) - L(z1_j - xs_i h)) / 2h for i < n: the central
-   differences of W1[i, j] (xs = x) or of b1_j (xs = {1}).
+/* The two series on vectors, by Horner's rule with the including level's FM_VFMA. */
+#define FM_VEXPM1_SMALL(x)                                                             \
+    ((x) * FM_VFMA((x), FM_VFMA((x), FM_VFMA((x), FM_VFMA((x), fm_splat(1.0 / 120),      \
+                                                           fm_splat(1.0 / 24)),          \
+                                             fm_splat(1.0 / 6)),                         \
+                               fm_splat(0.5)),                                           \
+                   fm_splat(1.0)))
+#define FM_VLOG_RATIO_SMALL(s, s2)                                                     \
+    (2.0 * (s) * FM_VFMA((s2), FM_VFMA((s2), FM_VFMA((s2), fm_splat(1.0 / 7),           \
+                                                     fm_splat(1.0 / 5)),                 \
+                                       fm_splat(1.0 / 3)),                               \
+                         fm_splat(1.0)))
 
-   FM_LANES inputs at a time: P+ and P- are the products over the outputs of
-   (1 + y_k (exp(c_k) - 1)) for the two changes c_k = da W2[j,k] of z2_k,
-   carried as P - 1 so that no digits are lost to the leading 1, and
-   L(+) - L(-) = log(P+ / P-) - (da+ - da-) tau. A lane whose ratio falls
-   outside the series' range is done again by unit_diff_exact. */
-FM_INLINE void
-unit_gradient_body(const fm_point *p, const fm_unit *u, const double *cy, const double *xs,
-                   ptrdiff_t n, double *g)
-{
-    const double h = p->h, inv2h = 0.5 / h;
-    const ptrdiff_t K = p->K;
-    if (!u->fast) {
-        for (ptrdiff_t i = 0; i < n; i++)
-            g[i] = unit_diff_exact(p, u, xs[i] * h) * inv2h;
-        return;
-    }
-    for (ptrdiff_t i = 0; i < n; i += FM_LANES) {
-        fm_vd x = {0.0};
-        const ptrdiff_t lanes = n - i < FM_LANES ? n - i : FM_LANES;
-        memcpy(&x, xs + i, (size_t)lanes * sizeof(double));
-        fm_vd dp = x * h, dm = -dp;
-        fm_vd ep = FM_EXPM1_SMALL(dp), em = FM_EXPM1_SMALL(dm);
-        fm_vd dap = u->q * ep / (1.0 + u->a * ep);
-        fm_vd dam = u->q * em / (1.0 + u->a * em);
-        fm_vd up = {0.0}, um = up;
-        for (ptrdiff_t k = 0; k < K; k++) {
-            const double *f = cy + k * FM_NCOEF;
-            fm_vd vp = dap * (f[0] + dap * (f[1] + dap * (f[2] + dap * (f[3] + dap * f[4]))));
-            fm_vd vm = dam * (f[0] + dam * (f[1] + dam * (f[2] + dam * (f[3] + dam * f[4]))));
-            up = up + vp + up * vp;   /* (1 + up)(1 + vp) - 1 */
-            um = um + vm + um * vm;
-        }
-        fm_vd s = (up - um) / (2.0 + up + um), s2 = s * s;
-        fm_vd r = (FM_LOG_RATIO_SMALL(s, s2) - (dap - dam) * u->tau) * inv2h;
-        int outside = 0;
-        for (int l = 0; l < FM_LANES; l++)
-            outside |= !(FM_LANE(s2, l) <= FM_SMALL_S * FM_SMALL_S);
-        if (!outside && lanes == FM_LANES) {
-            memcpy(g + i, &r, sizeof r);
-            continue;
-        }
-        for (ptrdiff_t l = 0; l < lanes; l++)
-            g[i + l] = FM_LANE(s2, l) <= FM_SMALL_S * FM_SMALL_S
-                           ? FM_LANE(r, l) : unit_diff_exact(p, u, xs[i + l] * h) * inv2h;
-    }
-}
+/* unit_gradient and step_dot2, once per instruction set, each with its own fused
+   multiply-add FM_VFMA, so that every level computes the same expression. */
+#define FM_ND_NAME(name) name##_generic
+#define FM_ND_ATTR
+#define FM_VFMA fm_vfma_lanes
+#include "numdiff_impl.h"
+#undef FM_ND_NAME
+#undef FM_ND_ATTR
+#undef FM_VFMA
 
-/* w -= lr g over n entries; *sx = x . w and *sy = y . w with the new w, summed in
-   FM_LANES interleaved partial sums (the same order on every thread). */
-FM_INLINE void
-step_dot2_body(double *w, const double *g, ptrdiff_t n, double lr, const double *x,
-               const double *y, double *sx, double *sy)
-{
-    fm_vd ax = {0.0}, ay = ax;
-    ptrdiff_t i = 0;
-    for (; i + FM_LANES <= n; i += FM_LANES) {
-        fm_vd wv, gv, xv, yv;
-        memcpy(&wv, w + i, sizeof wv);
-        memcpy(&gv, g + i, sizeof gv);
-        memcpy(&xv, x + i, sizeof xv);
-        memcpy(&yv, y + i, sizeof yv);
-        wv = wv - lr * gv;
-        memcpy(w + i, &wv, sizeof wv);
-        ax = ax + xv * wv;
-        ay = ay + yv * wv;
-    }
-    double tx = 0.0, ty = 0.0;
-    for (int l = 0; l < FM_LANES; l++) {
-        tx += FM_LANE(ax, l);
-        ty += FM_LANE(ay, l);
-    }
-    for (; i < n; i++) {
-        w[i] -= lr * g[i];
-        tx += x[i] * w[i];
-        ty += y[i] * w[i];
-    }
-    *sx = tx;
-    *sy = ty;
-}
+#if FM_ND_X86
+#include <immintrin.h>
+#define FM_ND_NAME(name) name##_avx2
+#define FM_ND_ATTR __attribute__((target("avx2,fma")))
+#define FM_VFMA(a, b, c) ((fm_vd)_mm256_fmadd_pd((a), (b), (c)))
+#include "numdiff_impl.h"
+#undef FM_ND_NAME
+#undef FM_ND_ATTR
+#undef FM_VFMA
+#endif
 
 typedef void (*fm_unit_gradient_fn)(const fm_point *, const fm_unit *, const double *,
                                     const double *, ptrdiff_t, double *);
 typedef void (*fm_step_dot2_fn)(double *, const double *, ptrdiff_t, double, const double *,
                                 const double *, double *, double *);
-
-static void unit_gradient_generic(const fm_point *p, const fm_unit *u, const double *cy,
-                                  const double *xs, ptrdiff_t n, double *g)
-{
-    unit_gradient_body(p, u, cy, xs, n, g);
-}
-
-static void step_dot2_generic(double *w, const double *g, ptrdiff_t n, double lr,
-                              const double *x, const double *y, double *sx, double *sy)
-{
-    step_dot2_body(w, g, n, lr, x, y, sx, sy);
-}
-
-#if FM_ND_X86
-__attribute__((target("avx2,fma"))) static void
-unit_gradient_avx2(const fm_point *p, const fm_unit *u, const double *cy, const double *xs,
-                   ptrdiff_t n, double *g)
-{
-    unit_gradient_body(p, u, cy, xs, n, g);
-}
-
-__attribute__((target("avx2,fma"))) static void
-step_dot2_avx2(double *w, const double *g, ptrdiff_t n, double lr, const double *x,
-               const double *y, double *sx, double *sy)
-{
-    step_dot2_body(w, g, n, lr, x, y, sx, sy);
-}
-#endif
 
 static void pick_kernels(fm_unit_gradient_fn *ug, fm_step_dot2_fn *sd)
 {

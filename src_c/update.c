@@ -18,11 +18,16 @@
 /* Below this many elements an update runs on one thread. */
 #define FM_UPDATE_PARALLEL_MIN 32768
 
-/* The update of elements [lo, hi), once per type and instruction set. The rule
-   is a loop-invariant switch, so each case's loop vectorizes on its own. out may
-   be p: element i is read before it is written and no other element is touched,
-   which is what `ivdep` promises the compiler. */
-#define FM_UPDATE_RANGE(NAME, T, SQRT, ATTR)                                           \
+/* The update of elements [lo, hi), once per type and instruction set. The
+   fused multiply-adds are written out (FMA): each level computes the same
+   expression, one instruction where the CPU has FMA and C99 fma() where it has
+   not, and the extension is compiled with -ffp-contract=off so that nothing else
+   is fused. (These are the products the compiler used to fuse on its own in the
+   AVX2 loop, so its results are bitwise as before; lr * d, used twice by
+   Nesterov, is rounded once.) The rule is a loop-invariant switch, so each
+   case's loop vectorizes on its own. out may be p: element i is read before it
+   is written and no other element is touched, which is what `ivdep` promises. */
+#define FM_UPDATE_RANGE(NAME, T, SQRT, FMA, ATTR)                                      \
     ATTR static void NAME(int rule, ptrdiff_t lo, ptrdiff_t hi, const T *p,            \
                           const T *restrict g, T *restrict s1, T *restrict s2,        \
                           T *out, const fm_hyper *h)                                   \
@@ -32,37 +37,37 @@
         const T c1 = (T)h->c1, c2 = (T)h->c2;                                          \
         switch (rule) {                                                                \
         case FM_SGD:                                                                   \
-            _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++)                                        \
-                out[i] = p[i] - lr * (g[i] + l2 * p[i]);                               \
+            _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++)                   \
+                out[i] = FMA(-lr, FMA(l2, p[i], g[i]), p[i]);                          \
             break;                                                                     \
         case FM_MOMENTUM:                                                              \
-            _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++) {                                      \
-                T v = mu * s1[i] - lr * (g[i] + l2 * p[i]);                            \
+            _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++) {                 \
+                T v = FMA(mu, s1[i], -(lr * FMA(l2, p[i], g[i])));                     \
                 s1[i] = v;                                                             \
                 out[i] = p[i] + v;                                                     \
             }                                                                          \
             break;                                                                     \
         case FM_NESTEROV:                                                              \
-            _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++) {                                      \
-                T d = g[i] + l2 * p[i];                                                \
-                T v = mu * s1[i] - lr * d;                                             \
+            _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++) {                 \
+                T step = lr * FMA(l2, p[i], g[i]);                                     \
+                T v = FMA(mu, s1[i], -step);                                           \
                 s1[i] = v;                                                             \
-                out[i] = p[i] + mu * v - lr * d;                                       \
+                out[i] = FMA(mu, v, p[i]) - step;                                      \
             }                                                                          \
             break;                                                                     \
         case FM_RMSPROP:                                                               \
-            _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++) {                                      \
-                T d = g[i] + l2 * p[i];                                                \
-                T s = rho * s1[i] + (1 - rho) * d * d;                                 \
+            _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++) {                 \
+                T d = FMA(l2, p[i], g[i]);                                             \
+                T s = FMA(rho, s1[i], (1 - rho) * d * d);                              \
                 s1[i] = s;                                                             \
                 out[i] = p[i] - lr * d / (SQRT(s) + eps);                              \
             }                                                                          \
             break;                                                                     \
         case FM_ADAM:                                                                  \
-            _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++) {                                      \
-                T d = g[i] + l2 * p[i];                                                \
-                T m = b1 * s1[i] + (1 - b1) * d;                                       \
-                T v = b2 * s2[i] + (1 - b2) * d * d;                                   \
+            _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++) {                 \
+                T d = FMA(l2, p[i], g[i]);                                             \
+                T m = FMA(b1, s1[i], (1 - b1) * d);                                    \
+                T v = FMA(b2, s2[i], (1 - b2) * d * d);                                \
                 s1[i] = m;                                                             \
                 s2[i] = v;                                                             \
                 out[i] = p[i] - lr * c1 * m / (SQRT(c2 * v) + eps);                    \
@@ -71,13 +76,12 @@
         }                                                                              \
     }
 
-FM_UPDATE_RANGE(fm_update_range_s, float, sqrtf, )
-FM_UPDATE_RANGE(fm_update_range_d, double, sqrt, )
+FM_UPDATE_RANGE(fm_update_range_s, float, sqrtf, fmaf, )
+FM_UPDATE_RANGE(fm_update_range_d, double, sqrt, fma, )
 #if FM_UPD_X86
-FM_UPDATE_RANGE(fm_update_range_avx2_s, float, sqrtf, __attribute__((target("avx2,fma"))))
-FM_UPDATE_RANGE(fm_update_range_avx2_d, double, sqrt, __attribute__((target("avx2,fma"))))
+FM_UPDATE_RANGE(fm_update_range_avx2_s, float, sqrtf, fmaf, __attribute__((target("avx2,fma"))))
+FM_UPDATE_RANGE(fm_update_range_avx2_d, double, sqrt, fma, __attribute__((target("avx2,fma"))))
 #endif
-
 typedef void (*fm_range_s)(int, ptrdiff_t, ptrdiff_t, const float *, const float *, float *,
                            float *, float *, const fm_hyper *);
 typedef void (*fm_range_d)(int, ptrdiff_t, ptrdiff_t, const double *, const double *,

@@ -5,7 +5,8 @@ import json
 import pytest
 from conftest import write_dataset
 
-from fastmlp import bench, cli
+from fastmlp import cli
+from fastmlp.tools import bench, machine
 
 
 def test_bench_runs_products_and_epochs(tmp_path, capsys):
@@ -38,7 +39,7 @@ def test_worker_limits_every_library_to_its_threads():
 
 
 def test_threads_option():
-    assert bench.parse_threads("all,1") == [bench.all_threads(), 1]
+    assert bench.parse_threads("all,1") == [machine.cores(), 1]
     with pytest.raises(ValueError, match="threads must be positive"):
         bench.parse_threads("0")
     with pytest.raises(ValueError, match="threads must be positive"):

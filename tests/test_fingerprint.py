@@ -1,0 +1,74 @@
+"""Pinned results: the same bits at every SIMD level, any thread count, on every machine.
+
+The data and the starting weights are made from integer formulas, exact in
+float32, so that nothing but fastmlp's own arithmetic decides the bits: no
+random generator and no platform's sin or exp.
+"""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+import fastmlp
+
+#: sha256 of the float32 weights after the run below, on any x86-64 CPU at any
+#: SIMD level and thread count (recorded on an AVX-512 machine, where the scalar,
+#: AVX2 and AVX-512 kernels all give it).
+FINGERPRINT = "2da04e54e44fe436ef1d21f2ab001967c3c41f5166c6b17cc618c489e2caad33"
+
+LAYERS = [256, 128, 64, 10]  # products large enough to be split between two threads
+
+
+def _grid(rows, cols, a, b, scale):
+    i, j = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    return ((i * a + j * b) % 1000 - 500).astype(np.float64) / scale
+
+
+def fixed_run(threads):
+    fastmlp.set_num_threads(threads)
+    model = fastmlp.MLP(LAYERS, ["relu", "tanh", "softmax"], backend="cpu", dtype="float32")
+    model.set_weights([_grid(a, b, 7919 + k, 104729 + k, 500.0 * np.sqrt(a)) if w == "W"
+                       else _grid(1, b, 31 + k, 17, 5000.0)[0]
+                       for k, (a, b) in enumerate(zip(LAYERS[:-1], LAYERS[1:]))
+                       for w in "Wb"])
+    x = (_grid(512, LAYERS[0], 613, 1009, 1.0) + 500) / 1000  # in [0, 1)
+    y = np.arange(512) * 7 % LAYERS[-1]
+    model.fit(x, y, epochs=2, batch_size=64, optimizer="adam", l2=1e-4, shuffle=False,
+              verbose=0)
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        assert w.dtype == np.float32
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_weights_fingerprint_at_every_level_and_thread_count(level, n_threads, threads):
+    assert fixed_run(n_threads) == FINGERPRINT
+
+
+def test_numerical_trainer_identical_at_every_level():
+    # The lecture's numerical-derivative trainer: its kernels, too, fuse the same
+    # products at every level (float64; the AVX2 path serves AVX-512 CPUs as well).
+    from fastmlp import _cpu
+
+    recipe = fastmlp.recipes.get("lecture")
+    x = (_grid(40, 784, 613, 1009, 1.0) + 500) / 1000 * 0.99 + 0.01
+    t = recipe.targets(np.arange(40) % 10, "float64")
+    before = _cpu.gemm_level()
+    results = []
+    try:
+        for name in fastmlp.threads.SIMD_LEVELS[:fastmlp.threads.SIMD_LEVELS.index(
+                _cpu.gemm_best_level()) + 1]:
+            _cpu.set_gemm_level(name)
+            model = recipe.build()
+            model.fit(x, t, **recipe.fit_args(trainer="numerical"), verbose=0)
+            results.append(model.get_weights())
+    finally:
+        _cpu.set_gemm_level(before)
+    if len(results) < 2:
+        pytest.skip("this CPU has only the portable kernels")
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
