@@ -43,7 +43,8 @@ def id_tables():
     """The id tables of fm_ids.h, by name in id order (checked against
     fastmlp.functions by a test)."""
     return {"activations": _names(FM_TABLE_ACTIVATIONS), "losses": _names(FM_TABLE_LOSSES),
-            "rules": _names(FM_TABLE_RULES), "simd_levels": _names(FM_TABLE_LEVELS)}
+            "rules": _names(FM_TABLE_RULES), "simd_levels": _names(FM_TABLE_LEVELS),
+            "hyper_parameters": hyper_parameter_names()}
 
 
 def simd_level():
@@ -297,13 +298,24 @@ def loss_grad(int loss, int act, const floating[:, ::1] z, floating[:, ::1] a,
 
 cdef extern from "update.h":
     ctypedef struct fm_hyper:
-        double lr, l2, mu, rho, eps, beta1, beta2, c1, c2
+        pass
+    int FM_N_HYPER
+    void fm_hyper_set(fm_hyper *h, const double *values, double l2) nogil
+    const char *fm_hyper_name(int i) nogil
     void fm_update_s(int rule, Py_ssize_t n, Py_ssize_t n_decayed, const float *p,
                      const float *g, float *s1, float *s2, float *out,
                      const fm_hyper *h) nogil
     void fm_update_d(int rule, Py_ssize_t n, Py_ssize_t n_decayed, const double *p,
                      const double *g, double *s1, double *s2, double *out,
                      const fm_hyper *h) nogil
+
+
+def hyper_parameter_names():
+    """The hyper-parameters an update takes, in order (update.h)."""
+    names = []
+    while fm_hyper_name(len(names)) != NULL:
+        names.append(fm_hyper_name(len(names)).decode("ascii"))
+    return tuple(names)
 
 
 def update(int rule, floating[::1] p, const floating[::1] g, s1, s2, hyper, double l2,
@@ -316,10 +328,14 @@ def update(int rule, floating[::1] p, const floating[::1] g, s1, s2, hyper, doub
     cdef floating[::1] v1, v2
     cdef floating *q1 = NULL
     cdef floating *q2 = NULL
-    cdef Py_ssize_t n = p.shape[0]
+    cdef Py_ssize_t n = p.shape[0], i
+    cdef double values[16]
     cdef fm_hyper h
-    h.lr, h.mu, h.rho, h.eps, h.beta1, h.beta2, h.c1, h.c2 = hyper
-    h.l2 = l2
+    if len(hyper) != FM_N_HYPER or FM_N_HYPER > 16:
+        raise ValueError(f"update takes {FM_N_HYPER} hyper-parameters, got {len(hyper)}")
+    for i in range(FM_N_HYPER):
+        values[i] = hyper[i]
+    fm_hyper_set(&h, values, l2)
     if n == 0:
         return
     if s1 is not None:

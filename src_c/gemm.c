@@ -140,8 +140,9 @@ FM_SCALAR_UKR(fm_ukr_scalar_d, double, fma)
 /* SIMD microkernels in vector extensions: NV vectors of VW lanes per row and MR
    rows of accumulators stay in registers; the target attribute picks the
    instruction set, so the file builds without -mavx2 and each kernel runs only
-   where the CPU has it. VFMA is the instruction set's fused multiply-add. */
-#define FM_VEC_UKR(NAME, T, VW, MR, NV, TARGET, VFMA)                                  \
+   where the CPU has it. VFMA is the instruction set's fused multiply-add and SET1
+   its broadcast (a scalar added to a zero vector would be one more addition). */
+#define FM_VEC_UKR(NAME, T, VW, MR, NV, TARGET, VFMA, SET1)                            \
     __attribute__((target(TARGET))) static void NAME(                                  \
         ptrdiff_t kc, const T *restrict a, const T *restrict b, T *restrict c,         \
         ptrdiff_t ldc, int accumulate)                                                 \
@@ -158,7 +159,7 @@ FM_SCALAR_UKR(fm_ukr_scalar_d, double, fma)
             _Pragma("GCC unroll 4") for (int v = 0; v < (NV); v++)                     \
                 bv[v] = *(const vec *)(b + v * (VW));                                  \
             _Pragma("GCC unroll 16") for (int i = 0; i < (MR); i++) {                  \
-                vec ai = (vec){0} + a[i];                                              \
+                vec ai = (vec)SET1(a[i]);                                              \
                 _Pragma("GCC unroll 4") for (int v = 0; v < (NV); v++)                 \
                     acc[i][v] = (vec)VFMA(ai, bv[v], acc[i][v]);                       \
             }                                                                          \
@@ -175,10 +176,10 @@ FM_SCALAR_UKR(fm_ukr_scalar_d, double, fma)
             }                                                                          \
     }
 
-FM_VEC_UKR(fm_ukr_avx2_s, float, 8, 6, 2, "avx2,fma", _mm256_fmadd_ps)
-FM_VEC_UKR(fm_ukr_avx2_d, double, 4, 6, 2, "avx2,fma", _mm256_fmadd_pd)
-FM_VEC_UKR(fm_ukr_avx512_s, float, 16, 8, 2, "avx512f", _mm512_fmadd_ps)
-FM_VEC_UKR(fm_ukr_avx512_d, double, 8, 8, 2, "avx512f", _mm512_fmadd_pd)
+FM_VEC_UKR(fm_ukr_avx2_s, float, 8, 6, 2, "avx2,fma", _mm256_fmadd_ps, _mm256_set1_ps)
+FM_VEC_UKR(fm_ukr_avx2_d, double, 4, 6, 2, "avx2,fma", _mm256_fmadd_pd, _mm256_set1_pd)
+FM_VEC_UKR(fm_ukr_avx512_s, float, 16, 8, 2, "avx512f", _mm512_fmadd_ps, _mm512_set1_ps)
+FM_VEC_UKR(fm_ukr_avx512_d, double, 8, 8, 2, "avx512f", _mm512_fmadd_pd, _mm512_set1_pd)
 #endif
 
 typedef void (*fm_ukr_s)(ptrdiff_t, const float *, const float *, float *, ptrdiff_t, int);

@@ -69,57 +69,48 @@ static void FM_FN(fm_pack_b)(int trans, const T *B, ptrdiff_t ldb, ptrdiff_t p0,
     }
 }
 
-/* The epilogue on the m x n tile of C whose top-left element is (i0, j0). */
+#define FM_ONE 1
+#include "act_impl.h"
+#undef FM_ONE
+
+/* The epilogue on the m x n tile of C whose top-left element is (i0, j0): one
+   loop per activation (the case list of fm_ids.h), in which fm_act folds to the
+   activation's own expression and vectorizes. */
+#define FM_EPI_BIAS_ACT_CASE(id, name)                                                 \
+    case id:                                                                           \
+        for (ptrdiff_t i = 0; i < m; i++) {                                            \
+            T *c = C + (i0 + i) * ldc + j0;                                            \
+            for (ptrdiff_t j = 0; j < n; j++)                                          \
+                c[j] = FM_FN(fm_act)(id, c[j] + bias[j]);                              \
+        }                                                                              \
+        break;
+#define FM_EPI_MUL_DACT_CASE(id, name)                                                 \
+    case id:                                                                           \
+        for (ptrdiff_t i = 0; i < m; i++) {                                            \
+            T *c = C + (i0 + i) * ldc + j0;                                            \
+            const T *a = (const T *)ep->act_out + (i0 + i) * ep->ldo + j0;             \
+            for (ptrdiff_t j = 0; j < n; j++)                                          \
+                c[j] = FM_FN(fm_act_grad)(id, a[j], c[j]);                             \
+        }                                                                              \
+        break;
+
 static void FM_FN(fm_epilogue_tile)(const fm_epilogue *ep, T *C, ptrdiff_t ldc,
                                     ptrdiff_t i0, ptrdiff_t j0, ptrdiff_t m, ptrdiff_t n)
 {
     if (ep->kind == FM_EPI_BIAS_ACT) {
         const T *bias = (const T *)ep->bias + j0;
-        for (ptrdiff_t i = 0; i < m; i++) {
-            T *c = C + (i0 + i) * ldc + j0;
-            switch (ep->act) {
-            case FM_RELU:
-                for (ptrdiff_t j = 0; j < n; j++) {
-                    T z = c[j] + bias[j];
-                    c[j] = z > 0 ? z : 0;
-                }
-                break;
-            case FM_SIGMOID:
-                for (ptrdiff_t j = 0; j < n; j++)
-                    c[j] = FM_SIGMOID_FN(c[j] + bias[j]);
-                break;
-            case FM_TANH:
-                for (ptrdiff_t j = 0; j < n; j++)
-                    c[j] = FM_TANH_FN(c[j] + bias[j]);
-                break;
-            default:
-                for (ptrdiff_t j = 0; j < n; j++)
-                    c[j] += bias[j];
-            }
+        switch (ep->act) {
+            FM_ACTIVATION_LIST(FM_EPI_BIAS_ACT_CASE)
         }
-    } else if (ep->kind == FM_EPI_MUL_DACT) {
-        for (ptrdiff_t i = 0; i < m; i++) {
-            T *c = C + (i0 + i) * ldc + j0;
-            const T *a = (const T *)ep->act_out + (i0 + i) * ep->ldo + j0;
-            switch (ep->act) {
-            case FM_RELU:
-                for (ptrdiff_t j = 0; j < n; j++)
-                    c[j] = a[j] > 0 ? c[j] : 0;
-                break;
-            case FM_SIGMOID:
-                for (ptrdiff_t j = 0; j < n; j++)
-                    c[j] = c[j] * a[j] * (1 - a[j]);
-                break;
-            case FM_TANH:
-                for (ptrdiff_t j = 0; j < n; j++)
-                    c[j] = c[j] * (1 - a[j] * a[j]);
-                break;
-            default:
-                break;
-            }
+    } else if (ep->kind == FM_EPI_MUL_DACT && ep->act != FM_LINEAR) {
+        switch (ep->act) {
+            FM_ACTIVATION_LIST(FM_EPI_MUL_DACT_CASE)
         }
     }
 }
+
+#undef FM_EPI_BIAS_ACT_CASE
+#undef FM_EPI_MUL_DACT_CASE
 
 /* One thread's share: rows [i0, i1) and columns [j0, j1) of C. */
 static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int ta, int tb,

@@ -1,5 +1,5 @@
 /* The type-generic part of rows.c, included once per type with T, SUF,
-   FM_SIGMOID_FN and FM_SOFTPLUS_FN defined. Not a public header. Literals are
+   FM_SIGMOID_FN, FM_TANH_FN and FM_SOFTPLUS_FN defined. Not a public header. Literals are
    written as 1.0 where the kernels have always computed in double before
    rounding to T. */
 
@@ -16,23 +16,14 @@ static T FM_FN(fm_row_max)(const T *z, ptrdiff_t M)
     return mx;
 }
 
+#define FM_ONE 1.0
+#include "act_impl.h"
+#undef FM_ONE
+
 static void FM_FN(fm_activate_row)(int act, const T *z, T *a, ptrdiff_t M)
 {
     T mx, s;
-    switch (act) {
-    case FM_RELU:
-        for (ptrdiff_t j = 0; j < M; j++)
-            a[j] = z[j] > 0 ? z[j] : 0;
-        break;
-    case FM_SIGMOID:
-        for (ptrdiff_t j = 0; j < M; j++)
-            a[j] = FM_SIGMOID_FN(z[j]);
-        break;
-    case FM_TANH:
-        for (ptrdiff_t j = 0; j < M; j++)
-            a[j] = (T)tanh(z[j]);
-        break;
-    case FM_SOFTMAX:
+    if (act == FM_SOFTMAX) {
         mx = FM_FN(fm_row_max)(z, M);
         s = 0;
         for (ptrdiff_t j = 0; j < M; j++) {
@@ -42,40 +33,25 @@ static void FM_FN(fm_activate_row)(int act, const T *z, T *a, ptrdiff_t M)
         s = 1.0 / s;
         for (ptrdiff_t j = 0; j < M; j++)
             a[j] = a[j] * s;
-        break;
-    default:
-        if (a != z)
-            for (ptrdiff_t j = 0; j < M; j++)
-                a[j] = z[j];
+    } else if (act != FM_LINEAR || a != z) {
+        for (ptrdiff_t j = 0; j < M; j++)
+            a[j] = FM_FN(fm_act)(act, z[j]);
     }
 }
 
 static void FM_FN(fm_activation_grad_row)(int act, const T *a, T *g, ptrdiff_t M)
 {
     T s;
-    switch (act) {
-    case FM_RELU:
-        for (ptrdiff_t j = 0; j < M; j++)
-            if (a[j] <= 0)
-                g[j] = 0;
-        break;
-    case FM_SIGMOID:
-        for (ptrdiff_t j = 0; j < M; j++)
-            g[j] = g[j] * a[j] * (1.0 - a[j]);
-        break;
-    case FM_TANH:
-        for (ptrdiff_t j = 0; j < M; j++)
-            g[j] = g[j] * (1.0 - a[j] * a[j]);
-        break;
-    case FM_SOFTMAX:
+    if (act == FM_SOFTMAX) {
+        /* Jacobian-vector product of softmax: a * (g - <g, a>). */
         s = 0;
         for (ptrdiff_t j = 0; j < M; j++)
             s = s + g[j] * a[j];
         for (ptrdiff_t j = 0; j < M; j++)
             g[j] = a[j] * (g[j] - s);
-        break;
-    default:
-        break;
+    } else if (act != FM_LINEAR) {
+        for (ptrdiff_t j = 0; j < M; j++)
+            g[j] = FM_FN(fm_act_grad)(act, a[j], g[j]);
     }
 }
 

@@ -82,6 +82,23 @@ FM_UPDATE_RANGE(fm_update_range_d, double, sqrt, fma, )
 FM_UPDATE_RANGE(fm_update_range_avx2_s, float, sqrtf, fmaf, __attribute__((target("avx2,fma"))))
 FM_UPDATE_RANGE(fm_update_range_avx2_d, double, sqrt, fma, __attribute__((target("avx2,fma"))))
 #endif
+void fm_hyper_set(fm_hyper *h, const double *values, double l2)
+{
+    int i = 0;
+#define FM_HYPER_SET_(name) h->name = values[i++];
+    FM_HYPER_LIST(FM_HYPER_SET_)
+#undef FM_HYPER_SET_
+    h->l2 = l2;
+}
+
+const char *fm_hyper_name(int i)
+{
+#define FM_HYPER_NAME_(name) #name,
+    static const char *const names[] = {FM_HYPER_LIST(FM_HYPER_NAME_)};
+#undef FM_HYPER_NAME_
+    return i >= 0 && i < FM_N_HYPER ? names[i] : NULL;
+}
+
 typedef void (*fm_range_s)(int, ptrdiff_t, ptrdiff_t, const float *, const float *, float *,
                            float *, float *, const fm_hyper *);
 typedef void (*fm_range_d)(int, ptrdiff_t, ptrdiff_t, const double *, const double *,

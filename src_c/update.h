@@ -14,13 +14,26 @@
 
 #include "fm_ids.h"
 
+/* The rules' hyper-parameters, in the order fastmlp.functions.HYPER_PARAMETERS
+   lists them (a test checks the two): each rule reads those it uses. c1 and c2
+   are Adam's bias corrections 1/(1 - beta^t). */
+#define FM_HYPER_LIST(X) X(lr) X(mu) X(rho) X(eps) X(beta1) X(beta2) X(c1) X(c2)
+
+#define FM_HYPER_FIELD_(name) double name;
+#define FM_HYPER_COUNT_(name) +1
 typedef struct {
-    double lr, l2;
-    double mu;             /* momentum, nesterov */
-    double rho, eps;       /* rmsprop (eps also adam) */
-    double beta1, beta2;   /* adam */
-    double c1, c2;         /* adam bias corrections 1/(1 - beta^t) */
+    FM_HYPER_LIST(FM_HYPER_FIELD_)
+    double l2;
 } fm_hyper;
+enum { FM_N_HYPER = 0 FM_HYPER_LIST(FM_HYPER_COUNT_) };
+#undef FM_HYPER_FIELD_
+#undef FM_HYPER_COUNT_
+
+/* h from the FM_N_HYPER values in list order, and l2. */
+void fm_hyper_set(fm_hyper *h, const double *values, double l2);
+
+/* The name of hyper-parameter i of the list, or NULL past its end. */
+const char *fm_hyper_name(int i);
 
 /* rule is an FM_RULE_LIST id of fm_ids.h. s1 and s2 are the state arrays
    (velocity; mean square; first and second moments), NULL where the rule has

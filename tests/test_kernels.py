@@ -163,7 +163,8 @@ def test_id_tables_match_the_compiled_header():
 
     assert _cpu.id_tables() == {"activations": functions.ACTIVATIONS,
                                 "losses": functions.LOSSES, "rules": functions.RULES,
-                                "simd_levels": functions.SIMD_LEVELS}
+                                "simd_levels": functions.SIMD_LEVELS,
+                                "hyper_parameters": functions.HYPER_PARAMETERS}
     for name, cls in fastmlp.optim.OPTIMIZERS.items():
         assert functions.RULES[cls.rule] == name
 

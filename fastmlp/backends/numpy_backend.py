@@ -13,6 +13,7 @@ from ..functions import (
     ADAM,
     BINARY_CROSS_ENTROPY,
     CROSS_ENTROPY,
+    HYPER_PARAMETERS,
     LINEAR,
     MOMENTUM,
     NESTEROV,
@@ -140,20 +141,20 @@ def _l2(p, g, l2):
 
 
 # The rules, in place on p (a copy of the parameters when the caller wants them
-# kept); h holds fastmlp.functions.HYPER_PARAMETERS in order.
+# kept); h maps the names of fastmlp.functions.HYPER_PARAMETERS to their values.
 def _sgd(p, g, s1, s2, h, l2):
-    p -= h[0] * _l2(p, g, l2)
+    p -= h["lr"] * _l2(p, g, l2)
 
 
 def _momentum(p, g, v, s2, h, l2):
-    lr, mu = h[:2]
+    lr, mu = h["lr"], h["mu"]
     v *= mu
     v -= lr * _l2(p, g, l2)
     p += v
 
 
 def _nesterov(p, g, v, s2, h, l2):
-    lr, mu = h[:2]
+    lr, mu = h["lr"], h["mu"]
     d = _l2(p, g, l2)
     v *= mu
     v -= lr * d
@@ -161,7 +162,7 @@ def _nesterov(p, g, v, s2, h, l2):
 
 
 def _rmsprop(p, g, s, s2, h, l2):
-    lr, _, rho, eps = h[:4]
+    lr, rho, eps = h["lr"], h["rho"], h["eps"]
     d = _l2(p, g, l2)
     s *= rho
     s += (1 - rho) * d * d
@@ -169,7 +170,7 @@ def _rmsprop(p, g, s, s2, h, l2):
 
 
 def _adam(p, g, m, v, h, l2):
-    lr, _, _, eps, beta1, beta2, c1, c2 = h
+    lr, eps, beta1, beta2, c1, c2 = (h[k] for k in ("lr", "eps", "beta1", "beta2", "c1", "c2"))
     d = _l2(p, g, l2)
     m *= beta1
     m += (1 - beta1) * d
@@ -188,10 +189,10 @@ def update(rule, p, g, s1, s2, hyper, l2, n_decayed, out=None, check=None):
     if out is not None:
         np.copyto(out, p)
         p = out
-    fn = _RULES[rule]
+    fn, named = _RULES[rule], dict(zip(HYPER_PARAMETERS, hyper))
     # The decayed entries (the weights) first, then the biases without L2.
     for lo, hi, decay in ((0, n_decayed, l2), (n_decayed, p.size, 0.0)):
         if hi > lo:
             cut = slice(lo, hi)
             fn(p[cut], g[cut], None if s1 is None else s1[cut],
-               None if s2 is None else s2[cut], hyper, decay)
+               None if s2 is None else s2[cut], named, decay)
