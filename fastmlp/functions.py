@@ -9,19 +9,21 @@ from __future__ import annotations
 
 from ._util import choose
 
-ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")
+ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu")
 LOSSES = ("cross_entropy", "binary_cross_entropy", "mse")
 #: Optimizer update rules; each ``fastmlp.optim.Optimizer`` class names its own.
-RULES = ("sgd", "momentum", "nesterov", "rmsprop", "adam")
+RULES = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 #: Instruction-set levels of the cpu backend's SIMD kernels, lowest first.
 SIMD_LEVELS = ("scalar", "avx2", "avx512")
 #: The order of the hyper-parameters an update kernel takes (``fm_hyper`` in
 #: ``src_c/update.h``); a rule reads only those it uses.
-HYPER_PARAMETERS = ("lr", "mu", "rho", "eps", "beta1", "beta2", "c1", "c2")
+HYPER_PARAMETERS = ("lr", "mu", "rho", "eps", "beta1", "beta2", "c1", "c2", "wd")
+#: leaky_relu(z) = z for z > 0, else this times z (PyTorch's default slope).
+LEAKY_RELU_SLOPE = 0.01
 
-LINEAR, RELU, SIGMOID, TANH, SOFTMAX = range(len(ACTIVATIONS))
+LINEAR, RELU, SIGMOID, TANH, SOFTMAX, LEAKY_RELU = range(len(ACTIVATIONS))
 CROSS_ENTROPY, BINARY_CROSS_ENTROPY, MSE = range(len(LOSSES))
-SGD, MOMENTUM, NESTEROV, RMSPROP, ADAM = range(len(RULES))
+SGD, MOMENTUM, NESTEROV, RMSPROP, ADAM, ADAMW = range(len(RULES))
 
 #: Output activations each loss accepts. Cross-entropies need outputs in (0, 1).
 LOSS_OUTPUTS = {

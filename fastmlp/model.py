@@ -29,7 +29,8 @@ class MLP:
     layers : sequence of int
         Units per layer, inputs first: ``[784, 512, 10]``.
     activations : sequence of str
-        One per weight layer: ``linear``, ``relu``, ``sigmoid``, ``tanh``, ``softmax``.
+        One per weight layer: ``linear``, ``relu``, ``leaky_relu`` (slope 0.01 below
+        0), ``sigmoid``, ``tanh``, ``softmax``.
     loss : str
         ``cross_entropy`` (softmax or sigmoid output), ``binary_cross_entropy``
         (summed over the outputs; sigmoid or softmax output) or ``mse`` (mean over
@@ -209,12 +210,12 @@ class MLP:
             Samples per step (default 128); the last step of an epoch takes what
             is left. The numerical trainer steps one sample at a time.
         optimizer : str or fastmlp.optim.Optimizer, optional
-            ``sgd``, ``momentum``, ``nesterov``, ``rmsprop`` (the default) or
-            ``adam``, or an optimizer object carrying its own hyper-parameters.
+            ``sgd``, ``momentum``, ``nesterov``, ``rmsprop`` (the default), ``adam``
+            or ``adamw``, or an optimizer object carrying its own hyper-parameters.
             The numerical trainer takes plain ``sgd`` only (its default).
         lr : float, optional
             Learning rate with an optimizer name; default that optimizer's
-            (1e-3 for rmsprop and adam, 1e-2 for the others).
+            (1e-3 for rmsprop, adam and adamw, 1e-2 for the others).
         l2 : float
             L2 penalty ``l2 / 2 * ||W||^2`` on the weights (not the biases).
         validation_split : float in [0, 1)

@@ -180,7 +180,23 @@ class Adam(Optimizer):
                 "c1": 1.0 / (1.0 - self.beta1**step), "c2": 1.0 / (1.0 - self.beta2**step)}
 
 
-OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, Nesterov, RMSprop, Adam)}
+class AdamW(Adam):
+    """Adam with decoupled weight decay, as PyTorch's ``torch.optim.AdamW``: each step
+    first shrinks the weights (not the biases) by ``1 - lr * weight_decay``, then
+    takes Adam's step. The defaults are PyTorch's (``eps`` 1e-8)."""
+
+    name = "adamw"
+    rule = functions.ADAMW
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
+        super().__init__(lr, beta1, beta2, eps)
+        self.weight_decay = real("weight_decay", weight_decay, low=0)
+
+    def hyper_parameters(self, step):
+        return {**super().hyper_parameters(step), "wd": self.weight_decay}
+
+
+OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, Nesterov, RMSprop, Adam, AdamW)}
 
 
 def get(optimizer, lr=None, **kwargs) -> Optimizer:

@@ -5,12 +5,17 @@
    fm_math.h explains. Softmax is not elementwise: the row kernels do it. Not a
    public header. */
 
+/* The slope of leaky_relu below 0 (fastmlp.functions.LEAKY_RELU_SLOPE). */
+#define FM_LEAKY_RELU_SLOPE 0.01
+
 /* act(z). */
 static inline T FM_FN(fm_act)(int act, T z)
 {
     switch (act) {
     case FM_RELU:
         return z > 0 ? z : 0;
+    case FM_LEAKY_RELU:
+        return z > 0 ? z : (T)FM_LEAKY_RELU_SLOPE * z;
     case FM_SIGMOID:
         return FM_SIGMOID_FN(z);
     case FM_TANH:
@@ -26,6 +31,8 @@ static inline T FM_FN(fm_act_grad)(int act, T a, T g)
     switch (act) {
     case FM_RELU:
         return a > 0 ? g : 0;
+    case FM_LEAKY_RELU:
+        return a > 0 ? g : (T)FM_LEAKY_RELU_SLOPE * g;
     case FM_SIGMOID:
         return g * a * (FM_ONE - a);
     case FM_TANH:

@@ -12,7 +12,8 @@
     X(FM_RELU, "relu")                                                                 \
     X(FM_SIGMOID, "sigmoid")                                                           \
     X(FM_TANH, "tanh")                                                                 \
-    X(FM_SOFTMAX, "softmax")
+    X(FM_SOFTMAX, "softmax")                                                           \
+    X(FM_LEAKY_RELU, "leaky_relu")
 
 #define FM_LOSS_LIST(X)                                                                \
     X(FM_CROSS_ENTROPY, "cross_entropy")                                               \
@@ -25,7 +26,8 @@
     X(FM_MOMENTUM, "momentum")                                                         \
     X(FM_NESTEROV, "nesterov")                                                         \
     X(FM_RMSPROP, "rmsprop")                                                           \
-    X(FM_ADAM, "adam")
+    X(FM_ADAM, "adam")                                                                 \
+    X(FM_ADAMW, "adamw")
 
 /* Instruction-set levels of the SIMD kernels, lowest first. */
 #define FM_LEVEL_LIST(X)                                                               \

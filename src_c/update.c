@@ -34,7 +34,7 @@
     {                                                                                  \
         const T lr = (T)h->lr, l2 = (T)h->l2, mu = (T)h->mu, rho = (T)h->rho;          \
         const T eps = (T)h->eps, b1 = (T)h->beta1, b2 = (T)h->beta2;                   \
-        const T c1 = (T)h->c1, c2 = (T)h->c2;                                          \
+        const T c1 = (T)h->c1, c2 = (T)h->c2, keep = (T)(1 - h->lr * h->wd);           \
         switch (rule) {                                                                \
         case FM_SGD:                                                                   \
             _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++)                   \
@@ -71,6 +71,16 @@
                 s1[i] = m;                                                             \
                 s2[i] = v;                                                             \
                 out[i] = p[i] - lr * c1 * m / (SQRT(c2 * v) + eps);                    \
+            }                                                                          \
+            break;                                                                     \
+        case FM_ADAMW: /* the weights shrink by keep, then Adam's step */              \
+            _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++) {                 \
+                T d = FMA(l2, p[i], g[i]);                                             \
+                T m = FMA(b1, s1[i], (1 - b1) * d);                                    \
+                T v = FMA(b2, s2[i], (1 - b2) * d * d);                                \
+                s1[i] = m;                                                             \
+                s2[i] = v;                                                             \
+                out[i] = p[i] * keep - lr * c1 * m / (SQRT(c2 * v) + eps);             \
             }                                                                          \
             break;                                                                     \
         }                                                                              \
@@ -134,7 +144,7 @@ typedef void (*fm_range_d)(int, ptrdiff_t, ptrdiff_t, const double *, const doub
     do {                                                                               \
         fm_hyper plain_ = *h;                                                          \
         ptrdiff_t d_ = n_decayed, r_ = n - n_decayed;                                  \
-        plain_.l2 = 0;                                                                 \
+        plain_.l2 = plain_.wd = 0;                                                     \
         FM_PARALLEL_RANGES(d_, f(rule, lo, hi, p, g, s1, s2, out, h));                 \
         FM_PARALLEL_RANGES(r_, f(rule, lo, hi, p + d_, g + d_, s1 ? s1 + d_ : NULL,    \
                                  s2 ? s2 + d_ : NULL, out + d_, &plain_));             \

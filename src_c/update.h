@@ -16,8 +16,8 @@
 
 /* The rules' hyper-parameters, in the order fastmlp.functions.HYPER_PARAMETERS
    lists them (a test checks the two): each rule reads those it uses. c1 and c2
-   are Adam's bias corrections 1/(1 - beta^t). */
-#define FM_HYPER_LIST(X) X(lr) X(mu) X(rho) X(eps) X(beta1) X(beta2) X(c1) X(c2)
+   are Adam's bias corrections 1/(1 - beta^t), wd AdamW's decoupled weight decay. */
+#define FM_HYPER_LIST(X) X(lr) X(mu) X(rho) X(eps) X(beta1) X(beta2) X(c1) X(c2) X(wd)
 
 #define FM_HYPER_FIELD_(name) double name;
 #define FM_HYPER_COUNT_(name) +1

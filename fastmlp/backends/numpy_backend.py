@@ -11,9 +11,12 @@ import numpy as np
 
 from ..functions import (
     ADAM,
+    ADAMW,
     BINARY_CROSS_ENTROPY,
     CROSS_ENTROPY,
     HYPER_PARAMETERS,
+    LEAKY_RELU,
+    LEAKY_RELU_SLOPE,
     LINEAR,
     MOMENTUM,
     NESTEROV,
@@ -78,6 +81,8 @@ def _logsumexp(z):
 def activation_forward(act, z, a):
     if act == RELU:
         np.maximum(z, 0, out=a)
+    elif act == LEAKY_RELU:
+        a[...] = np.where(z > 0, z, LEAKY_RELU_SLOPE * z)
     elif act == SIGMOID:
         a[...] = _sigmoid(z)
     elif act == TANH:
@@ -92,6 +97,8 @@ def activation_forward(act, z, a):
 def activation_backward(act, a, g):
     if act == RELU:
         g[a <= 0] = 0
+    elif act == LEAKY_RELU:
+        g[a <= 0] *= LEAKY_RELU_SLOPE
     elif act == SIGMOID:
         g *= a * (1 - a)
     elif act == TANH:
@@ -169,18 +176,33 @@ def _rmsprop(p, g, s, s2, h, l2):
     p -= lr * d / (np.sqrt(s) + eps)
 
 
-def _adam(p, g, m, v, h, l2):
-    lr, eps, beta1, beta2, c1, c2 = (h[k] for k in ("lr", "eps", "beta1", "beta2", "c1", "c2"))
+def _adam_moments(p, g, m, v, h, l2):
     d = _l2(p, g, l2)
-    m *= beta1
-    m += (1 - beta1) * d
-    v *= beta2
-    v += (1 - beta2) * d * d
-    p -= lr * c1 * m / (np.sqrt(c2 * v) + eps)
+    m *= h["beta1"]
+    m += (1 - h["beta1"]) * d
+    v *= h["beta2"]
+    v += (1 - h["beta2"]) * d * d
+
+
+def _adam_step(p, m, v, h):
+    p -= h["lr"] * h["c1"] * m / (np.sqrt(h["c2"] * v) + h["eps"])
+
+
+def _adam(p, g, m, v, h, l2):
+    _adam_moments(p, g, m, v, h, l2)
+    _adam_step(p, m, v, h)
+
+
+def _adamw(p, g, m, v, h, l2):
+    # The moments from the gradient at the weights as they were; then the weights
+    # shrink by 1 - lr wd (decoupled weight decay) before Adam's step.
+    _adam_moments(p, g, m, v, h, l2)
+    p *= 1 - h["lr"] * h["wd"]
+    _adam_step(p, m, v, h)
 
 
 _RULES = {SGD: _sgd, MOMENTUM: _momentum, NESTEROV: _nesterov, RMSPROP: _rmsprop,
-          ADAM: _adam}
+          ADAM: _adam, ADAMW: _adamw}
 
 
 def update(rule, p, g, s1, s2, hyper, l2, n_decayed, out=None, check=None):
@@ -190,9 +212,10 @@ def update(rule, p, g, s1, s2, hyper, l2, n_decayed, out=None, check=None):
         np.copyto(out, p)
         p = out
     fn, named = _RULES[rule], dict(zip(HYPER_PARAMETERS, hyper))
-    # The decayed entries (the weights) first, then the biases without L2.
-    for lo, hi, decay in ((0, n_decayed, l2), (n_decayed, p.size, 0.0)):
+    # The decayed entries (the weights) first, then the biases without L2 or decay.
+    for lo, hi, decayed in ((0, n_decayed, True), (n_decayed, p.size, False)):
         if hi > lo:
             cut = slice(lo, hi)
             fn(p[cut], g[cut], None if s1 is None else s1[cut],
-               None if s2 is None else s2[cut], named, decay)
+               None if s2 is None else s2[cut], named if decayed else {**named, "wd": 0.0},
+               l2 if decayed else 0.0)

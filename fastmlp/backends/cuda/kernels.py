@@ -38,8 +38,11 @@ from numba import cuda, float32, float64
 
 from ...functions import (  # the kernel ids, from the one table
     ADAM,
+    ADAMW,
     BINARY_CROSS_ENTROPY,
     CROSS_ENTROPY,
+    LEAKY_RELU,
+    LEAKY_RELU_SLOPE,
     LINEAR,
     MOMENTUM,
     NESTEROV,
@@ -67,6 +70,7 @@ def _scalars(dtype):
 def elementwise(dtype):
     """Device functions of one element: activation and its derivative."""
     zero, one, _ = _scalars(dtype)
+    slope = np.dtype(dtype).type(LEAKY_RELU_SLOPE)
 
     @cuda.jit(device=True, inline=True)
     def sigmoid(z):
@@ -79,6 +83,8 @@ def elementwise(dtype):
     def act_value(act, z):
         if act == RELU:
             return z if z > zero else zero
+        if act == LEAKY_RELU:
+            return z if z > zero else slope * z
         if act == SIGMOID:
             return sigmoid(z)
         if act == TANH:
@@ -90,6 +96,8 @@ def elementwise(dtype):
         """``g`` times the activation's derivative, given the activation ``a``."""
         if act == RELU:
             return g if a > zero else zero
+        if act == LEAKY_RELU:
+            return g if a > zero else slope * g
         if act == SIGMOID:
             return g * a * (one - a)
         if act == TANH:
@@ -362,19 +370,19 @@ def update(dtype, rule):
     """One optimizer rule's step over the flat parameters; launch over ``p.size`` threads.
 
     Arguments ``(p, g, s1, s2, out, n_decayed, l2, lr, mu, rho, eps, beta1, beta2,
-    c1, c2, acc, s, flag, check)``: the new parameters go to ``out`` (which may be
-    ``p``), the state ``s1``, ``s2`` is updated in place, and L2 applies to
-    ``p[:n_decayed]``. The hyper-parameters are those of
+    c1, c2, wd, acc, s, flag, check)``: the new parameters go to ``out`` (which may
+    be ``p``), the state ``s1``, ``s2`` is updated in place, and L2 (and AdamW's
+    decay) applies to ``p[:n_decayed]``. The hyper-parameters are those of
     ``fastmlp.functions.HYPER_PARAMETERS`` (``c1``, ``c2``: Adam's bias
-    corrections). With ``check``, the step first reads its loss sum
-    ``acc[s, 0]``: if it is not finite, or ``flag[0]`` is already set, nothing is
-    written, and ``flag[0]`` becomes ``s + 1``.
+    corrections; ``wd``: AdamW's decoupled weight decay). With ``check``, the step
+    first reads its loss sum ``acc[s, 0]``: if it is not finite, or ``flag[0]`` is
+    already set, nothing is written, and ``flag[0]`` becomes ``s + 1``.
     """
     one = np.dtype(dtype).type(1)
 
     @cuda.jit
     def kernel(p, g, s1, s2, out, n_decayed, l2, lr, mu, rho, eps, beta1, beta2, c1, c2,
-               acc, s, flag, check):
+               wd, acc, s, flag, check):
         i = cuda.grid(1)
         if check:
             if flag[0] != 0:
@@ -402,11 +410,13 @@ def update(dtype, rule):
             sq = rho * s1[i] + (one - rho) * d * d
             s1[i] = sq
             pi -= lr * d / (math.sqrt(sq) + eps)
-        elif rule == ADAM:
+        elif rule == ADAM or rule == ADAMW:
             mi = beta1 * s1[i] + (one - beta1) * d
             vi = beta2 * s2[i] + (one - beta2) * d * d
             s1[i] = mi
             s2[i] = vi
+            if rule == ADAMW and i < n_decayed:
+                pi *= one - lr * wd  # decoupled weight decay, before Adam's step
             pi -= lr * c1 * mi / (math.sqrt(c2 * vi) + eps)
         out[i] = pi
 
