@@ -34,7 +34,9 @@
     {                                                                                  \
         const T lr = (T)h->lr, l2 = (T)h->l2, mu = (T)h->mu, rho = (T)h->rho;          \
         const T eps = (T)h->eps, b1 = (T)h->beta1, b2 = (T)h->beta2;                   \
-        const T c1 = (T)h->c1, c2 = (T)h->c2, keep = (T)(1 - h->lr * h->wd);           \
+        const T c1 = (T)h->c1, c2 = (T)h->c2;                                          \
+        /* (p * 1 is p exactly: Adam is not changed by it.) */                         \
+        const T keep = rule == FM_ADAMW ? (T)(1 - h->lr * h->wd) : 1;                  \
         switch (rule) {                                                                \
         case FM_SGD:                                                                   \
             _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++)                   \
@@ -64,16 +66,7 @@
             }                                                                          \
             break;                                                                     \
         case FM_ADAM:                                                                  \
-            _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++) {                 \
-                T d = FMA(l2, p[i], g[i]);                                             \
-                T m = FMA(b1, s1[i], (1 - b1) * d);                                    \
-                T v = FMA(b2, s2[i], (1 - b2) * d * d);                                \
-                s1[i] = m;                                                             \
-                s2[i] = v;                                                             \
-                out[i] = p[i] - lr * c1 * m / (SQRT(c2 * v) + eps);                    \
-            }                                                                          \
-            break;                                                                     \
-        case FM_ADAMW: /* the weights shrink by keep, then Adam's step */              \
+        case FM_ADAMW: /* AdamW: the weights shrink by keep, then Adam's step */       \
             _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++) {                 \
                 T d = FMA(l2, p[i], g[i]);                                             \
                 T m = FMA(b1, s1[i], (1 - b1) * d);                                    \
