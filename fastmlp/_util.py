@@ -80,6 +80,12 @@ def atomic_write(path, mode="wb"):
             os.unlink(tmp)
 
 
+def bar(done, total, width=30) -> str:
+    """A text progress bar: ``=`` for what is done, ``>`` at its head, ``.`` for the rest."""
+    filled = width * done // total if total else 0
+    return "=" * max(filled - 1, 0) + (">" if filled < width else "=") + "." * (width - filled)
+
+
 def write_json(path, obj, out=None) -> None:
     """``obj`` as indented JSON (what JSON lacks as text), atomically to ``path``, or to
     ``out`` when path is '-'."""

@@ -25,7 +25,7 @@ import zlib
 
 import numpy as np
 
-from ._util import atomic_write, choose
+from ._util import atomic_write, bar, choose
 
 IMAGE_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABEL_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
@@ -402,9 +402,7 @@ class _Bar:
         if not self.live:
             return
         if self.total:
-            filled = 30 * done // self.total
-            sys.stderr.write(f"\r[{'=' * filled}{'.' * (30 - filled)}] "
-                             f"{100 * done / self.total:5.1f}%")
+            sys.stderr.write(f"\r[{bar(done, self.total)}] {100 * done / self.total:5.1f}%")
         else:
             sys.stderr.write(f"\r{done / 1e6:.1f} MB")
         sys.stderr.flush()

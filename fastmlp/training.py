@@ -25,6 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from . import step
+from ._util import bar
 from .network import Parameters, Workspace
 
 
@@ -236,10 +237,7 @@ class Progress:
         if now - self._last < 0.1 and done < self.steps:
             return
         self._last = now
-        width = 30
-        filled = width * done // self.steps
-        bar = "=" * max(filled - 1, 0) + (">" if filled < width else "=") + "." * (width - filled)
-        self.stream.write(f"\r{done}/{self.steps} [{bar}] - loss: {loss:.4f} - "
+        self.stream.write(f"\r{done}/{self.steps} [{bar(done, self.steps)}] - loss: {loss:.4f} - "
                           f"accuracy: {acc:.4f}")
         self.stream.flush()
 

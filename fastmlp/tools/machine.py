@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 
@@ -33,7 +34,8 @@ def cpu_name() -> str:
 
 def describe() -> dict:
     """The CPU side: names, cores, SIMD levels, OpenMP threads and versions (and
-    PyTorch's, when it is installed)."""
+    PyTorch's, when it is installed: read from its metadata, since importing it
+    would load its own OpenMP runtime into this process)."""
     info = {"fastmlp": __version__, "python": platform.python_version(),
             "numpy": np.__version__, "platform": platform.platform(),
             "machine": platform.machine(), "cpu": cpu_name(), "cores": cores(),
@@ -41,10 +43,9 @@ def describe() -> dict:
             "openmp": threads.openmp_enabled(), "threads": threads.get_num_threads(),
             "cpu_count": os.cpu_count()}
     try:
-        import torch
-    except ImportError:
-        return info
-    info["torch"] = torch.__version__
+        info["torch"] = version("torch")
+    except PackageNotFoundError:
+        pass
     return info
 
 
