@@ -309,6 +309,23 @@ def test_fit_matches_numpy_backend(name):
         assert max_rel_err(a, b) < 1e-12
 
 
+def test_a_users_optimizer_subclass_runs_on_the_gpu():
+    # Its kernel rule comes with the class (rules were once looked up by name).
+    class Gentle(fastmlp.optim.RMSprop):
+        name = "gentle"
+
+        def __init__(self):
+            super().__init__(lr=0.005, rho=0.8)
+
+    x, y = small_data()
+    ref = fastmlp.MLP([7, 5, 3], ["tanh", "softmax"], backend="numpy", dtype="float64", seed=1)
+    model = ref.astype(backend="cuda")
+    for m in (ref, model):
+        m.fit(x, y, epochs=1, batch_size=8, optimizer=Gentle(), shuffle=False, verbose=0)
+    for a, b in zip(model.get_weights(), ref.get_weights()):
+        assert max_rel_err(a, b) < 1e-12
+
+
 def test_fit_float32_three_layers_matches_numpy_backend():
     x, y = small_data(n=19)
     cfg = NETS[1]
