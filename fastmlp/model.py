@@ -185,9 +185,8 @@ class MLP:
             x, y = be.to_device(x), be.to_device(y)
             for start in range(0, len(x), ws.batch):
                 stop = min(start + ws.batch, len(x))
-                v = ws.views(stop - start)
-                step.forward(be, net, self.params, x[start:stop], v)
-                t, h = step.loss_grad(be, net, v, y[start:stop])
+                t, h = step.forward_loss(be, net, self.params, x[start:stop], y[start:stop],
+                                         ws.views(stop - start))
                 total += t
                 hits += h
         return total / len(x), hits / len(x)
@@ -365,8 +364,7 @@ class MLP:
         with self.on_backend():
             grads = Parameters(net, be.zeros(self.params.flat.shape, self.dtype))
             x, yd = be.to_device(x), be.to_device(y)
-            step.forward(be, net, self.params, x, ws)
-            total, _ = step.loss_grad(be, net, ws, yd)
+            total, _ = step.forward_loss(be, net, self.params, x, yd, ws)
             step.backward(be, net, self.params, grads, x, ws)
             out = [be.to_host(g).copy() for g in grads.pairs()]
         return total / len(x), out

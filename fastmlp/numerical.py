@@ -208,8 +208,7 @@ class LectureRunner(HostOrder):
     def _loss(self, rows):
         be = get_backend("cpu")
         ws = Workspace(self.net, len(rows), backward=False)
-        passes.forward(be, self.net, self.params, self.x[rows], ws)
-        return passes.loss_grad(be, self.net, ws, self.y[rows])[0]
+        return passes.forward_loss(be, self.net, self.params, self.x[rows], self.y[rows], ws)[0]
 
     def run(self, rows, contiguous):
         """Step on each sample of ``rows``; returns (steps, loss sum, hits, samples)."""

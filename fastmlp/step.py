@@ -12,6 +12,8 @@ rows: x is (n, k0), ``W[i]`` is (k_i, k_{i+1}), ``a[i]``, ``g[i]`` are
 
 from __future__ import annotations
 
+import math
+
 from .functions import LINEAR
 
 
@@ -41,6 +43,13 @@ def loss_grad(be, net, ws, y, idx=None, acc=None):
                         ws.row_loss, idx, acc)
 
 
+def forward_loss(be, net, params, x, y, ws, idx=None, acc=None):
+    """:func:`forward`, then :func:`loss_grad`: the loss of a batch (and its gradient at
+    the logits), as scoring, gradcheck and every step need it."""
+    forward(be, net, params, x, ws, idx)
+    return loss_grad(be, net, ws, y, idx, acc)
+
+
 def backward(be, net, params, grads, x, ws, idx=None):
     """Gradients of the mean loss into ``grads``, from ``ws.g[-1]`` down."""
     for i in range(len(net.act_ids) - 1, -1, -1):
@@ -62,18 +71,13 @@ def train_step(be, net, params, grads, x, y, ws, opt, l2, out, state=None, idx=N
     update skip, and flag, a step whose loss is not finite (see
     ``fastmlp.backends``). ``state`` replaces the optimizer's own state arrays.
     """
-    forward(be, net, params, x, ws, idx)
-    result = loss_grad(be, net, ws, y, idx, acc)
+    result = forward_loss(be, net, params, x, y, ws, idx, acc)
     backward(be, net, params, grads, x, ws, idx)
-    if check is None and result is not None and not _finite(result[0]):
+    if check is None and result is not None and not math.isfinite(result[0]):
         return result
     opt.update(be, params.flat, grads.flat, l2, net.n_weights, out=out.flat, check=check,
                state=state)
     return result
-
-
-def _finite(v):
-    return v == v and abs(v) != float("inf")
 
 
 #: The kernels of a step, the names :class:`Recorder` records.
