@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import threads
 from .._version import __version__
-from ..backends import available_backends
+from ..backends import get_backend
 
 
 def cores() -> int:
@@ -50,10 +50,9 @@ def describe() -> dict:
 
 
 def gpu() -> dict:
-    """The GPU's facts (see ``fastmlp.backends.cuda.device_info``), or {} when the
-    cuda backend does not load here."""
-    if available_backends()["cuda"] is not None:
+    """The GPU's facts (see ``fastmlp.backends.cuda.backend.device_info``), or {} when
+    the cuda backend does not load here."""
+    try:
+        return get_backend("cuda").device_info()
+    except RuntimeError:
         return {}
-    from ..backends import get_backend
-
-    return get_backend("cuda").device_info()
