@@ -273,20 +273,6 @@ static double sample_loss(ptrdiff_t K, const double *z2, const double *t)
     return s;
 }
 
-static int sample_hit(ptrdiff_t K, const double *y, const double *t)
-{
-    if (K == 1)
-        return (y[0] >= 0.5) == (t[0] >= 0.5);
-    ptrdiff_t ay = 0, at = 0;
-    for (ptrdiff_t k = 1; k < K; k++) {
-        if (y[k] > y[ay])
-            ay = k;
-        if (t[k] > t[at])
-            at = k;
-    }
-    return ay == at;
-}
-
 static double max_abs(const double *x, ptrdiff_t n)
 {
     double m = 0.0;
@@ -471,7 +457,7 @@ ptrdiff_t fm_numdiff_train(fm_mlp1 *net, const double *X, const double *T,
                     stop = 1;
                 } else {
                     total += loss;
-                    right += sample_hit(K, y, t);
+                    right += fm_hit_d(y, t, K);
                 }
                 dmax = max_abs(x, N) * h;
             }

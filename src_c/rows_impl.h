@@ -116,20 +116,6 @@ static T FM_FN(fm_loss_row)(int loss, int act, const T *z, const T *a, const T *
     return total / (T)M;
 }
 
-static int FM_FN(fm_hit)(const T *a, const T *y, ptrdiff_t M)
-{
-    ptrdiff_t ja = 0, jy = 0;
-    if (M == 1)
-        return (a[0] >= 0.5) == (y[0] >= 0.5);
-    for (ptrdiff_t j = 1; j < M; j++) {
-        if (a[j] > a[ja])
-            ja = j;
-        if (y[j] > y[jy])
-            jy = j;
-    }
-    return ja == jy;
-}
-
 void FM_FN(fm_activation_forward)(int act, ptrdiff_t n, ptrdiff_t M, const T *z, T *a)
 {
 #ifdef _OPENMP
