@@ -65,7 +65,7 @@ def cmd_train(args, out):
     print(f"fastmlp {__version__}: recipe {recipe.name} on {args.dataset} "
           f"({len(x)} train, {len(xt)} test), backend {args.backend}, {dtype}, "
           f"{threads.get_num_threads()} threads, trainer {args.trainer}", file=out)
-    print(model.summary(), file=out)
+    model.summary(print_fn=lambda text: print(text, file=out))
     history = model.fit(x, recipe.targets(y, dtype), validation_split=args.validation_split,
                         verbose=args.verbose, **fit_args)
     if history.interrupted:

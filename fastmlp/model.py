@@ -12,16 +12,15 @@ import contextlib
 
 import numpy as np
 
-from . import _checks, initializers, numerical, optim, serialization, step, training
-from ._util import choose, integer, real
+from . import _checks, initializers, serialization, step
+from ._util import integer
 from .backends import get_backend
+from .fitting import TRAINERS, Fitting  # noqa: F401  (TRAINERS: the CLI's choices)
 from .network import Network, Parameters, Workspace
 from .training import History  # noqa: F401  (the type fit returns)
 
-TRAINERS = ("backprop", "numerical", "lecture-backprop")
 
-
-class MLP:
+class MLP(Fitting):
     """A fully connected network trained with backprop on a chosen backend.
 
     Parameters
@@ -74,6 +73,12 @@ class MLP:
         self._backend = get_backend(backend)
         self.history = None
         self.meta = {}
+        #: The optimizer of the last ``fit``, with its state; the next ``fit`` goes on with it.
+        self.optimizer = None
+        #: Epochs trained so far (the next ``fit`` numbers its epochs from here).
+        self.epochs_trained = 0
+        #: Set to True (by a callback) to end ``fit`` after the current step.
+        self.stop_training = False
         #: The live parameters (flat vector and W, b views); get_weights gives copies.
         self.params = Parameters(net, np.empty(net.n_params, dtype=self.dtype))
         rng = np.random.default_rng([self.seed, 0])
@@ -127,15 +132,24 @@ class MLP:
         cfg = self.get_config()
         return "MLP(" + ", ".join(f"{k}={v!r}" for k, v in cfg.items()) + ")"
 
-    def summary(self) -> str:
-        """A table of the layers and their parameter counts."""
+    def summary(self, print_fn=print) -> str:
+        """Print a table of the layers and their parameter counts, and return it.
+
+        Parameters
+        ----------
+        print_fn : callable or None
+            Called with the table (default ``print``); None prints nothing.
+        """
         rows = [f"{'layer':<8}{'shape':>16}{'activation':>12}{'params':>12}"]
         for i, (a, b) in enumerate(self.network.shapes):
             rows.append(f"{'dense' + str(i + 1):<8}{f'({a}, {b})':>16}"
                         f"{self.activations[i]:>12}{a * b + b:>12,}")
         rows.append(f"total params: {self.n_params:,}  loss: {self.loss}  backend: "
                     f"{self.backend}  dtype: {self.dtype.name}")
-        return "\n".join(rows)
+        text = "\n".join(rows)
+        if print_fn is not None:
+            print_fn(text)
+        return text
 
     # ------------------------------------------------------------------ weights
     def get_weights(self) -> list:
@@ -190,139 +204,6 @@ class MLP:
                 total += t
                 hits += h
         return total / len(x), hits / len(x)
-
-    # ------------------------------------------------------------------ training
-    def fit(self, x, y, epochs=5, batch_size=None, optimizer=None, lr=None, l2=0.0,
-            validation_split=0.0, validation_data=None, shuffle=True, verbose=1,
-            trainer="backprop", h=None) -> History:
-        """Train with mini-batch backprop, or with the lecture's numerical derivative.
-
-        Parameters
-        ----------
-        x : array, (N, features) or (N, 28, 28)
-            Inputs, any numeric dtype (converted once to the model's dtype).
-        y : array
-            Integer labels (N,) or targets (N, outputs), such as one-hot rows.
-        epochs : int
-            Passes over the training data (0 trains nothing).
-        batch_size : int, optional
-            Samples per step (default 128); the last step of an epoch takes what
-            is left. The numerical trainer steps one sample at a time.
-        optimizer : str or fastmlp.optim.Optimizer, optional
-            ``sgd``, ``momentum``, ``nesterov``, ``rmsprop`` (the default), ``adam``
-            or ``adamw``, or an optimizer object carrying its own hyper-parameters.
-            The numerical trainer takes plain ``sgd`` only (its default).
-        lr : float, optional
-            Learning rate with an optimizer name; default that optimizer's
-            (1e-3 for rmsprop, adam and adamw, 1e-2 for the others).
-        l2 : float
-            L2 penalty ``l2 / 2 * ||W||^2`` on the weights (not the biases).
-        validation_split : float in [0, 1)
-            Fraction of the samples, taken from the end before shuffling, held
-            out for validation (ignored when ``validation_data`` is given).
-        validation_data : (x_val, y_val), optional
-            Data scored after each epoch.
-        shuffle : bool
-            Reshuffle the training samples before each epoch (the same order
-            for both trainers, given the model's seed). The ``cuda`` backend
-            draws its order on the GPU, also from the model's seed, so its order
-            differs from the host backends'.
-        verbose : int
-            0 silent, 1 a progress bar and a line per epoch, 2 a line per epoch.
-        trainer : {"backprop", "numerical", "lecture-backprop"}
-            ``numerical`` trains as the lecture recipe does, without backprop:
-            for each sample, the central difference ``(L(p+h) - L(p-h)) / 2h``
-            of every parameter, the blocks W1, b1, W2, b2 stepped one after the
-            other (see :mod:`fastmlp.numerical`). ``lecture-backprop`` takes the
-            same steps in the same order with the derivatives from backprop.
-            Both need a float64 model with one sigmoid hidden layer and sigmoid
-            outputs under ``binary_cross_entropy``, and run compiled whatever
-            the backend.
-        h : float, optional
-            The numerical trainer's step, in (0, 1]; default 1e-4.
-
-        Returns
-        -------
-        History
-            Also kept as ``model.history``.
-
-        Raises
-        ------
-        ValueError
-            Bad shapes, labels, NaN/Inf in the data, bad hyper-parameters, or a
-            model or option the numerical trainer does not support.
-        FloatingPointError
-            The loss became NaN or Inf; the message names the epoch and step, and
-            the model keeps the weights that gave the last finite loss.
-
-        Notes
-        -----
-        Ctrl-C stops training after the step in progress is undone (backprop),
-        or after the block of samples in progress (numerical, at most 1000
-        samples): the model keeps the weights of the completed steps and
-        ``fit`` returns a History marked ``interrupted``. On the ``cuda``
-        backend the steps already queued on the GPU complete first.
-
-        The ``cuda`` backend keeps the data, the parameters and the optimizer's
-        state on the GPU for the whole call and reads the metrics back once per
-        epoch (see :mod:`fastmlp.backends.cuda`).
-        """
-        epochs = integer("epochs", epochs, 0)
-        l2 = real("l2", l2, low=0)
-        validation_split = real("validation_split", validation_split, 0, 1, high_open=True)
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-        choose("trainer", trainer, TRAINERS)
-        lecture = trainer != "backprop"
-        if trainer != "numerical" and h is not None:
-            raise ValueError("h is the numerical trainer's step: it needs trainer='numerical'")
-        if lecture:
-            opt, h = numerical.check_fit_options(self, trainer, batch_size, optimizer, lr,
-                                                 l2, h)
-        else:
-            batch_size = integer("batch_size", 128 if batch_size is None else batch_size, 1)
-            opt = optim.get("rmsprop" if optimizer is None else optimizer, lr)
-        x, y = self.check_xy(x, y)
-        val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (x_val, y_val)")
-            val = self.check_xy(*validation_data, name="validation x", yname="validation y")
-        elif validation_split > 0:
-            n_val = int(len(x) * validation_split)
-            if n_val == 0 or n_val == len(x):
-                raise ValueError(f"validation_split={validation_split} leaves "
-                                 f"{len(x) - n_val} training and {n_val} validation samples "
-                                 f"out of {len(x)}")
-            val = (x[-n_val:], y[-n_val:])
-            x, y = x[:-n_val], y[:-n_val]
-
-        self.optimizer = opt
-        be, n = self._backend, len(x)
-        if lecture:
-            runner = numerical.LectureRunner(self.network, self.params, x, y, opt.lr, h,
-                                             analytic=trainer != "numerical",
-                                             rng=self.shuffle_rng)
-        else:
-            runner = self.make_runner(x, y, opt, l2, min(batch_size, n))
-            if be.device and val is not None:
-                val = tuple(be.to_device(a) for a in val)
-        score = None
-        if val is not None:
-            def score():
-                return self.scores(*val, 1024 if lecture else runner.batch)
-
-        self.history = training.History()
-        return training.run_epochs(runner, self.history, n, epochs, shuffle, verbose, score)
-
-    def make_runner(self, x, y, optimizer, l2, batch):
-        """The mini-batch backprop runner of ``fit`` on checked arrays (see
-        :mod:`fastmlp.training`): the backend's own ``make_runner`` where it has one,
-        else :class:`fastmlp.training.BackpropRunner`."""
-        be = self._backend
-        make = getattr(be, "make_runner", None) or training.BackpropRunner
-        return make(be, self.network, self.params, x, y, optimizer, l2, batch,
-                    self.shuffle_rng)
 
     # ------------------------------------------------------------------ inference
     def predict_proba(self, x, batch_size=1024) -> np.ndarray:
@@ -380,18 +261,43 @@ class MLP:
         clone.meta = dict(self.meta)
         return clone
 
-    def save(self, path) -> None:
-        """Write the configuration and weights to ``path`` (a versioned ``.npz``), atomically.
+    def save(self, path, include_optimizer=True) -> None:
+        """Write the configuration, weights and training state to ``path`` (a versioned
+        ``.npz``), atomically.
 
-        The file appears complete or not at all: it is written beside its final
-        name and renamed into place.
+        The training state (the optimizer's hyper-parameters, state and step
+        count, the shuffling stream, the epochs trained) lets a loaded model go
+        on training exactly as this one would. The file appears complete or not
+        at all: it is written beside its final name and renamed into place.
         """
-        serialization.write(path, self.get_config(), self.meta,
-                            dict(zip(self.param_names, self.get_weights())))
+        arrays = dict(zip(self.param_names, self.get_weights()))
+        saved_opt = self.optimizer
+        if not include_optimizer:
+            self.optimizer = None
+        try:
+            training_state = serialization.training_state(self, arrays)
+        finally:
+            self.optimizer = saved_opt
+        serialization.write(path, self.get_config(), self.meta, arrays, training_state)
+
+    # Pickle, copy.deepcopy and joblib: the configuration, the weights and the
+    # training state, rebuilt through the constructor.
+    def __getstate__(self):
+        return {"config": self.get_config(), "meta": self.meta,
+                "flat": np.array(self.params.flat, copy=True), "optimizer": self.optimizer,
+                "shuffle": self.shuffle_rng.bit_generator.state,
+                "epochs_trained": self.epochs_trained, "history": self.history}
+
+    def __setstate__(self, state):
+        self.__init__(**state["config"])
+        self.params.flat[...] = state["flat"]
+        self.meta, self.optimizer = state["meta"], state["optimizer"]
+        self.shuffle_rng.bit_generator.state = state["shuffle"]
+        self.epochs_trained, self.history = state["epochs_trained"], state["history"]
 
 
 def load(path, backend=None) -> MLP:
-    """Read a model written by ``MLP.save``.
+    """Read a model written by ``MLP.save``, ready to predict or to go on training.
 
     Parameters
     ----------
@@ -406,12 +312,13 @@ def load(path, backend=None) -> MLP:
     FileNotFoundError
         No such file.
     """
-    def build(cfg, arrays, meta):
+    def build(cfg, arrays, meta, training):
         if backend is not None:
             cfg["backend"] = backend
         model = MLP(**cfg)
         model.set_weights([arrays[name] for name in model.param_names])
         model.meta = meta
+        serialization.restore_training(model, training, arrays)
         return model
 
     return serialization.read(path, build)

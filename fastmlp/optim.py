@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import functions
-from ._util import choose, real
+from ._util import choose, integer, real
 
 
 def _positive(name, value):
@@ -55,6 +55,25 @@ class Optimizer:
         """Forget the state (moving averages, velocities) and the step count."""
         self.iterations = 0
         self._state = None
+
+    def set_state(self, state, iterations) -> None:
+        """Take ``state`` (``(n_slots, n_params)`` or None) and the step count, as
+        :attr:`state` and ``iterations`` gave them (a resumed training run).
+
+        Raises
+        ------
+        ValueError
+            ``state`` has not ``n_slots`` rows, or holds NaN/Inf.
+        """
+        iterations = integer("iterations", iterations, 0)
+        if state is not None:
+            state = np.array(state, copy=True)
+            if state.ndim != 2 or state.shape[0] != self.n_slots \
+                    or not np.issubdtype(state.dtype, np.floating) \
+                    or not np.isfinite(state).all():
+                raise ValueError(f"{type(self).__name__} state must be finite floats of shape "
+                                 f"({self.n_slots}, n_params), got {state.shape} {state.dtype}")
+        self._state, self.iterations = state, iterations
 
     def ensure_state(self, params) -> bool:
         """Make the state match ``params`` (shape and dtype); a new state is zeros and
@@ -100,6 +119,7 @@ class Optimizer:
                        l2, params.size if n_decayed is None else n_decayed, out, check)
 
     def get_config(self) -> dict:
+        """``{"name": ..., hyper-parameter: value, ...}``; :func:`from_config` rebuilds it."""
         cfg = {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "iterations"}
         return {"name": self.name, **cfg}
 
@@ -217,3 +237,19 @@ def get(optimizer, lr=None, **kwargs) -> Optimizer:
     if lr is not None:
         kwargs["lr"] = lr
     return OPTIMIZERS[optimizer](**kwargs)
+
+
+def from_config(config: dict) -> Optimizer:
+    """The optimizer ``Optimizer.get_config`` described (no state).
+
+    Raises
+    ------
+    ValueError
+        An unknown name, or hyper-parameters that name does not take.
+    """
+    config = dict(config)
+    name = choose("optimizer", config.pop("name", None), tuple(OPTIMIZERS))
+    try:
+        return OPTIMIZERS[name](**config)
+    except TypeError as exc:
+        raise ValueError(f"bad {name} hyper-parameters {config}: {exc}") from None

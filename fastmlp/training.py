@@ -17,7 +17,6 @@ uses it instead of :class:`BackpropRunner`.
 from __future__ import annotations
 
 import math
-import sys
 import time
 import warnings
 from typing import Protocol
@@ -25,7 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from . import step
-from ._util import bar
+from .callbacks import CallbackList
 from .network import Parameters, Workspace
 
 
@@ -135,7 +134,8 @@ class History:
     epoch_seconds : list of float
         Wall-clock seconds of each epoch's training steps.
     epoch : list of int
-        Epoch numbers, from 0.
+        Epoch numbers, from 0 over the model's life: a second ``fit`` goes on
+        from the first one's last epoch.
     interrupted : bool
         True when Ctrl-C stopped ``fit``; the last entries then describe the
         steps of the unfinished epoch that completed.
@@ -161,22 +161,28 @@ class History:
         return f"History(epochs={len(self.epoch)}, steps={self.steps}, keys={list(self.history)})"
 
 
-def run_epochs(runner: Runner, history: History, n, epochs, shuffle, verbose,
-               score=None) -> History:
-    """Train ``epochs`` epochs over ``n`` samples with ``runner``, recording into
-    ``history`` (which the caller holds, so it has the steps taken even when a
-    non-finite loss raises FloatingPointError, naming the epoch and step).
+def run_epochs(runner: Runner, history: History, n, epochs, shuffle, score=None,
+               callbacks: CallbackList | None = None, initial_epoch=0) -> History:
+    """Train ``epochs`` epochs over ``n`` samples with ``runner``, numbered from
+    ``initial_epoch``, recording into ``history`` (which the caller holds, so it has
+    the steps taken even when a non-finite loss raises FloatingPointError, naming
+    the epoch and step) and calling ``callbacks``.
 
     ``score()``, if given, returns ``(val_loss, val_accuracy)`` after each epoch.
-    Ctrl-C ends training with a warning and ``history`` marked ``interrupted``.
+    Ctrl-C ends training with a warning and ``history`` marked ``interrupted``;
+    so does ``model.stop_training`` set by a callback, without the warning.
     """
-    progress = Progress(verbose, epochs, -(-n // runner.batch))
-    epoch = 0
+    cbs = callbacks if callbacks is not None else CallbackList([], None, {})
+    epoch = initial_epoch
     total = hits = seen = 0
+    logs = None
     t0 = time.perf_counter()
+    cbs.on_train_begin()
     try:
-        for epoch in range(epochs):
-            progress.start_epoch(epoch)
+        for epoch in range(initial_epoch, initial_epoch + epochs):
+            if cbs.stop:
+                break
+            cbs.on_epoch_begin(epoch)
             order = runner.new_order(shuffle)
             total = hits = seen = taken = 0
             t0 = time.perf_counter()
@@ -194,61 +200,31 @@ def run_epochs(runner: Runner, history: History, n, epochs, shuffle, verbose,
                 total += t
                 hits += h
                 seen += m
-                taken += done
                 history.steps += done
-                progress.step(taken, total / seen, hits / seen)
+                cbs.on_steps_end(taken, taken + done,
+                                 {"loss": total / seen, "accuracy": hits / seen})
+                taken += done
+                if cbs.stop:
+                    break
             seconds = time.perf_counter() - t0
-            metrics = {"loss": total / n, "accuracy": hits / n}
+            logs = {"loss": total / seen, "accuracy": hits / seen}
             if score is not None:
-                metrics["val_loss"], metrics["val_accuracy"] = score()
-            history.append(epoch, seconds, **metrics)
-            progress.end_epoch(seconds, metrics)
+                logs["val_loss"], logs["val_accuracy"] = score()
+            cbs.on_epoch_end(epoch, logs)
+            history.append(epoch, seconds, **logs)
     except KeyboardInterrupt:
         history.interrupted = True
         done, t, h, m = runner.unreported()
         history.steps += done
         total, hits, seen = total + t, hits + h, seen + m
         if seen:
-            history.append(epoch, time.perf_counter() - t0, loss=total / seen,
-                           accuracy=hits / seen)
-        progress.close()
+            logs = {"loss": total / seen, "accuracy": hits / seen}
+            history.append(epoch, time.perf_counter() - t0, **logs)
         warnings.warn(f"training interrupted in epoch {epoch + 1}; the model keeps the "
                       f"weights of the {history.steps} completed steps", stacklevel=3)
+    finally:
+        end = dict(logs or {})
+        if history.interrupted:
+            end["interrupted"] = True
+        cbs.on_train_end(end)
     return history
-
-
-class Progress:
-    """Keras-like progress: a bar refreshed at most 10 times a second, a line per epoch."""
-
-    def __init__(self, verbose, epochs, steps, stream=None):
-        self.verbose, self.epochs, self.steps = verbose, epochs, steps
-        self.stream = stream or sys.stdout
-        self.live = verbose == 1 and getattr(self.stream, "isatty", lambda: False)()
-        self._last = 0.0
-
-    def start_epoch(self, epoch):
-        if self.verbose:
-            print(f"Epoch {epoch + 1}/{self.epochs}", file=self.stream, flush=True)
-
-    def step(self, done, loss, acc):
-        if not self.live:
-            return
-        now = time.perf_counter()
-        if now - self._last < 0.1 and done < self.steps:
-            return
-        self._last = now
-        self.stream.write(f"\r{done}/{self.steps} [{bar(done, self.steps)}] - loss: {loss:.4f} - "
-                          f"accuracy: {acc:.4f}")
-        self.stream.flush()
-
-    def end_epoch(self, seconds, metrics):
-        if not self.verbose:
-            return
-        parts = " - ".join(f"{k}: {v:.4f}" for k, v in metrics.items())
-        lead = "\r" if self.live else ""
-        print(f"{lead}{self.steps}/{self.steps} - {seconds:.2f}s - {parts}" + " " * 10,
-              file=self.stream, flush=True)
-
-    def close(self):
-        if self.live:
-            print(file=self.stream, flush=True)
