@@ -12,7 +12,7 @@ import contextlib
 
 import numpy as np
 
-from . import _checks, initializers, serialization, step
+from . import _checks, export, initializers, serialization, step
 from ._util import integer
 from .backends import get_backend
 from .fitting import TRAINERS, Fitting  # noqa: F401  (TRAINERS: the CLI's choices)
@@ -260,6 +260,24 @@ class MLP(Fitting):
         clone.set_weights(self.get_weights())
         clone.meta = dict(self.meta)
         return clone
+
+    # ------------------------------------------------------------------ other frameworks
+    def to_torch(self):
+        """A ``torch.nn.Sequential`` with these weights, computing ``predict_proba``
+        (see :mod:`fastmlp.export`)."""
+        return export.to_torch(self)
+
+    @classmethod
+    def from_torch(cls, module, loss=None, backend="cpu", seed=0) -> MLP:
+        """A model from a ``torch.nn.Sequential`` of ``Linear`` layers and activations;
+        ``loss`` defaults from the output activation (see :mod:`fastmlp.export`)."""
+        return export.from_torch(cls, module, loss, backend, seed)
+
+    def to_onnx(self, path=None, opset=17):
+        """The network as ONNX (``Gemm`` and activation nodes; input ``input``, output
+        ``output``, what ``predict_proba`` gives), written atomically to ``path`` when
+        given; returns the ``onnx.ModelProto`` (see :mod:`fastmlp.export`)."""
+        return export.to_onnx(self, path, opset)
 
     def save(self, path, include_optimizer=True) -> None:
         """Write the configuration, weights and training state to ``path`` (a versioned

@@ -8,6 +8,8 @@ the cap at run time.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from ._util import choose, integer
 from .functions import SIMD_LEVELS
 
@@ -33,8 +35,28 @@ def set_num_threads(n: int) -> None:
         ext.set_num_threads(n)
 
 
+@contextmanager
+def num_threads(n):
+    """Within it, the ``cpu`` backend uses ``n`` threads (None: leave as it is); the
+    count is put back on leaving."""
+    if n is None:
+        yield
+        return
+    before = get_num_threads()
+    set_num_threads(n)
+    try:
+        yield
+    finally:
+        set_num_threads(before)
+
+
 def get_num_threads() -> int:
-    """Threads the ``cpu`` backend uses (1 when it was built without OpenMP)."""
+    """Threads the ``cpu`` backend uses (1 when it was built without OpenMP).
+
+    It is OpenMP's ``omp_get_max_threads()``: ``OMP_NUM_THREADS``, then what
+    :func:`set_num_threads` or ``threadpoolctl.threadpool_limits`` (which sees
+    fastmlp's OpenMP runtime) set last.
+    """
     ext = _ext()
     return ext.get_num_threads() if ext is not None else 1
 
