@@ -4,7 +4,7 @@
 >>> model = fastmlp.MLP([784, 512, 10], ["relu", "softmax"], backend="cpu")  # doctest: +SKIP
 """
 
-from . import datasets, metrics, numerical, optim, preprocessing, recipes
+from . import callbacks, datasets, export, metrics, numerical, optim, preprocessing, recipes
 from ._version import __version__
 from .backends import BACKENDS, available_backends
 from .gradcheck import gradcheck
@@ -14,6 +14,8 @@ from .training import History
 
 __all__ = [
     "BACKENDS",
+    "callbacks",
+    "export",
     "History",
     "MLP",
     "__version__",
@@ -30,3 +32,12 @@ __all__ = [
     "set_num_threads",
     "set_simd_level",
 ]
+
+
+def __getattr__(name):
+    # fastmlp.plot and fastmlp.sklearn need optional extras: imported on first use.
+    if name in ("plot", "sklearn"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'fastmlp' has no attribute {name!r}")
