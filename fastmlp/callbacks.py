@@ -30,6 +30,8 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO
 
 from ._util import bar, choose, integer, real
 
@@ -50,30 +52,30 @@ class Callback:
 
     batch_every = 1
 
-    def __init__(self):
-        self.model = None
-        self.params = {}
+    def __init__(self) -> None:
+        self.model: Any = None
+        self.params: dict = {}
 
-    def set_model(self, model) -> None:
+    def set_model(self, model: Any) -> None:
         self.model = model
 
     def set_params(self, params: dict) -> None:
         self.params = dict(params)
 
-    def on_train_begin(self, logs=None) -> None:
+    def on_train_begin(self, logs: dict | None = None) -> None:
         """Called once, before the first epoch."""
 
-    def on_train_end(self, logs=None) -> None:
+    def on_train_end(self, logs: dict | None = None) -> None:
         """Called once, after the last epoch (or after training was stopped)."""
 
-    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         """Called before epoch ``epoch`` (numbered across ``fit`` calls, from 0)."""
 
-    def on_epoch_end(self, epoch: int, logs=None) -> None:
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         """Called after epoch ``epoch`` with its metrics in ``logs`` (callbacks may add
         entries; they reach the History)."""
 
-    def on_batch_end(self, batch: int, logs=None) -> None:
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
         """Called after step ``batch`` of the epoch (from 0), every ``batch_every``
         steps, with the epoch's running ``loss`` and ``accuracy``."""
 
@@ -81,7 +83,8 @@ class Callback:
 class CallbackList:
     """The callbacks of one ``fit``, called in order (the progress display last)."""
 
-    def __init__(self, callbacks, model, params):
+    def __init__(self, callbacks: Iterable[Callback] | None, model: Any,
+                 params: dict) -> None:
         callbacks = list(callbacks or [])
         for cb in callbacks:
             if not isinstance(cb, Callback):
@@ -101,25 +104,25 @@ class CallbackList:
     def stop(self) -> bool:
         return bool(getattr(self.model, "stop_training", False))
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         for cb in self.callbacks:
             cb.on_train_begin(logs)
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         for cb in self.callbacks:
             cb.on_train_end(logs)
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         for cb in self.callbacks:
             cb.on_epoch_begin(epoch, logs)
 
-    def on_epoch_end(self, epoch, logs):
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
         if self.model is not None:  # a checkpoint written now resumes after this epoch
             self.model.epochs_trained = epoch + 1
         for cb in self.callbacks:
             cb.on_epoch_end(epoch, logs)
 
-    def on_steps_end(self, before, after, logs):
+    def on_steps_end(self, before: int, after: int, logs: dict) -> None:
         """Steps ``before`` to ``after`` of the epoch completed (one step on the host
         backends, many where a runner takes several per call)."""
         for cb in self.batch:
@@ -134,7 +137,7 @@ class ProgbarLogger(Callback):
     times a second and a line per epoch (``verbose=1``); elsewhere (notebooks,
     logs, ``verbose=2``) one line per epoch. ``fit`` adds it for ``verbose > 0``."""
 
-    def __init__(self, verbose=1, stream=None):
+    def __init__(self, verbose: int = 1, stream: TextIO | None = None) -> None:
         super().__init__()
         self.verbose = verbose
         self.stream = stream or sys.stdout
@@ -143,17 +146,17 @@ class ProgbarLogger(Callback):
         self._last = self._t0 = 0.0
         self._epoch = 0
 
-    def _steps(self):
+    def _steps(self) -> int:
         return self.params.get("steps", 0)
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
         self._t0 = self._last = time.perf_counter()
         if self.live:
             print(f"Epoch {epoch + 1}/{self.params.get('epochs')}", file=self.stream,
                   flush=True)
 
-    def on_batch_end(self, batch, logs=None):
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if not self.live:
             return
         done, steps, now = batch + 1, self._steps(), time.perf_counter()
@@ -161,11 +164,12 @@ class ProgbarLogger(Callback):
             return
         self._last = now
         eta = (now - self._t0) / done * max(steps - done, 0)
+        logs = logs or {}
         self.stream.write(f"\r{done}/{steps} [{bar(done, steps)}] - ETA: {_duration(eta)} - "
                           f"loss: {logs['loss']:.4f} - accuracy: {logs['accuracy']:.4f}   ")
         self.stream.flush()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         seconds = time.perf_counter() - self._t0
         parts = " - ".join(f"{k}: {v:.4g}" if k == "lr" else f"{k}: {v:.4f}"
                            for k, v in (logs or {}).items())
@@ -177,12 +181,12 @@ class ProgbarLogger(Callback):
         print(f"{lead}{steps}/{steps} - {seconds:.2f}s - {parts}" + " " * 10,
               file=self.stream, flush=True)
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         if self.live and logs is not None and logs.get("interrupted"):
             print(file=self.stream, flush=True)
 
 
-def _duration(seconds):
+def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds >= 3600:
         return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
@@ -195,7 +199,7 @@ def _duration(seconds):
 class _Monitor(Callback):
     """Watches one metric of ``logs`` for improvement (shared by the callbacks below)."""
 
-    def __init__(self, monitor, mode, min_delta):
+    def __init__(self, monitor: str, mode: str, min_delta: float) -> None:
         super().__init__()
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"monitor must be a metric name such as 'val_loss', got "
@@ -207,11 +211,13 @@ class _Monitor(Callback):
         self._sign = 1.0 if mode == "min" else -1.0
         self.min_delta = abs(real("min_delta", min_delta))
 
-    def reset(self):
+    best_epoch: int | None = None
+
+    def reset(self) -> None:
         self.best = math.inf
         self.best_epoch = None
 
-    def value(self, logs):
+    def value(self, logs: dict | None) -> float | None:
         """The monitored value in ``logs`` (None, with a warning, when missing)."""
         value = (logs or {}).get(self.monitor)
         if value is None:
@@ -220,7 +226,7 @@ class _Monitor(Callback):
                           f"validation data to monitor a val_ metric", stacklevel=3)
         return value
 
-    def improved(self, value) -> bool:
+    def improved(self, value: float) -> bool:
         """Whether ``value`` beats the best so far by ``min_delta`` (and records it)."""
         score = self._sign * value
         if score < self.best - self.min_delta:
@@ -229,7 +235,7 @@ class _Monitor(Callback):
         return False
 
     @property
-    def best_value(self):
+    def best_value(self) -> float | None:
         return None if self.best_epoch is None else self._sign * self.best
 
 
@@ -250,19 +256,19 @@ class EarlyStopping(_Monitor):
         At the end of training, put back the weights of the best epoch.
     """
 
-    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto",
-                 restore_best_weights=False):
+    def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0,
+                 mode: str = "auto", restore_best_weights: bool = False) -> None:
         super().__init__(monitor, mode, min_delta)
         self.patience = integer("patience", patience, 0)
         self.restore_best_weights = bool(restore_best_weights)
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self.reset()
         self.wait = 0
-        self.stopped_epoch = None
-        self.best_weights = None
+        self.stopped_epoch: int | None = None
+        self.best_weights: list | None = None
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         value = self.value(logs)
         if value is None:
             return
@@ -276,7 +282,7 @@ class EarlyStopping(_Monitor):
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
 
@@ -296,13 +302,14 @@ class ModelCheckpoint(_Monitor):
     mode : {"auto", "min", "max"}
     """
 
-    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
+    def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss",
+                 save_best_only: bool = False, mode: str = "auto") -> None:
         super().__init__(monitor, mode, 0.0)
         self.filepath = os.fspath(filepath)
         self.save_best_only = bool(save_best_only)
         self.reset()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         if self.save_best_only:
             value = self.value(logs)
@@ -326,21 +333,21 @@ class LearningRateScheduler(Callback):
     logged as ``lr``.
     """
 
-    def __init__(self, schedule, verbose=0):
+    def __init__(self, schedule: Callable[[int, float], float], verbose: int = 0) -> None:
         super().__init__()
         if not callable(schedule):
             raise TypeError(f"schedule must be callable as schedule(epoch, lr), got "
                             f"{schedule!r}")
         self.schedule, self.verbose = schedule, verbose
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         opt = self.model.optimizer
         lr = self.schedule(epoch, opt.lr)
         opt.lr = real("the learning rate from the schedule", lr, low=0, low_open=True)
         if self.verbose:
             print(f"Epoch {epoch + 1}: LearningRateScheduler sets the learning rate to {lr:g}")
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:
             logs["lr"] = self.model.optimizer.lr
 
@@ -349,8 +356,9 @@ class ReduceLROnPlateau(_Monitor):
     """Multiply the learning rate by ``factor`` when ``monitor`` has not improved for
     ``patience`` epochs, then wait ``cooldown`` epochs; never below ``min_lr``."""
 
-    def __init__(self, monitor="val_loss", factor=0.1, patience=10, mode="auto",
-                 min_delta=1e-4, cooldown=0, min_lr=0.0, verbose=0):
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
+                 mode: str = "auto", min_delta: float = 1e-4, cooldown: int = 0,
+                 min_lr: float = 0.0, verbose: int = 0) -> None:
         super().__init__(monitor, mode, min_delta)
         self.factor = real("factor", factor, 0, 1, low_open=True, high_open=True)
         self.patience = integer("patience", patience, 0)
@@ -358,11 +366,11 @@ class ReduceLROnPlateau(_Monitor):
         self.min_lr = real("min_lr", min_lr, low=0)
         self.verbose = verbose
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self.reset()
         self.wait = self.cooldown_left = 0
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         opt = self.model.optimizer
         value = self.value(logs)
         if value is not None:
@@ -396,12 +404,14 @@ class CSVLogger(Callback):
         Add to an existing file (resumed training) instead of replacing it.
     """
 
-    def __init__(self, filename, separator=",", append=False):
+    def __init__(self, filename: str | os.PathLike, separator: str = ",",
+                 append: bool = False) -> None:
         super().__init__()
         self.filename, self.separator, self.append = os.fspath(filename), separator, append
-        self._file = self._writer = None
+        self._file: Any = None
+        self._writer: Any = None
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         exists = self.append and os.path.exists(self.filename) \
             and os.path.getsize(self.filename) > 0
         self._header = None
@@ -411,7 +421,7 @@ class CSVLogger(Callback):
         self._file = open(self.filename, "a" if self.append else "w", newline="")  # noqa: SIM115
         self._writer = None
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = dict(logs or {})
         if self._writer is None:
             fields = self._header or ["epoch", *logs]
@@ -422,7 +432,7 @@ class CSVLogger(Callback):
         self._writer.writerow({"epoch": epoch, **logs})
         self._file.flush()
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         if self._file is not None:
             self._file.close()
             self._file = self._writer = None

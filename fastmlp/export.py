@@ -14,6 +14,8 @@ optional; the functions say which is missing.
 from __future__ import annotations
 
 import importlib
+import os
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +46,7 @@ def _torch_activation(nn, name):
             "leaky_relu": lambda: nn.LeakyReLU(LEAKY_RELU_SLOPE)}[name]()
 
 
-def to_torch(model):
+def to_torch(model: Any) -> Any:
     """A ``torch.nn.Sequential`` computing ``model.predict_proba``.
 
     Examples
@@ -86,7 +88,8 @@ def _activation_of(nn, module):
                      f"Identity)")
 
 
-def from_torch(cls, module, loss=None, backend="cpu", seed=0, **kwargs):
+def from_torch(cls: Any, module: Any, loss: str | None = None, backend: str = "cpu",
+               seed: int = 0, **kwargs: Any) -> Any:
     """A model of class ``cls`` with the layers and weights of ``module``.
 
     ``module`` is a ``torch.nn.Sequential`` of ``Linear`` layers, each followed by
@@ -106,7 +109,8 @@ def from_torch(cls, module, loss=None, backend="cpu", seed=0, **kwargs):
     parts = list(module)
     if parts and isinstance(parts[0], nn.Flatten):
         parts = parts[1:]
-    linears, acts = [], []
+    linears: list = []
+    acts: list[str] = []
     for part in parts:
         if isinstance(part, nn.Linear):
             if linears and len(acts) < len(linears):
@@ -139,7 +143,7 @@ def from_torch(cls, module, loss=None, backend="cpu", seed=0, **kwargs):
     return model
 
 
-def to_onnx(model, path=None, opset=17):
+def to_onnx(model: Any, path: str | os.PathLike | None = None, opset: int = 17) -> Any:
     """The model as an ONNX ``ModelProto`` (``Gemm`` and activation nodes); with
     ``path``, also written there, atomically.
 

@@ -7,9 +7,15 @@ and the epoch loop are in :mod:`fastmlp.training`, the callbacks in
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
 from . import numerical, optim, training
 from ._util import choose, integer, real
-from .callbacks import CallbackList, ProgbarLogger
+from .callbacks import Callback, CallbackList, ProgbarLogger
 from .training import History
 
 TRAINERS = ("backprop", "numerical", "lecture-backprop")
@@ -19,9 +25,25 @@ class Fitting:
     """``fit`` and its helpers, for :class:`fastmlp.MLP` (which owns the network, the
     parameters, the backend and the training state they use)."""
 
-    def fit(self, x, y, epochs=5, batch_size=None, optimizer=None, lr=None, l2=0.0,
-            validation_split=0.0, validation_data=None, shuffle=True, verbose=1,
-            trainer="backprop", h=None, callbacks=None, initial_epoch=None) -> History:
+    # What fit uses of the model (set by MLP.__init__).
+    network: Any
+    params: Any
+    shuffle_rng: np.random.Generator
+    _backend: Any
+    optimizer: optim.Optimizer | None
+    epochs_trained: int
+    stop_training: bool
+    history: History | None
+    check_xy: Callable[..., tuple[np.ndarray, np.ndarray]]
+    scores: Callable[..., tuple[float, float]]
+
+    def fit(self, x: npt.ArrayLike, y: npt.ArrayLike, epochs: int = 5,
+            batch_size: int | None = None, optimizer: str | optim.Optimizer | None = None,
+            lr: float | None = None, l2: float = 0.0, validation_split: float = 0.0,
+            validation_data: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
+            shuffle: bool = True, verbose: int = 1, trainer: str = "backprop",
+            h: float | None = None, callbacks: Sequence[Callback] | None = None,
+            initial_epoch: int | None = None) -> History:
         """Train with mini-batch backprop, or with the lecture's numerical derivative.
 
         Training goes on where the last ``fit`` (or the saved file) left it: the
@@ -129,16 +151,17 @@ class Fitting:
         else:
             batch_size = integer("batch_size", 128 if batch_size is None else batch_size, 1)
             opt = self._optimizer_for(optimizer, lr)
-        x, y = self.check_xy(x, y)
-        x, y, val = self._validation(x, y, validation_split, validation_data)
+        xa, ya = self.check_xy(x, y)
+        xa, ya, val = self._validation(xa, ya, validation_split, validation_data)
 
-        be, n = self._backend, len(x)
+        be, n = self._backend, len(xa)
+        runner: Any
         if lecture:
-            runner = numerical.LectureRunner(self.network, self.params, x, y, opt.lr, h,
+            runner = numerical.LectureRunner(self.network, self.params, xa, ya, opt.lr, h,
                                              analytic=trainer != "numerical",
                                              rng=self.shuffle_rng)
         else:
-            runner = self.make_runner(x, y, opt, l2, min(batch_size, n))
+            runner = self.make_runner(xa, ya, opt, l2, min(int(batch_size or 1), n))
             if be.device and val is not None:
                 val = tuple(be.to_device(a) for a in val)
         score = None
@@ -148,10 +171,10 @@ class Fitting:
 
         self.optimizer = opt
         self.stop_training = False
-        cbs = list(callbacks or [])
+        listed = list(callbacks or [])
         if verbose:
-            cbs.append(ProgbarLogger(verbose))
-        cbs = CallbackList(cbs, self, {"epochs": first + epochs, "samples": n,
+            listed.append(ProgbarLogger(verbose))
+        cbs = CallbackList(listed, self, {"epochs": first + epochs, "samples": n,
                                        "batch_size": runner.batch,
                                        "steps": -(-n // runner.batch)})
         self.history = history = training.History()
@@ -185,7 +208,8 @@ class Fitting:
                              f"and {n_val} validation samples out of {len(x)}")
         return x[:-n_val], y[:-n_val], (x[-n_val:], y[-n_val:])
 
-    def make_runner(self, x, y, optimizer, l2, batch):
+    def make_runner(self, x: Any, y: Any, optimizer: optim.Optimizer, l2: float,
+                    batch: int) -> training.Runner:
         """The mini-batch backprop runner of ``fit`` on checked arrays (see
         :mod:`fastmlp.training`): the backend's own ``make_runner`` where it has one,
         else :class:`fastmlp.training.BackpropRunner`."""

@@ -9,8 +9,12 @@ The model owns one flat parameter vector ``[W1, ..., WL, b1, ..., bL]`` (see
 from __future__ import annotations
 
 import contextlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _checks, export, initializers, serialization, step
 from ._util import integer
@@ -62,17 +66,20 @@ class MLP(Fitting):
     (32,)
     """
 
-    def __init__(self, layers=(784, 512, 10), activations=("relu", "softmax"),
-                 loss="cross_entropy", init="xavier", seed=0, backend="cpu", dtype="float32"):
-        self.network = net = Network(tuple(layers), tuple(activations), loss, dtype)
+    def __init__(self, layers: Sequence[int] = (784, 512, 10),
+                 activations: Sequence[str] = ("relu", "softmax"), loss: str = "cross_entropy",
+                 init: str = "xavier", seed: int = 0, backend: str = "cpu",
+                 dtype: str | np.dtype = "float32") -> None:
+        self.network = net = Network(tuple(layers), tuple(activations), loss,
+                                     _checks.float_dtype(dtype))
         init_fn = initializers.get(init)
         self.seed = integer("seed", seed, 0)
         self.layers, self.activations = list(net.layers), list(net.activations)
         self.loss, self.init, self.dtype = loss, init, net.dtype
         self.backend = backend
         self._backend = get_backend(backend)
-        self.history = None
-        self.meta = {}
+        self.history: History | None = None
+        self.meta: dict = {}
         #: The optimizer of the last ``fit``, with its state; the next ``fit`` goes on with it.
         self.optimizer = None
         #: Epochs trained so far (the next ``fit`` numbers its epochs from here).
@@ -91,7 +98,7 @@ class MLP(Fitting):
         self._resident = 0
 
     @contextlib.contextmanager
-    def on_backend(self):
+    def on_backend(self) -> Iterator[None]:
         """Within it, ``params`` are the backend's arrays (device copies for a GPU
         backend, written back to the host arrays on leaving)."""
         be = self._backend
@@ -132,7 +139,7 @@ class MLP(Fitting):
         cfg = self.get_config()
         return "MLP(" + ", ".join(f"{k}={v!r}" for k, v in cfg.items()) + ")"
 
-    def summary(self, print_fn=print) -> str:
+    def summary(self, print_fn: Callable[[str], Any] | None = print) -> str:
         """Print a table of the layers and their parameter counts, and return it.
 
         Parameters
@@ -156,7 +163,7 @@ class MLP(Fitting):
         """Copies of ``[W1, b1, W2, b2, ...]``; W has shape (inputs, outputs)."""
         return [p.copy() for p in self.params.pairs()]
 
-    def set_weights(self, weights) -> None:
+    def set_weights(self, weights: Sequence[npt.ArrayLike]) -> None:
         """Replace every parameter, given as ``[W1, b1, W2, b2, ...]`` like ``get_weights``.
 
         Raises
@@ -181,16 +188,17 @@ class MLP(Fitting):
             old[...] = new
 
     # ------------------------------------------------------------------ checks
-    def check_x(self, x, name="x"):
+    def check_x(self, x: npt.ArrayLike, name: str = "x") -> np.ndarray:
         """``x`` validated and converted for this model (see ``fastmlp._checks``)."""
         return _checks.features(x, self.layers[0], self.dtype, name)
 
-    def check_xy(self, x, y, name="x", yname="y"):
+    def check_xy(self, x: npt.ArrayLike, y: npt.ArrayLike, name: str = "x",
+                 yname: str = "y") -> tuple[np.ndarray, np.ndarray]:
         """``(x, y)`` validated and converted for this model (y as target rows)."""
         x = self.check_x(x, name)
         return x, _checks.targets(y, x.shape[0], self.layers[-1], self.dtype, yname)
 
-    def scores(self, x, y, batch_size):
+    def scores(self, x: Any, y: Any, batch_size: int) -> tuple[float, float]:
         """Mean loss and accuracy of checked arrays (host or the backend's)."""
         be, net = self._backend, self.network
         ws = Workspace(net, min(batch_size, len(x)), backward=False, backend=be)
@@ -206,52 +214,52 @@ class MLP(Fitting):
         return total / len(x), hits / len(x)
 
     # ------------------------------------------------------------------ inference
-    def predict_proba(self, x, batch_size=1024) -> np.ndarray:
+    def predict_proba(self, x: npt.ArrayLike, batch_size: int = 1024) -> np.ndarray:
         """The network's outputs (class probabilities for softmax), shape (N, outputs)."""
         batch_size = integer("batch_size", batch_size, 1)
-        x = self.check_x(x)
-        out = np.empty((len(x), self.layers[-1]), dtype=self.dtype)
+        xa = self.check_x(x)
+        out = np.empty((len(xa), self.layers[-1]), dtype=self.dtype)
         be, net = self._backend, self.network
-        ws = Workspace(net, min(batch_size, len(x)), backward=False, backend=be)
+        ws = Workspace(net, min(batch_size, len(xa)), backward=False, backend=be)
         with self.on_backend():
-            x = be.to_device(x)
-            for start in range(0, len(x), ws.batch):
-                stop = min(start + ws.batch, len(x))
+            xd = be.to_device(xa)
+            for start in range(0, len(xa), ws.batch):
+                stop = min(start + ws.batch, len(xa))
                 v = ws.views(stop - start)
-                step.forward(be, net, self.params, x[start:stop], v)
+                step.forward(be, net, self.params, xd[start:stop], v)
                 step.output(be, net, v)
                 be.to_host(v.a[-1], out[start:stop])
         return out
 
-    def predict(self, x, batch_size=1024) -> np.ndarray:
+    def predict(self, x: npt.ArrayLike, batch_size: int = 1024) -> np.ndarray:
         """Predicted integer labels, shape (N,) (for one output: 1 where it is >= 0.5)."""
         p = self.predict_proba(x, batch_size)
         if p.shape[1] == 1:
             return (p[:, 0] >= 0.5).astype(np.int64)
         return p.argmax(axis=1)
 
-    def evaluate(self, x, y, batch_size=1024) -> dict:
+    def evaluate(self, x: npt.ArrayLike, y: npt.ArrayLike, batch_size: int = 1024) -> dict:
         """``{"loss": mean loss, "accuracy": fraction correct}`` on (x, y)."""
         batch_size = integer("batch_size", batch_size, 1)
-        x, y = self.check_xy(x, y)
-        loss, acc = self.scores(x, y, batch_size)
+        loss, acc = self.scores(*self.check_xy(x, y), batch_size)
         return {"loss": loss, "accuracy": acc}
 
-    def loss_and_gradients(self, x, y):
+    def loss_and_gradients(self, x: npt.ArrayLike,
+                           y: npt.ArrayLike) -> tuple[float, list[np.ndarray]]:
         """Mean loss on (x, y) and its gradients ``[dW1, db1, ...]`` by backprop (no L2)."""
-        x, y = self.check_xy(x, y)
+        xa, ya = self.check_xy(x, y)
         be, net = self._backend, self.network
-        ws = Workspace(net, len(x), backward=True, backend=be)
+        ws = Workspace(net, len(xa), backward=True, backend=be)
         with self.on_backend():
             grads = Parameters(net, be.zeros(self.params.flat.shape, self.dtype))
-            x, yd = be.to_device(x), be.to_device(y)
-            total, _ = step.forward_loss(be, net, self.params, x, yd, ws)
-            step.backward(be, net, self.params, grads, x, ws)
+            xd, yd = be.to_device(xa), be.to_device(ya)
+            total, _ = step.forward_loss(be, net, self.params, xd, yd, ws)
+            step.backward(be, net, self.params, grads, xd, ws)
             out = [be.to_host(g).copy() for g in grads.pairs()]
-        return total / len(x), out
+        return total / len(xa), out
 
     # ------------------------------------------------------------------ copies and files
-    def astype(self, dtype=None, backend=None) -> MLP:
+    def astype(self, dtype: str | None = None, backend: str | None = None) -> MLP:
         """A copy with the same weights in another dtype and/or on another backend."""
         cfg = self.get_config()
         cfg["dtype"] = cfg["dtype"] if dtype is None else dtype
@@ -262,24 +270,25 @@ class MLP(Fitting):
         return clone
 
     # ------------------------------------------------------------------ other frameworks
-    def to_torch(self):
+    def to_torch(self) -> Any:
         """A ``torch.nn.Sequential`` with these weights, computing ``predict_proba``
         (see :mod:`fastmlp.export`)."""
         return export.to_torch(self)
 
     @classmethod
-    def from_torch(cls, module, loss=None, backend="cpu", seed=0) -> MLP:
+    def from_torch(cls, module: Any, loss: str | None = None, backend: str = "cpu",
+                   seed: int = 0) -> MLP:
         """A model from a ``torch.nn.Sequential`` of ``Linear`` layers and activations;
         ``loss`` defaults from the output activation (see :mod:`fastmlp.export`)."""
         return export.from_torch(cls, module, loss, backend, seed)
 
-    def to_onnx(self, path=None, opset=17):
+    def to_onnx(self, path: str | os.PathLike | None = None, opset: int = 17) -> Any:
         """The network as ONNX (``Gemm`` and activation nodes; input ``input``, output
         ``output``, what ``predict_proba`` gives), written atomically to ``path`` when
         given; returns the ``onnx.ModelProto`` (see :mod:`fastmlp.export`)."""
         return export.to_onnx(self, path, opset)
 
-    def save(self, path, include_optimizer=True) -> None:
+    def save(self, path: str | os.PathLike, include_optimizer: bool = True) -> None:
         """Write the configuration, weights and training state to ``path`` (a versioned
         ``.npz``), atomically.
 
@@ -314,7 +323,7 @@ class MLP(Fitting):
         self.epochs_trained, self.history = state["epochs_trained"], state["history"]
 
 
-def load(path, backend=None) -> MLP:
+def load(path: str | os.PathLike, backend: str | None = None) -> MLP:
     """Read a model written by ``MLP.save``, ready to predict or to go on training.
 
     Parameters

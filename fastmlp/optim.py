@@ -12,6 +12,8 @@ Example
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from . import functions
@@ -37,17 +39,17 @@ class Optimizer:
 
     name = "optimizer"
     #: Kernel id of the update rule (an index into ``fastmlp.functions.RULES``).
-    rule = None
+    rule: int | None = None
     #: Number of state arrays as large as the parameters.
     n_slots = 0
 
-    def __init__(self, lr):
+    def __init__(self, lr: float) -> None:
         self.lr = _positive("lr", lr)
         self.iterations = 0
-        self._state = None
+        self._state: np.ndarray | None = None
 
     @property
-    def state(self):
+    def state(self) -> np.ndarray | None:
         """The state arrays, ``(n_slots, n_params)`` (None before the first step)."""
         return self._state
 
@@ -56,7 +58,7 @@ class Optimizer:
         self.iterations = 0
         self._state = None
 
-    def set_state(self, state, iterations) -> None:
+    def set_state(self, state: np.ndarray | None, iterations: int) -> None:
         """Take ``state`` (``(n_slots, n_params)`` or None) and the step count, as
         :attr:`state` and ``iterations`` gave them (a resumed training run).
 
@@ -75,7 +77,7 @@ class Optimizer:
                                  f"({self.n_slots}, n_params), got {state.shape} {state.dtype}")
         self._state, self.iterations = state, iterations
 
-    def ensure_state(self, params) -> bool:
+    def ensure_state(self, params: np.ndarray) -> bool:
         """Make the state match ``params`` (shape and dtype); a new state is zeros and
         restarts the step count. Returns whether it was made anew."""
         shape = (self.n_slots,) + params.shape
@@ -86,19 +88,20 @@ class Optimizer:
         self.iterations = 0
         return True
 
-    def hyper_parameters(self, step) -> dict:
+    def hyper_parameters(self, step: int) -> dict:
         """The kernel's hyper-parameters for step number ``step`` (from 1), by the names
         of ``fastmlp.functions.HYPER_PARAMETERS``; those left out are 0."""
         return {"lr": self.lr}
 
-    def kernel_hyper(self, step) -> tuple:
+    def kernel_hyper(self, step: int) -> tuple:
         """:meth:`hyper_parameters` as the kernels take them: a tuple in the order of
         ``fastmlp.functions.HYPER_PARAMETERS``."""
         hp = self.hyper_parameters(step)
         return tuple(float(hp.get(k, 0.0)) for k in functions.HYPER_PARAMETERS)
 
-    def update(self, backend, params, grads, l2=0.0, n_decayed=None, out=None, check=None,
-               state=None):
+    def update(self, backend: Any, params: Any, grads: Any, l2: float = 0.0,
+               n_decayed: int | None = None, out: Any = None, check: Any = None,
+               state: Any = None) -> None:
         """One step on ``params`` (1-D) from ``grads``; L2 applies to ``params[:n_decayed]``.
 
         With ``out``, the new parameters are written there and ``params`` is left as
@@ -134,7 +137,7 @@ class SGD(Optimizer):
     name = "sgd"
     rule = functions.SGD
 
-    def __init__(self, lr=0.01):
+    def __init__(self, lr: float = 0.01) -> None:
         super().__init__(lr)
 
 
@@ -145,11 +148,11 @@ class Momentum(Optimizer):
     rule = functions.MOMENTUM
     n_slots = 1
 
-    def __init__(self, lr=0.01, momentum=0.9):
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(lr)
         self.momentum = _fraction("momentum", momentum)
 
-    def hyper_parameters(self, step):
+    def hyper_parameters(self, step: int) -> dict:
         return {"lr": self.lr, "mu": self.momentum}
 
 
@@ -172,12 +175,12 @@ class RMSprop(Optimizer):
     rule = functions.RMSPROP
     n_slots = 1
 
-    def __init__(self, lr=1e-3, rho=0.9, eps=1e-7):
+    def __init__(self, lr: float = 1e-3, rho: float = 0.9, eps: float = 1e-7) -> None:
         super().__init__(lr)
         self.rho = _fraction("rho", rho)
         self.eps = _positive("eps", eps)
 
-    def hyper_parameters(self, step):
+    def hyper_parameters(self, step: int) -> dict:
         return {"lr": self.lr, "rho": self.rho, "eps": self.eps}
 
 
@@ -188,13 +191,14 @@ class Adam(Optimizer):
     rule = functions.ADAM
     n_slots = 2
 
-    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7):
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-7) -> None:
         super().__init__(lr)
         self.beta1 = _fraction("beta1", beta1)
         self.beta2 = _fraction("beta2", beta2)
         self.eps = _positive("eps", eps)
 
-    def hyper_parameters(self, step):
+    def hyper_parameters(self, step: int) -> dict:
         """``lr, beta1, beta2, eps`` and the bias corrections ``c1, c2`` of ``step``."""
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
                 "c1": 1.0 / (1.0 - self.beta1**step), "c2": 1.0 / (1.0 - self.beta2**step)}
@@ -208,18 +212,19 @@ class AdamW(Adam):
     name = "adamw"
     rule = functions.ADAMW
 
-    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 0.01) -> None:
         super().__init__(lr, beta1, beta2, eps)
         self.weight_decay = real("weight_decay", weight_decay, low=0)
 
-    def hyper_parameters(self, step):
+    def hyper_parameters(self, step: int) -> dict:
         return {**super().hyper_parameters(step), "wd": self.weight_decay}
 
 
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, Nesterov, RMSprop, Adam, AdamW)}
 
 
-def get(optimizer, lr=None, **kwargs) -> Optimizer:
+def get(optimizer: str | Optimizer, lr: float | None = None, **kwargs: float) -> Optimizer:
     """An optimizer from a name (with ``lr`` and hyper-parameters) or an instance.
 
     Raises

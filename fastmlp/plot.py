@@ -15,7 +15,12 @@ Example
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 from . import metrics
 from ._util import atomic_write, integer
@@ -37,7 +42,8 @@ def _finish(fig, path):
     return fig
 
 
-def history(history, path=None, keys=("loss", "accuracy")):
+def history(history: Any, path: str | os.PathLike | None = None,
+            keys: Sequence[str] = ("loss", "accuracy")) -> Any:
     """Learning curves: one panel per metric, training and (when recorded) validation,
     against the epoch (from 1).
 
@@ -70,7 +76,9 @@ def history(history, path=None, keys=("loss", "accuracy")):
     return _finish(fig, path)
 
 
-def confusion_matrix(y_true, y_pred, class_names=None, normalize=False, path=None):
+def confusion_matrix(y_true: npt.ArrayLike, y_pred: npt.ArrayLike,
+                     class_names: Sequence[str] | None = None, normalize: bool = False,
+                     path: str | os.PathLike | None = None) -> Any:
     """A heatmap of the confusion matrix (rows: true class, columns: predicted), each
     cell labelled with its count (or, with ``normalize``, its fraction of the row).
     """
@@ -99,7 +107,10 @@ def confusion_matrix(y_true, y_pred, class_names=None, normalize=False, path=Non
     return _finish(fig, path)
 
 
-def misclassified(x, y_true, y_pred, class_names=None, n=25, path=None, image_shape=None):
+def misclassified(x: npt.ArrayLike, y_true: npt.ArrayLike, y_pred: npt.ArrayLike,
+                  class_names: Sequence[str] | None = None, n: int = 25,
+                  path: str | os.PathLike | None = None,
+                  image_shape: tuple[int, int] | None = None) -> Any:
     """A grid of the first ``n`` misclassified images, each titled ``true→predicted``.
 
     ``x`` holds the images, (N, 28, 28) or flat rows (square images, or

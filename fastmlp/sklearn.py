@@ -30,8 +30,10 @@ Example
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -54,7 +56,8 @@ ACTIVATIONS = {"identity": "linear", "logistic": "sigmoid", "tanh": "tanh", "rel
 class _MLPEstimator(BaseEstimator):
     """What the classifier and the regressor share: parameters, fitting, threads."""
 
-    _output = _loss = None
+    _output: str
+    _loss: str
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=1e-4, batch_size="auto", learning_rate_init=1e-3, max_iter=200,
@@ -162,7 +165,7 @@ class _MLPEstimator(BaseEstimator):
             self.model_ = self._new_model(x.shape[1], t.shape[1])
         return self._train(x, t, epochs, first)
 
-    def fit(self, X, y):
+    def fit(self, X: npt.ArrayLike, y: npt.ArrayLike) -> Any:
         """Train a new network for ``max_iter`` epochs at most (or go on with the fitted
         one when ``warm_start``), stopping when the loss (or, with ``early_stopping``,
         the validation score) has not improved by ``tol`` for ``n_iter_no_change``
@@ -177,13 +180,13 @@ class _MLPEstimator(BaseEstimator):
             return self.model_.predict_proba(x).astype(np.float64)
 
     @property
-    def coefs_(self):
+    def coefs_(self) -> list[np.ndarray]:
         """Weight matrices, (inputs, outputs) per layer, as scikit-learn's ``coefs_``."""
         check_is_fitted(self)
         return [w.copy() for w in self.model_.params.W]
 
     @property
-    def intercepts_(self):
+    def intercepts_(self) -> list[np.ndarray]:
         """Bias vectors per layer, as scikit-learn's ``intercepts_``."""
         check_is_fitted(self)
         return [b.copy() for b in self.model_.params.b]
@@ -273,7 +276,8 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
         ok = present.min() >= 2 and len(present) <= min(n_val, len(t) - n_val)
         return t.argmax(axis=1) if ok else None
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X: npt.ArrayLike, y: npt.ArrayLike,
+                    classes: npt.ArrayLike | None = None) -> MLPClassifier:
         """One epoch on (X, y), going on from the last call. The first call needs
         ``classes``, all the labels ``y`` may hold. Returns self."""
         if not hasattr(self, "model_"):
@@ -287,15 +291,15 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
             self.model_ = self._new_model(x.shape[1], len(self.classes_))
             return self._train(x, t, 1, True)
         if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
-            raise ValueError(f"classes {list(classes)} differ from the first call's "
+            raise ValueError(f"classes {list(np.unique(classes))} differ from the first call's "
                              f"{list(self.classes_)}")
         return self._fit(X, y, 1, incremental=True)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: npt.ArrayLike) -> np.ndarray:
         """Class probabilities, shape (n_samples, n_classes), in ``classes_`` order."""
         return self._forward(X)
 
-    def predict(self, X):
+    def predict(self, X: npt.ArrayLike) -> np.ndarray:
         """The most probable label of each sample (from ``classes_``)."""
         proba = self._forward(X)
         return self.classes_[proba.argmax(axis=1)]
@@ -315,11 +319,11 @@ class MLPRegressor(RegressorMixin, _MLPEstimator):
             self._y_1d = y.ndim == 1
         return np.asarray(y.reshape(len(y), -1), dtype=self.dtype)
 
-    def partial_fit(self, X, y):
+    def partial_fit(self, X: npt.ArrayLike, y: npt.ArrayLike) -> MLPRegressor:
         """One epoch on (X, y), going on from the last call. Returns self."""
         return self._fit(X, y, 1, incremental=True)
 
-    def predict(self, X):
+    def predict(self, X: npt.ArrayLike) -> np.ndarray:
         """Predicted targets: (n_samples,) for a 1-D ``y``, else (n_samples, n_outputs)."""
         out = self._forward(X)
         return out[:, 0] if self._y_1d else out

@@ -8,6 +8,7 @@ the cap at run time.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ._util import choose, integer
@@ -36,7 +37,7 @@ def set_num_threads(n: int) -> None:
 
 
 @contextmanager
-def num_threads(n):
+def num_threads(n: int | None) -> Iterator[None]:
     """Within it, the ``cpu`` backend uses ``n`` threads (None: leave as it is); the
     count is put back on leaving."""
     if n is None:

@@ -81,3 +81,39 @@ def test_the_checker_sees_a_cycle_inside_a_function(tmp_path, monkeypatch):
 def test_no_module_is_too_long():
     sizes = {name: len(path.read_text().splitlines()) for name, path in modules().items()}
     assert {k: v for k, v in sizes.items() if v > MAX_LINES} == {}
+
+
+#: The modules whose public functions and methods carry type hints (mypy checks them in
+#: CI; see [tool.mypy] in pyproject.toml).
+TYPED = ("model", "fitting", "callbacks", "optim", "export", "plot", "sklearn", "threads")
+
+
+def unannotated(path):
+    """``name`` of each public function or method of ``path`` missing a parameter or
+    return annotation."""
+    missing = []
+
+    def visit(node, prefix, public):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                visit(child, f"{prefix}{child.name}.", public and not child.name.startswith("_"))
+            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                name = child.name
+                if not public or (name.startswith("_") and name != "__init__"):
+                    continue
+                a = child.args
+                params = [p for p in a.posonlyargs + a.args + a.kwonlyargs
+                          if p.arg not in ("self", "cls")]
+                params += [p for p in (a.vararg, a.kwarg) if p is not None]
+                if any(p.annotation is None for p in params) or \
+                        (child.returns is None and name != "__init__"):
+                    missing.append(prefix + name)
+
+    visit(ast.parse(path.read_text()), "", True)
+    return missing
+
+
+def test_the_public_api_is_annotated():
+    assert (ROOT / "py.typed").exists()
+    missing = {m: unannotated(ROOT / f"{m}.py") for m in TYPED}
+    assert not {m: v for m, v in missing.items() if v}
