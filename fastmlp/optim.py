@@ -53,7 +53,7 @@ class Optimizer:
         """The state arrays, ``(n_slots, n_params)`` (None before the first step)."""
         return self._state
 
-    def reset(self):
+    def reset(self) -> None:
         """Forget the state (moving averages, velocities) and the step count."""
         self.iterations = 0
         self._state = None
