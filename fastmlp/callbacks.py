@@ -142,7 +142,6 @@ class ProgbarLogger(Callback):
         self.verbose = verbose
         self.stream = stream or sys.stdout
         self.live = verbose == 1 and getattr(self.stream, "isatty", lambda: False)()
-        self.batch_every = 1
         self._last = self._t0 = 0.0
         self._epoch = 0
 

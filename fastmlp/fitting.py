@@ -145,14 +145,16 @@ class Fitting:
         lecture = trainer != "backprop"
         if trainer != "numerical" and h is not None:
             raise ValueError("h is the numerical trainer's step: it needs trainer='numerical'")
+        if not lecture:
+            batch = integer("batch_size", 128 if batch_size is None else batch_size, 1)
+        # The data is checked before _optimizer_for may change the kept optimizer's rate.
+        xa, ya = self.check_xy(x, y)
+        xa, ya, val = self._validation(xa, ya, validation_split, validation_data)
         if lecture:
             opt, h = numerical.check_fit_options(self, trainer, batch_size, optimizer, lr,
                                                  l2, h)
         else:
-            batch_size = integer("batch_size", 128 if batch_size is None else batch_size, 1)
             opt = self._optimizer_for(optimizer, lr)
-        xa, ya = self.check_xy(x, y)
-        xa, ya, val = self._validation(xa, ya, validation_split, validation_data)
 
         be, n = self._backend, len(xa)
         runner: Any
@@ -161,7 +163,7 @@ class Fitting:
                                              analytic=trainer != "numerical",
                                              rng=self.shuffle_rng)
         else:
-            runner = self.make_runner(xa, ya, opt, l2, min(int(batch_size or 1), n))
+            runner = self.make_runner(xa, ya, opt, l2, min(batch, n))
             if be.device and val is not None:
                 val = tuple(be.to_device(a) for a in val)
         score = None

@@ -298,13 +298,8 @@ class MLP(Fitting):
         at all: it is written beside its final name and renamed into place.
         """
         arrays = dict(zip(self.param_names, self.get_weights()))
-        saved_opt = self.optimizer
-        if not include_optimizer:
-            self.optimizer = None
-        try:
-            training_state = serialization.training_state(self, arrays)
-        finally:
-            self.optimizer = saved_opt
+        training_state = serialization.training_state(
+            self, arrays, self.optimizer if include_optimizer else None)
         serialization.write(path, self.get_config(), self.meta, arrays, training_state)
 
     # Pickle, copy.deepcopy and joblib: the configuration, the weights and the

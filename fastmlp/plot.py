@@ -117,7 +117,8 @@ def misclassified(x: npt.ArrayLike, y_true: npt.ArrayLike, y_pred: npt.ArrayLike
     ``image_shape``).
     """
     n = integer("n", n, 1)
-    rows = metrics.misclassified(y_true, y_pred)[:n]
+    wrong = metrics.misclassified(y_true, y_pred)
+    rows = wrong[:n]
     x = np.asarray(x)
     if len(x) != len(np.asarray(y_true)):
         raise ValueError(f"x has {len(x)} images for {len(np.asarray(y_true))} labels")
@@ -136,6 +137,6 @@ def misclassified(x: npt.ArrayLike, y_true: npt.ArrayLike, y_pred: npt.ArrayLike
     for ax, (index, true, pred) in zip(axes, rows):
         ax.imshow(x[index].reshape(shape), cmap="gray_r")
         ax.set_title(f"{names(true)}→{names(pred)}", fontsize=8, color="firebrick")
-    fig.suptitle(f"{len(metrics.misclassified(y_true, y_pred))} misclassified; "
+    fig.suptitle(f"{len(wrong)} misclassified; "
                  f"the first {len(rows)} (true→predicted)")
     return _finish(fig, path)

@@ -77,12 +77,11 @@ def read(path, build):
         raise ValueError(f"{path} is not a readable fastmlp model file ({exc})") from exc
 
 
-def training_state(model, arrays: dict) -> dict:
-    """The JSON part of ``model``'s training state; the optimizer's state arrays go
-    into ``arrays`` as ``optimizer_state``."""
+def training_state(model, arrays: dict, opt) -> dict:
+    """The JSON part of ``model``'s training state with the optimizer ``opt`` (None:
+    none stored); the optimizer's state arrays go into ``arrays`` as ``optimizer_state``."""
     state = {"epochs_trained": model.epochs_trained,
              "shuffle": model.shuffle_rng.bit_generator.state}
-    opt = model.optimizer
     if opt is not None:
         state["optimizer"] = {"config": opt.get_config(), "iterations": opt.iterations}
         if opt.state is not None:

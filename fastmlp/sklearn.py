@@ -44,7 +44,7 @@ except ImportError as exc:  # pragma: no cover - depends on the extras installed
     raise ImportError("fastmlp.sklearn needs scikit-learn 1.6 or newer: "
                       "pip install 'fastmlp[sklearn]'") from exc
 
-from . import threads
+from . import preprocessing, threads
 from .callbacks import EarlyStopping
 from .model import MLP
 
@@ -144,7 +144,7 @@ class _MLPEstimator(BaseEstimator):
             callbacks.append(EarlyStopping("loss", self.tol, self.n_iter_no_change))
         with threads.num_threads(self.n_threads):
             history = self.model_.fit(x, t, epochs=epochs, callbacks=callbacks, **fit)
-        self.n_iter_ = getattr(self, "n_iter_", 0) * (not first) + len(history.epoch)
+        self.n_iter_ = (0 if first else self.n_iter_) + len(history.epoch)
         self.loss_curve_ = ([] if first else list(self.loss_curve_)) \
             + list(history.history["loss"])
         if "val_loss" in history.history:
@@ -155,12 +155,12 @@ class _MLPEstimator(BaseEstimator):
     def _stratify(self, t):
         return None
 
-    def _fit(self, x, y, epochs, incremental):
+    def _fit(self, x, y, epochs, incremental, classes=None):
         self._check_numbers()
         first = not (incremental or self.warm_start) or not hasattr(self, "model_")
         x, y = validate_data(self, x, y, reset=first, dtype=[np.float64, np.float32],
                              multi_output=self._multi_output, y_numeric=not self._classifier)
-        t = self._targets(y, first)
+        t = self._targets(y, first, classes)
         if first:
             self.model_ = self._new_model(x.shape[1], t.shape[1])
         return self._train(x, t, epochs, first)
@@ -251,10 +251,10 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
     _output, _loss, _classifier, _multi_output = "softmax", "cross_entropy", True, False
     _monitor = "val_accuracy"
 
-    def _targets(self, y, first):
+    def _targets(self, y, first, classes=None):
         check_classification_targets(y)
         if first:
-            self.classes_ = np.unique(y)
+            self.classes_ = np.unique(y if classes is None else classes)
             if len(self.classes_) < 2:
                 raise ValueError(f"the classifier needs samples of at least 2 classes; "
                                  f"y has 1 class: {self.classes_[0]!r}")
@@ -264,9 +264,7 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
         if unknown.any():
             raise ValueError(f"y has labels not in classes_ {list(self.classes_)}: "
                              f"{list(np.unique(y[unknown]))[:5]}")
-        t = np.zeros((len(y), len(self.classes_)), dtype=self.dtype)
-        t[np.arange(len(y)), idx] = 1
-        return t
+        return preprocessing.one_hot(idx, len(self.classes_), dtype=self.dtype)
 
     def _stratify(self, t):
         # Stratified where every class can be on both sides of the split.
@@ -284,12 +282,7 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
             if classes is None:
                 raise ValueError("the first partial_fit needs classes, all the labels y "
                                  "may hold")
-            self.classes_ = np.unique(classes)
-            self._check_numbers()
-            x, y = validate_data(self, X, y, reset=True, dtype=[np.float64, np.float32])
-            t = self._targets(np.asarray(y), first=False)
-            self.model_ = self._new_model(x.shape[1], len(self.classes_))
-            return self._train(x, t, 1, True)
+            return self._fit(X, y, 1, incremental=True, classes=classes)
         if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise ValueError(f"classes {list(np.unique(classes))} differ from the first call's "
                              f"{list(self.classes_)}")
@@ -313,7 +306,7 @@ class MLPRegressor(RegressorMixin, _MLPEstimator):
     _output, _loss, _classifier, _multi_output = "linear", "mse", False, True
     _monitor = "val_loss"
 
-    def _targets(self, y, first):
+    def _targets(self, y, first, classes=None):
         y = np.asarray(y)
         if first:
             self._y_1d = y.ndim == 1

@@ -84,6 +84,14 @@ def test_a_named_optimizer_starts_anew_and_lr_alone_keeps_the_state():
     assert m.optimizer is not kept and m.optimizer.iterations == 8
 
 
+def test_a_fit_refused_for_its_data_leaves_the_kept_optimizer_alone():
+    m = fitted("numpy", 1)
+    x, y = data()
+    with pytest.raises(ValueError):
+        m.fit(x[:, :-1], y, epochs=1, lr=0.5, **FIT)
+    assert m.optimizer.lr == 1e-3 and m.optimizer.iterations == 8
+
+
 def test_initial_epoch_reads_epochs_as_keras_does():
     m = model("numpy")
     h = m.fit(*data(), epochs=5, initial_epoch=3, **FIT)

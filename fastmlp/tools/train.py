@@ -10,7 +10,6 @@ shuffling state come from the file, ``--epochs`` more epochs are trained.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 
@@ -191,7 +190,7 @@ def train(args, out):
     if history.interrupted:
         print(f"\ninterrupted: keeping the weights of {history.steps} completed steps",
               file=out)
-    scores, pred = report(model, xt, yt, args.dataset, out)
+    scores, pred, _ = report(model, xt, yt, args.dataset, out)
     if args.save:
         model.save(args.save)
         print(f"model saved to {args.save}", file=out)
@@ -213,19 +212,19 @@ def train(args, out):
 
 def report(model, x_test, y_test, dataset, out, quiet=False):
     """Score the model on the test set; print the scores, the per-class report and the
-    confusion matrix. Returns (scores, predicted labels)."""
+    confusion matrix. Returns (scores, predicted labels, confusion matrix)."""
     scores = model.evaluate(x_test, y_test)
     pred = model.predict(x_test)
+    cm = metrics.confusion_matrix(y_test, pred, model.layers[-1])
     if quiet:
-        return scores, pred
+        return scores, pred, cm
     print(f"\ntest loss: {scores['loss']:.4f} - test accuracy: {scores['accuracy']:.4f}",
           file=out)
     names = datasets.CLASS_NAMES.get(dataset)
     if model.layers[-1] == 10 and names:
         print(metrics.classification_report(y_test, pred, target_names=names), file=out)
-    print(confusion_text(metrics.confusion_matrix(y_test, pred, model.layers[-1]),
-                         names if model.layers[-1] == 10 else None), file=out)
-    return scores, pred
+    print(confusion_text(cm, names if model.layers[-1] == 10 else None), file=out)
+    return scores, pred, cm
 
 
 def confusion_text(cm, names=None) -> str:
@@ -268,7 +267,7 @@ def evaluate(args, out):
     if not quiet:
         print(f"model {args.model}: layers {model.layers}, backend {model.backend}; "
               f"{dataset} test set ({len(xt)} images), inputs scaled '{scaling}'", file=out)
-    scores, pred = report(model, xt, yt, dataset, out, quiet=quiet)
+    scores, pred, cm = report(model, xt, yt, dataset, out, quiet=quiet)
     rows = metrics.misclassified(yt, pred)
     if args.misclassified and not quiet:
         print(f"\n{len(rows)} misclassified; the first {min(len(rows), args.misclassified)} "
@@ -283,7 +282,7 @@ def evaluate(args, out):
             "model": args.model, "dataset": dataset, "samples": len(xt),
             "loss": scores["loss"], "accuracy": scores["accuracy"],
             "misclassified": len(rows),
-            "confusion_matrix": metrics.confusion_matrix(yt, pred, model.layers[-1]).tolist(),
-            "report": json.loads(json.dumps(metrics.classification_report(
-                yt, pred, target_names=names, output_dict=True), default=float)),
+            "confusion_matrix": cm.tolist(),
+            "report": metrics.classification_report(yt, pred, target_names=names,
+                                                    output_dict=True),
         }, out)
