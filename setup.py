@@ -82,10 +82,12 @@ extensions = [
     Extension(
         "fastmlp._cpu",
         sources=["fastmlp/_cpu.pyx", "src_c/cpu_features.c", "src_c/fm_ids.c", "src_c/gemm.c",
-                 "src_c/rows.c", "src_c/update.c", "src_c/numdiff.c"],
+                 "src_c/rows.c", "src_c/update.c", "src_c/numdiff.c", "src_c/step.c",
+                 "src_c/peak.c"],
         depends=["src_c/act_impl.h", "src_c/fm_ids.h", "src_c/fm_math.h", "src_c/gemm.h",
                  "src_c/gemm_impl.h", "src_c/cpu_features.h", "src_c/rows.h", "src_c/rows_impl.h",
-                 "src_c/update.h", "src_c/numdiff.h", "src_c/numdiff_impl.h"],
+                 "src_c/update.h", "src_c/numdiff.h", "src_c/numdiff_impl.h",
+                 "src_c/step.h", "src_c/step_impl.h"],
         include_dirs=[numpy.get_include(), "src_c"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )

@@ -23,6 +23,9 @@ cdef extern from "cpu_features.h":
     int fm_have_openmp() nogil
     int fm_get_max_threads() nogil
     void fm_set_num_threads(int n) nogil
+    double fm_fma_peak(int level, long iters, int threads, double *seconds) nogil
+    double fm_copy_bandwidth(const float *src, float *dst, long n, int reps, int threads,
+                             double *seconds) nogil
 
 cdef extern from "fm_ids.h":
     int FM_LINEAR, FM_SOFTMAX
@@ -61,6 +64,31 @@ def get_num_threads():
 
 def set_num_threads(int n):
     fm_set_num_threads(n)
+
+
+def fma_peak(str level, long iters, int threads):
+    """(flops, seconds) of ``threads`` threads each running ``iters`` iterations of 16
+    independent float32 FMA chains in registers with the instructions of ``level``
+    (at most ``gemm_best_level()``): the machine's arithmetic peak."""
+    cdef double seconds = 0, flops
+    cdef int lv = GEMM_LEVELS.index(level)
+    if lv > fm_gemm_best_level():
+        raise ValueError(f"this CPU does not support {level!r}")
+    with nogil:
+        flops = fm_fma_peak(lv, iters, threads, &seconds)
+    return flops, seconds
+
+
+def copy_bandwidth(const float[::1] src, float[::1] dst, int reps, int threads):
+    """(bytes, seconds) of ``threads`` threads copying their shares of ``src`` into
+    ``dst`` (as long), ``reps`` times: the bandwidth of the memory level that
+    holds both."""
+    cdef double seconds = 0, nbytes
+    if dst.shape[0] < src.shape[0] or src.shape[0] == 0:
+        raise ValueError("copy_bandwidth needs a non-empty src and a dst as long")
+    with nogil:
+        nbytes = fm_copy_bandwidth(&src[0], &dst[0], src.shape[0], reps, threads, &seconds)
+    return nbytes, seconds
 
 
 # --------------------------------------------------------------------------
@@ -423,3 +451,156 @@ def numdiff_train(const double[:, ::1] X, const double[:, ::1] T, const Py_ssize
         stats[1] += loss_sum
         stats[2] += hits
     return done
+
+
+# --------------------------------------------------------------------------
+# The whole training step in one call (src_c/step.c)
+# --------------------------------------------------------------------------
+
+from cpython.exc cimport PyErr_CheckSignals
+from libc.stdlib cimport malloc, free
+
+cdef extern from "step.h":
+    ctypedef struct fm_step_net:
+        int n_layers
+        const Py_ssize_t *sizes
+        const int *act
+        int loss
+        int rule
+        Py_ssize_t n_weights
+        Py_ssize_t n_params
+    ctypedef struct fm_step_ws:
+        void *x
+        void *y
+        void **a
+        void **g
+        void *z
+        void *row_loss
+        void *grad
+        void *s1
+        void *s2
+    int fm_train_step_s(const fm_step_net *net, const fm_step_ws *ws, const float *X,
+                        const float *Y, const Py_ssize_t *rows, Py_ssize_t m, const float *p,
+                        float *out, const fm_hyper *h, double *total, long *hits) nogil
+    int fm_train_step_d(const fm_step_net *net, const fm_step_ws *ws, const double *X,
+                        const double *Y, const Py_ssize_t *rows, Py_ssize_t m,
+                        const double *p, double *out, const fm_hyper *h, double *total,
+                        long *hits) nogil
+
+
+cdef void *_data(arr) except NULL:
+    # The buffer of a non-empty C-contiguous array (its dtype is the caller's check).
+    if not arr.flags.c_contiguous or arr.size == 0:
+        raise ValueError("the training step needs non-empty C-contiguous arrays")
+    cdef const unsigned char[::1] view = arr.reshape(-1).view("u1")
+    return <void *>&view[0]
+
+
+cdef class Stepper:
+    """A network's whole training step as one compiled call (fastmlp.training's
+    CompiledRunner): made once per fit from the network's ids and the workspace,
+    gradient and optimizer-state arrays, which it keeps alive."""
+
+    cdef fm_step_net net
+    cdef fm_step_ws ws
+    cdef Py_ssize_t *sizes
+    cdef int *acts
+    cdef void **ptrs
+    cdef bint is_double
+    cdef object keep
+
+    def __cinit__(self):
+        self.sizes = NULL
+        self.acts = NULL
+        self.ptrs = NULL
+
+    def __init__(self, layers, act_ids, int loss, int rule, Py_ssize_t n_weights,
+                 bint is_double, x, y, a, g, z, row_loss, grad, s1, s2):
+        cdef int L = len(act_ids), i
+        self.sizes = <Py_ssize_t *>malloc((L + 1) * sizeof(Py_ssize_t))
+        self.acts = <int *>malloc(L * sizeof(int))
+        self.ptrs = <void **>malloc(2 * L * sizeof(void *))
+        if self.sizes == NULL or self.acts == NULL or self.ptrs == NULL:
+            raise MemoryError("no memory for the training step's tables")
+        for i in range(L + 1):
+            self.sizes[i] = layers[i]
+        for i in range(L):
+            self.acts[i] = act_ids[i]
+            self.ptrs[i] = _data(a[i])
+            self.ptrs[L + i] = _data(g[i])
+        self.net.n_layers = L
+        self.net.sizes = self.sizes
+        self.net.act = self.acts
+        self.net.loss = loss
+        self.net.rule = rule
+        self.net.n_weights = n_weights
+        self.net.n_params = grad.shape[0]
+        self.ws.x = _data(x)
+        self.ws.y = _data(y)
+        self.ws.a = self.ptrs
+        self.ws.g = self.ptrs + L
+        self.ws.z = _data(z)
+        self.ws.row_loss = _data(row_loss)
+        self.ws.grad = _data(grad)
+        self.ws.s1 = _data(s1) if s1 is not None else NULL
+        self.ws.s2 = _data(s2) if s2 is not None else NULL
+        self.is_double = is_double
+        self.keep = (x, y, list(a), list(g), z, row_loss, grad, s1, s2)
+
+    def __dealloc__(self):
+        free(self.sizes)
+        free(self.acts)
+        free(self.ptrs)
+
+    def run(self, X, Y, const Py_ssize_t[::1] rows, Py_ssize_t batch, bufs, int cur,
+            const double[:, ::1] hyper, double l2, double[::1] stats):
+        """Steps over ``rows`` in batches of ``batch`` rows, the parameters moving
+        between the two flat arrays ``bufs`` (step s reads ``bufs[cur]`` and writes
+        the other; the next reads that one). ``hyper[s]`` holds step s's
+        hyper-parameters. After each step, ``stats`` (steps, loss sum, hits,
+        samples) is brought up to date before a pending Ctrl-C is raised. Returns
+        0, or 1 when a step's loss was not finite (``stats[4]`` holds it; that step
+        updated nothing)."""
+        cdef void *Xp = _data(X)
+        cdef void *Yp = _data(Y)
+        cdef void *P[2]
+        cdef Py_ssize_t n = rows.shape[0], start, m
+        cdef int rc = 0, s = 0
+        cdef double total
+        cdef long hits
+        cdef double values[16]
+        cdef fm_hyper h
+        cdef Py_ssize_t k
+        P[0] = _data(bufs[0])
+        P[1] = _data(bufs[1])
+        for start in range(0, n, batch):
+            m = min(batch, n - start)
+            for k in range(FM_N_HYPER):
+                values[k] = hyper[s, k]
+            fm_hyper_set(&h, values, l2)
+            with nogil:
+                if self.is_double:
+                    rc = fm_train_step_d(&self.net, &self.ws, <const double *>Xp,
+                                         <const double *>Yp, &rows[start], m,
+                                         <const double *>P[cur], <double *>P[1 - cur], &h,
+                                         &total, &hits)
+                else:
+                    rc = fm_train_step_s(&self.net, &self.ws, <const float *>Xp,
+                                         <const float *>Yp, &rows[start], m,
+                                         <const float *>P[cur], <float *>P[1 - cur], &h,
+                                         &total, &hits)
+            if rc < 0:
+                raise MemoryError("fastmlp: no memory for the matrix product's packing "
+                                  "buffers")
+            if rc > 0:
+                stats[4] = total
+                stats[5] = m
+                return 1
+            cur = 1 - cur
+            s += 1
+            stats[0] += 1
+            stats[1] += total
+            stats[2] += hits
+            stats[3] += m
+            PyErr_CheckSignals()
+        return 0

@@ -96,9 +96,16 @@ class CallbackList:
             cb.set_params(params)
         # Only callbacks that override on_batch_end are called per step.
         self.batch = [cb for cb in callbacks
-                      if type(cb).on_batch_end is not Callback.on_batch_end]
+                      if type(cb).on_batch_end is not Callback.on_batch_end
+                      and not (isinstance(cb, ProgbarLogger) and not cb.live)]
         for cb in self.batch:
             integer("batch_every", cb.batch_every, 1)
+
+    @property
+    def batch_every(self) -> int:
+        """The fewest steps between two ``on_batch_end`` calls of any callback (0: none
+        is called per step): a runner that takes many steps per call takes no more."""
+        return min((cb.batch_every for cb in self.batch), default=0)
 
     @property
     def stop(self) -> bool:

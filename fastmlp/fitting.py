@@ -179,6 +179,8 @@ class Fitting:
         cbs = CallbackList(listed, self, {"epochs": first + epochs, "samples": n,
                                        "batch_size": runner.batch,
                                        "steps": -(-n // runner.batch)})
+        if cbs.batch_every and getattr(runner, "chunk_in_steps", False):
+            runner.chunk = min(runner.chunk, cbs.batch_every * runner.batch)
         self.history = history = training.History()
         try:
             return training.run_epochs(runner, history, n, epochs, shuffle, score, cbs, first)

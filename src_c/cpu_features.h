@@ -15,4 +15,15 @@ int fm_get_max_threads(void);
 /* Set the threads for later parallel regions; no effect without OpenMP. */
 void fm_set_num_threads(int n);
 
+/* The fused multiply-add peak: `threads` threads each run `iters` iterations of 16
+   independent float FMA chains in registers at SIMD level `level` (FM_LEVEL_* of
+   fm_ids.h, at most what the CPU has). Returns the flops done and sets *seconds
+   to the wall time they took. */
+double fm_fma_peak(int level, long iters, int threads, double *seconds);
+
+/* Copy bandwidth: `threads` threads copy their shares of src (n floats) to dst,
+   `reps` times. Returns the bytes read and written and sets *seconds. */
+double fm_copy_bandwidth(const float *src, float *dst, long n, int reps, int threads,
+                         double *seconds);
+
 #endif

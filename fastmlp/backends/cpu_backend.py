@@ -3,6 +3,8 @@ with Cython), with the step's optional arguments handled here."""
 
 from __future__ import annotations
 
+import sys
+
 try:
     from .. import _cpu
 except ImportError as exc:  # pragma: no cover - depends on how the package was installed
@@ -11,7 +13,12 @@ except ImportError as exc:  # pragma: no cover - depends on how the package was 
         "'pip install .' from a source tree (needs a C compiler)"
     ) from exc
 
+import numpy as np
+
 from ..functions import LINEAR
+from ..network import Parameters, Workspace
+from ..optim import Optimizer
+from ..training import BackpropRunner, HostOrder, NonFiniteLoss
 from ._host import (  # noqa: F401
     accumulate,
     device,
@@ -48,3 +55,99 @@ def loss_grad(loss, act, z, a, y, g, row_loss, idx=None, acc=None):
 def update(rule, p, g, s1, s2, hyper, l2, n_decayed, out=None, check=None):
     if not update_skipped(check):
         _cpu.update(rule, p, g, s1, s2, hyper, l2, n_decayed, out)
+
+
+def make_runner(be, net, params, x, y, opt, l2, batch, rng):
+    """``fit``'s runner on this backend (the hook of :mod:`fastmlp.training`): whole
+    steps in one compiled call, or the Python loop over the same kernels for an
+    optimizer whose ``update`` is its own Python code."""
+    if type(opt).update is not Optimizer.update:
+        return BackpropRunner(be, net, params, x, y, opt, l2, batch, rng)
+    return CompiledRunner(net, params, x, y, opt, l2, batch, rng)
+
+
+class CompiledRunner(HostOrder):
+    """Mini-batch backprop with each whole step (gather, forward, loss, backward,
+    update) one compiled call, and many steps per :meth:`run`: a whole epoch, or
+    as many steps as the callbacks' ``batch_every`` asks for (``chunk``, which
+    ``fit`` sets). The GIL is released during a step and Ctrl-C is checked
+    between steps.
+
+    It runs the kernels of :func:`fastmlp.step.train_step` in the same order on
+    two parameter buffers, as :class:`fastmlp.training.BackpropRunner` does, so
+    its weights are bitwise that runner's.
+    """
+
+    def __init__(self, net, params, x, y, opt, l2, batch, rng):
+        for name, arr in (("x", x), ("y", y)):
+            if arr.dtype != net.dtype or not arr.flags.c_contiguous:
+                raise ValueError(f"{name} must be C-contiguous {net.dtype}, got "
+                                 f"{arr.dtype}")
+        self.net, self.params, self.x, self.y = net, params, x, y
+        self.opt, self.l2, self.rng = opt, l2, rng
+        self.batch = batch
+        self.chunk = len(x)
+        self.chunk_in_steps = True  # fit may make chunk a number of steps
+        self.ws = Workspace(net, batch, backward=True, gather=True)
+        self.grad = np.zeros_like(params.flat)
+        self.spare = Parameters(net, np.empty_like(params.flat))
+        self.stats = np.zeros(6)
+        self.taken = 0
+        self._pending = (0, 0.0, 0, 0)
+        self._stepper = None
+        self._state = None
+
+    def _stepper_now(self):
+        """The compiled step, made anew when the optimizer's state arrays changed."""
+        opt, net, ws = self.opt, self.net, self.ws
+        opt.ensure_state(self.params.flat)
+        if self._stepper is None or opt.state is not self._state:
+            state = opt.state
+            s1 = state[0] if opt.n_slots > 0 else None
+            s2 = state[1] if opt.n_slots > 1 else None
+            self._stepper = _cpu.Stepper(net.layers, net.act_ids, net.loss_id, opt.rule,
+                                         net.n_weights, net.dtype == np.float64, ws.x, ws.y,
+                                         ws.a, ws.g, ws.z, ws.row_loss, self.grad, s1, s2)
+            self._state = state
+        return self._stepper
+
+    def run(self, rows, contiguous):
+        opt, stats = self.opt, self.stats
+        if opt.rule is None:
+            raise TypeError(f"{type(opt).__name__} names no kernel rule")
+        stepper = self._stepper_now()
+        steps = -(-len(rows) // self.batch)
+        first = opt.iterations + 1
+        hyper = np.array([opt.kernel_hyper(first + s) for s in range(steps)], dtype=np.float64)
+        stats[:] = 0
+        self._pending = (0, 0.0, 0, 0)
+        rc = 1
+        try:
+            rc = stepper.run(self.x, self.y, np.ascontiguousarray(rows, dtype=np.intp),
+                             self.batch, (self.params.flat, self.spare.flat), 0, hyper,
+                             self.l2, stats)
+        finally:
+            # The parameters of the completed steps are kept, whatever happened.
+            done = int(stats[0])
+            if done % 2:
+                self.params.swap(self.spare)
+            opt.iterations += done
+            self.taken += done
+            self._pending = (done, float(stats[1]), int(stats[2]), int(stats[3]))
+        result, self._pending = self._pending, (0, 0.0, 0, 0)
+        if rc:
+            if self.taken:
+                self.params.swap(self.spare)
+            raise NonFiniteLoss(done * self.batch, stats[4] / stats[5], steps=done)
+        return result
+
+    def unreported(self):
+        return self._pending
+
+    def record_step(self):
+        """The kernel calls of one step (for the profiler), recorded through
+        :class:`fastmlp.training.BackpropRunner`, which calls the same kernels
+        from Python."""
+        runner = BackpropRunner(sys.modules[__name__], self.net, self.params, self.x, self.y,
+                                self.opt, self.l2, self.batch, self.rng)
+        return runner.record_step()

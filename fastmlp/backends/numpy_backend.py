@@ -153,10 +153,17 @@ def _sgd(p, g, s1, s2, h, l2):
     p -= h["lr"] * _l2(p, g, l2)
 
 
+def _flush(s):
+    """State values below the smallest normal number become zero, as in every
+    backend's update (a state decaying through the subnormals is slow on CPUs)."""
+    s[np.abs(s) < np.finfo(s.dtype).tiny] = 0
+
+
 def _momentum(p, g, v, s2, h, l2):
     lr, mu = h["lr"], h["mu"]
     v *= mu
     v -= lr * _l2(p, g, l2)
+    _flush(v)
     p += v
 
 
@@ -165,6 +172,7 @@ def _nesterov(p, g, v, s2, h, l2):
     d = _l2(p, g, l2)
     v *= mu
     v -= lr * d
+    _flush(v)
     p += mu * v - lr * d
 
 
@@ -173,6 +181,7 @@ def _rmsprop(p, g, s, s2, h, l2):
     d = _l2(p, g, l2)
     s *= rho
     s += (1 - rho) * d * d
+    _flush(s)
     p -= lr * d / (np.sqrt(s) + eps)
 
 
@@ -182,6 +191,8 @@ def _adam_moments(p, g, m, v, h, l2):
     m += (1 - h["beta1"]) * d
     v *= h["beta2"]
     v += (1 - h["beta2"]) * d * d
+    _flush(m)
+    _flush(v)
 
 
 def _adam_step(p, m, v, h):

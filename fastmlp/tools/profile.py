@@ -7,12 +7,19 @@ softmax, RMSprop, float32; ``--layers`` for another) and random data:
   runner ``fit`` uses (recorded with ``fastmlp.step.Recorder``), each timed alone,
   ``--repeats`` times back to back (CUDA events on the GPU, the wall clock on the CPU), with
   its arithmetic (GFLOP/s) and memory traffic (GB/s, each operand read or
-  written once) as a fraction of the machine's measured ceilings;
+  written once) as a fraction of the machine's measured ceilings, and its
+  roofline bound: the longer of its flops at the FMA peak and its bytes at the
+  bandwidth of the memory level that holds them (``%roof`` is that bound over
+  the time taken);
 * **step and epoch**: a ``fit`` epoch over ``--samples`` samples after a warm-up
-  epoch, and the time per step that gives;
+  epoch, the time per step that gives, and that step against the sum of the
+  kernels' bounds;
 * **ceilings**, measured first: for the GPU, a kernel of independent fused
-  multiply-adds and a device-to-device copy; for the CPU, NumPy's float32
-  matrix product (its BLAS) of 2048 x 2048 matrices and a large array copy.
+  multiply-adds and a device-to-device copy; for the CPU, a register-only loop
+  of independent float32 FMA chains (the FMA peak, at the thread count in use
+  and at one thread) and the copy bandwidth at footprints from 32 KiB (the
+  first-level cache) to 256 MiB (main memory): a kernel whose operands fit in a
+  cache is held to that cache's bandwidth.
 
 The report ends with the batch size from which the GPU's epoch is faster than
 the CPU's. ``--json`` writes everything, ``--plot`` a PNG (needs matplotlib,
@@ -43,15 +50,52 @@ PLOT_MISSING = ("--plot needs matplotlib; install it with pip install 'fastmlp[p
 
 # ------------------------------------------------------------------ ceilings
 
-def cpu_ceilings(size=2048, copy_mb=256) -> dict:
-    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
-    np.matmul(a, a)
-    best = min(_wall(lambda: np.matmul(a, a)) for _ in range(3))
-    src = np.ones(copy_mb * 2**20 // 4, np.float32)
-    dst = np.empty_like(src)
-    copy = min(_wall(lambda: np.copyto(dst, src)) for _ in range(3))
-    return {"gflops": 2 * size**3 / best / 1e9, "gbs": 2 * src.nbytes / copy / 1e9,
-            "how": f"numpy float32 matmul {size}^3; copy of {copy_mb} MiB"}
+#: Footprints (bytes read and written) at which the CPU's copy bandwidth is measured:
+#: from the first-level cache out to main memory.
+BANDWIDTH_FOOTPRINTS = tuple(2**k for k in range(15, 29, 2))  # 32 KiB .. 256 MiB
+
+
+def cpu_ceilings(seconds=0.2) -> dict:
+    """The CPU's measured ceilings at the thread count in use: the FMA peak of a
+    register-only loop of independent float32 FMA chains at the best SIMD level
+    (also at one thread), and the copy bandwidth at each footprint of
+    :data:`BANDWIDTH_FOOTPRINTS` (each thread copying its share)."""
+    from .. import _cpu
+
+    level, team = _cpu.gemm_best_level(), threads.get_num_threads()
+
+    def peak(n_threads):
+        iters, best = 1 << 16, 0.0
+        for _ in range(20):
+            flops, sec = _cpu.fma_peak(level, iters, n_threads)
+            best = max(best, flops / max(sec, 1e-9))
+            if sec < seconds / 4:
+                iters *= 2
+        return best / 1e9
+
+    curve = []
+    for footprint in BANDWIDTH_FOOTPRINTS:
+        src = np.ones(footprint // 8, np.float32)
+        dst = np.empty_like(src)
+        reps = max(1, (256 << 20) // footprint)
+        best = max(nbytes / sec for nbytes, sec in
+                   (_cpu.copy_bandwidth(src, dst, reps, team) for _ in range(3)))
+        curve.append([footprint, best / 1e9])
+    return {"gflops": peak(team), "gflops_1thread": peak(1), "gbs": curve[-1][1],
+            "bandwidth": curve,
+            "how": f"float32 FMA chains in {level} registers, {team} thread(s); copy "
+                   f"bandwidth by footprint, {curve[0][1]:.0f} GB/s at "
+                   f"{curve[0][0] >> 10} KiB to {curve[-1][1]:.0f} GB/s at "
+                   f"{curve[-1][0] >> 20} MiB"}
+
+
+def bandwidth_at(ceil, nbytes) -> float:
+    """The copy bandwidth (GB/s) of the smallest measured footprint that holds
+    ``nbytes`` (the ceiling of a kernel that moves that much); one figure on the GPU."""
+    for footprint, gbs in ceil.get("bandwidth", ()):
+        if nbytes <= footprint:
+            return gbs
+    return ceil["gbs"]
 
 
 def cuda_ceilings(be) -> dict:
@@ -211,10 +255,15 @@ def run(backends=("cpu", "cuda"), batch_sizes=(32, 128, 1024, 8192), layers=KERA
             kernels = []
             for label, call, flops, nbytes in step_kernels(be, layers, batch):
                 sec = timer(call, repeats)
+                bw = bandwidth_at(ceil, nbytes)
+                # The roofline bound: the time at the FMA peak or at the bandwidth of the
+                # memory level that holds the kernel's operands, whichever is longer.
+                bound = max(flops / (ceil["gflops"] * 1e9), nbytes / (bw * 1e9))
                 kernels.append({"kernel": label, "us": sec * 1e6,
                                 "gflops": flops / sec / 1e9, "gbs": nbytes / sec / 1e9,
                                 "flop_frac": flops / sec / 1e9 / ceil["gflops"],
-                                "bw_frac": nbytes / sec / 1e9 / ceil["gbs"]})
+                                "bw_frac": nbytes / sec / 1e9 / bw,
+                                "roofline_us": bound * 1e6, "roofline_frac": bound / sec})
             entry["batches"][batch] = {"kernels": kernels,
                                        **epoch_time(name, layers, batch, samples)}
         result["backends"][name] = entry
@@ -249,6 +298,10 @@ def print_report(result, out):
         print(f"\n== {name}: {dev}", file=out)
         print(f"ceilings: {c['gflops']:,.0f} GFLOP/s, {c['gbs']:,.0f} GB/s ({c['how']})",
               file=out)
+        if "bandwidth" in c:
+            print("bandwidth by footprint: " + ", ".join(
+                f"{fp >> 10} KiB {gbs:.0f}" for fp, gbs in c["bandwidth"]) + " GB/s; "
+                f"FMA peak at 1 thread {c['gflops_1thread']:.0f} GFLOP/s", file=out)
         if "launches_per_step" in entry:
             print(f"kernel launches per training step: {entry['launches_per_step']}",
                   file=out)
@@ -256,13 +309,18 @@ def print_report(result, out):
             print(f"\nbatch {batch}: step {rec['step_us']:,.1f} us, epoch "
                   f"{rec['epoch_s']:.3f} s ({rec['steps']} steps)", file=out)
             print(f"  {'kernel':<40}{'us':>10}{'GFLOP/s':>10}{'%peak':>7}{'GB/s':>9}"
-                  f"{'%bw':>6}", file=out)
+                  f"{'%bw':>6}{'bound us':>10}{'%roof':>7}", file=out)
             for k in rec["kernels"]:
                 print(f"  {k['kernel']:<40}{k['us']:>10.1f}{k['gflops']:>10.1f}"
                       f"{100 * k['flop_frac']:>7.1f}{k['gbs']:>9.1f}"
-                      f"{100 * k['bw_frac']:>6.1f}", file=out)
+                      f"{100 * k['bw_frac']:>6.1f}{k['roofline_us']:>10.1f}"
+                      f"{100 * k['roofline_frac']:>7.1f}", file=out)
             total = sum(k["us"] for k in rec["kernels"])
-            print(f"  {'sum of the kernels':<40}{total:>10.1f}", file=out)
+            bound = sum(k["roofline_us"] for k in rec["kernels"])
+            print(f"  {'sum of the kernels':<40}{total:>10.1f}{'':>32}{bound:>10.1f}"
+                  f"{100 * bound / total:>7.1f}", file=out)
+            print(f"  step {rec['step_us']:,.1f} us against the sum of the bounds: "
+                  f"{rec['step_us'] / bound:.2f}x", file=out)
     names = list(result["backends"])
     if len(names) > 1:
         print("\nepoch seconds by batch size", file=out)

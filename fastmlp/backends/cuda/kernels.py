@@ -379,6 +379,11 @@ def update(dtype, rule):
     already set, nothing is written, and ``flag[0]`` becomes ``s + 1``.
     """
     one = np.dtype(dtype).type(1)
+    tiny = np.dtype(dtype).type(np.finfo(dtype).tiny)
+
+    @cuda.jit(device=True)
+    def flush(v):  # state below the smallest normal is stored as zero, as on the CPU
+        return v if v <= -tiny or v >= tiny else v - v
 
     @cuda.jit
     def kernel(p, g, s1, s2, out, n_decayed, l2, lr, mu, rho, eps, beta1, beta2, c1, c2,
@@ -400,19 +405,19 @@ def update(dtype, rule):
         if rule == SGD:
             pi -= lr * d
         elif rule == MOMENTUM or rule == NESTEROV:
-            v = mu * s1[i] - lr * d
+            v = flush(mu * s1[i] - lr * d)
             s1[i] = v
             if rule == MOMENTUM:
                 pi += v
             else:
                 pi += mu * v - lr * d
         elif rule == RMSPROP:
-            sq = rho * s1[i] + (one - rho) * d * d
+            sq = flush(rho * s1[i] + (one - rho) * d * d)
             s1[i] = sq
             pi -= lr * d / (math.sqrt(sq) + eps)
         elif rule == ADAM or rule == ADAMW:
-            mi = beta1 * s1[i] + (one - beta1) * d
-            vi = beta2 * s2[i] + (one - beta2) * d * d
+            mi = flush(beta1 * s1[i] + (one - beta1) * d)
+            vi = flush(beta2 * s2[i] + (one - beta2) * d * d)
             s1[i] = mi
             s2[i] = vi
             if rule == ADAMW and i < n_decayed:

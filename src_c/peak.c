@@ -1,0 +1,134 @@
+/* The machine's fused multiply-add peak, measured: a loop of independent FMA
+   chains that stay in registers (no memory traffic), run by every thread. */
+#include "cpu_features.h"
+
+#include "fm_ids.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include <string.h>
+#include <time.h>
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define FM_PEAK_X86 1
+#include <immintrin.h>
+/* Hides x's value from the optimizer, so the loop is not folded. */
+#define FM_OPAQUE(x) __asm__ volatile("" : "+x"(x))
+#else
+#define FM_PEAK_X86 0
+#define FM_OPAQUE(x) (void)0
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#define FM_BARRIER() __asm__ volatile("" ::: "memory")
+#else
+#define FM_BARRIER() (void)0
+#endif
+
+/* 16 chains: enough independent FMAs to cover two FMA units' latency. Each
+   iteration is 16 FMAs of `lanes` float lanes, 2 flops each. The sink keeps the
+   compiler from removing the loop. */
+#define FM_PEAK_LOOP(NAME, VEC, SET1, FMA, ADD, REDUCE, ATTR)                          \
+    ATTR static float NAME(long iters)                                                 \
+    {                                                                                  \
+        VEC acc[16], x = SET1(0.999f), y = SET1(1e-7f);                                \
+        for (int c = 0; c < 16; c++)                                                   \
+            acc[c] = SET1((float)c);                                                   \
+        for (long i = 0; i < iters; i++) {                                             \
+            _Pragma("GCC unroll 16") for (int c = 0; c < 16; c++)                      \
+                acc[c] = FMA(acc[c], x, y);                                            \
+            FM_OPAQUE(x);                                                              \
+        }                                                                              \
+        for (int c = 1; c < 16; c++)                                                   \
+            acc[0] = ADD(acc[0], acc[c]);                                              \
+        return REDUCE(acc[0]);                                                         \
+    }
+
+#if FM_PEAK_X86
+__attribute__((target("avx2"))) static float fm_first8(__m256 v)
+{
+    return _mm256_cvtss_f32(v);
+}
+FM_PEAK_LOOP(fm_peak_avx2, __m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps,
+             fm_first8, __attribute__((target("avx2,fma"))))
+__attribute__((target("avx512f"))) static float fm_first16(__m512 v)
+{
+    return _mm512_cvtss_f32(v);
+}
+FM_PEAK_LOOP(fm_peak_avx512, __m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps,
+             fm_first16, __attribute__((target("avx512f"))))
+#endif
+
+static float fm_set1_scalar(float v) { return v; }
+static float fm_fma_scalar(float a, float b, float c) { return a * b + c; }
+static float fm_add_scalar(float a, float b) { return a + b; }
+#define fm_id_scalar(v) (v)
+FM_PEAK_LOOP(fm_peak_scalar, float, fm_set1_scalar, fm_fma_scalar, fm_add_scalar,
+             fm_id_scalar, )
+
+static double fm_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+double fm_fma_peak(int level, long iters, int threads, double *seconds)
+{
+    float sink = 0;
+    int lanes = 1, team = 1;
+    double t0 = fm_now(), t1;
+#if FM_PEAK_X86
+    lanes = level == FM_LEVEL_AVX512 ? 16 : level == FM_LEVEL_AVX2 ? 8 : 1;
+#endif
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) reduction(+ : sink)
+#endif
+    {
+        float r;
+#ifdef _OPENMP
+#pragma omp single
+        team = omp_get_num_threads();
+#endif
+#if FM_PEAK_X86
+        if (level == FM_LEVEL_AVX512)
+            r = fm_peak_avx512(iters);
+        else if (level == FM_LEVEL_AVX2)
+            r = fm_peak_avx2(iters);
+        else
+#endif
+            r = fm_peak_scalar(iters);
+        sink += r;
+    }
+    (void)threads;
+    t1 = fm_now();
+    *seconds = t1 - t0 + (sink == 12345.0f ? 1e-12 : 0.0);
+    return 2.0 * 16.0 * (double)lanes * (double)iters * (double)team;
+}
+
+/* Copy bandwidth: `threads` threads each copy their share of src (n floats) to
+   dst, `reps` times; returns the bytes moved (read and written) and sets
+   *seconds. */
+double fm_copy_bandwidth(const float *src, float *dst, long n, int reps, int threads,
+                         double *seconds)
+{
+    double t0 = fm_now();
+    for (int r = 0; r < reps; r++) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+#endif
+        {
+            int t = 0, team = 1;
+#ifdef _OPENMP
+            t = omp_get_thread_num();
+            team = omp_get_num_threads();
+#endif
+            long lo = n * t / team, hi = n * (t + 1) / team;
+            memcpy(dst + lo, src + lo, (size_t)(hi - lo) * sizeof(float));
+        }
+        FM_BARRIER();
+    }
+    (void)threads;
+    *seconds = fm_now() - t0;
+    return 2.0 * (double)n * sizeof(float) * reps;
+}

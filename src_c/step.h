@@ -1,0 +1,53 @@
+/* A whole training step of mini-batch backprop in one call: gather the batch,
+   forward, loss, backward, and the optimizer's update, with no Python between
+   the kernels. It runs the same kernels in the same order as
+   fastmlp.step.train_step on the cpu backend, so its results are bitwise
+   those of that loop.
+
+   A network of L weight layers has widths sizes[0..L] and activations act[0..L-1];
+   its flat parameter vector is [W1, ..., WL, b1, ..., bL] with Wi of
+   sizes[i-1] x sizes[i], row-major. The workspace holds the buffers of a batch
+   of up to `batch` rows (fastmlp.network.Workspace). The functions trust their
+   arguments. */
+#ifndef FASTMLP_STEP_H
+#define FASTMLP_STEP_H
+
+#include <stddef.h>
+
+#include "update.h"
+
+typedef struct {
+    int n_layers;            /* L */
+    const ptrdiff_t *sizes;  /* L + 1 widths */
+    const int *act;          /* L activation ids (fm_ids.h) */
+    int loss;                /* loss id */
+    int rule;                /* update rule id */
+    ptrdiff_t n_weights;     /* entries of the flat vector that are weights (L2 applies) */
+    ptrdiff_t n_params;
+} fm_step_net;
+
+/* Buffers of the step's type (float or double), as void pointers so that one
+   struct serves both types. */
+typedef struct {
+    void *x, *y;             /* the gathered batch */
+    void *const *a;          /* L activations, batch x sizes[i+1] */
+    void *const *g;          /* L gradients at the pre-activations */
+    void *z;                 /* the last layer's logits */
+    void *row_loss;          /* batch */
+    void *grad;              /* n_params: the gradient, laid out as the parameters */
+    void *s1, *s2;           /* the optimizer's state arrays, or NULL */
+} fm_step_ws;
+
+/* One step on the m rows rows[0..m-1] of X (n x sizes[0]) and Y (n x sizes[L]),
+   from the parameters p into out (p is left as it was; the optimizer state
+   advances). *total gets the batch's loss sum and *hits its hits. Returns 0;
+   1 when the loss sum is not finite, in which case nothing is updated (out and
+   the state are untouched); -1 when scratch memory could not be allocated. */
+int fm_train_step_s(const fm_step_net *net, const fm_step_ws *ws, const float *X,
+                    const float *Y, const ptrdiff_t *rows, ptrdiff_t m, const float *p,
+                    float *out, const fm_hyper *h, double *total, long *hits);
+int fm_train_step_d(const fm_step_net *net, const fm_step_ws *ws, const double *X,
+                    const double *Y, const ptrdiff_t *rows, ptrdiff_t m, const double *p,
+                    double *out, const fm_hyper *h, double *total, long *hits);
+
+#endif

@@ -1,0 +1,142 @@
+/* The type-generic part of step.c, included once per type with T, SUF and
+   FM_GEMM defined. Not a public header. */
+
+#define FM_SCAT_(a, b) a##b
+#define FM_SCAT(a, b) FM_SCAT_(a, b)
+#define FM_SFN(name) FM_SCAT(name, SUF)
+
+/* out[i] = src[rows[i]] for m rows of width w. */
+static void FM_SFN(fm_gather)(const T *src, const ptrdiff_t *rows, ptrdiff_t m, ptrdiff_t w,
+                              T *out)
+{
+    ptrdiff_t i;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (m * w >= 65536)
+#endif
+    for (i = 0; i < m; i++)
+        memcpy(out + i * w, src + rows[i] * w, (size_t)w * sizeof(T));
+}
+
+/* The dense layer out = act(x W + b) (n x M from x: n x K), as
+   fastmlp._cpu.dense_forward computes it. */
+static int FM_SFN(fm_step_forward)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,
+                                    const T *W, const T *b, T *out, int act)
+{
+    fm_epilogue ep;
+    ep.kind = FM_EPI_BIAS_ACT;
+    ep.act = act == FM_SOFTMAX ? FM_LINEAR : act;
+    ep.bias = b;
+    ep.act_out = NULL;
+    ep.ldo = 0;
+    if (FM_GEMM(0, 0, n, M, K, x, K, W, M, out, M, &ep) != 0)
+        return -1;
+    if (act == FM_SOFTMAX)
+        FM_SFN(fm_activation_forward)(act, n, M, out, out);
+    return 0;
+}
+
+/* gx = (g W^T) * act'(z), given a = act(z) of the layer below (n x K), as
+   fastmlp._cpu.dense_backward_input computes it. */
+static int FM_SFN(fm_step_backward_input)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M,
+                                          const T *g, const T *W, T *gx, int act,
+                                          const T *a)
+{
+    fm_epilogue ep;
+    ep.kind = FM_EPI_NONE;
+    ep.act = act;
+    ep.bias = NULL;
+    ep.act_out = NULL;
+    ep.ldo = K;
+    if (act != FM_LINEAR) {
+        ep.act_out = a;
+        if (act != FM_SOFTMAX)
+            ep.kind = FM_EPI_MUL_DACT;
+    }
+    if (FM_GEMM(0, 1, n, K, M, g, M, W, M, gx, K, &ep) != 0)
+        return -1;
+    if (act == FM_SOFTMAX)
+        FM_SFN(fm_activation_backward)(act, n, K, a, gx);
+    return 0;
+}
+
+/* gW = x^T g and gb = the column sums of g, in row order, as
+   fastmlp._cpu.dense_backward_weight computes them. */
+static int FM_SFN(fm_step_backward_weight)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M,
+                                           const T *x, const T *g, T *gW, T *gb)
+{
+    if (FM_GEMM(1, 0, K, M, n, x, K, g, M, gW, M, NULL) != 0)
+        return -1;
+    for (ptrdiff_t j = 0; j < M; j++)
+        gb[j] = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const T *gi = g + i * M;
+        for (ptrdiff_t j = 0; j < M; j++)
+            gb[j] += gi[j];
+    }
+    return 0;
+}
+
+/* Where weight matrix i and bias i start in the flat parameter vector. */
+static ptrdiff_t FM_SFN(fm_w_at)(const fm_step_net *net, int i)
+{
+    ptrdiff_t at = 0;
+    for (int j = 0; j < i; j++)
+        at += net->sizes[j] * net->sizes[j + 1];
+    return at;
+}
+
+static ptrdiff_t FM_SFN(fm_b_at)(const fm_step_net *net, int i)
+{
+    ptrdiff_t at = net->n_weights;
+    for (int j = 0; j < i; j++)
+        at += net->sizes[j + 1];
+    return at;
+}
+
+int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T *X,
+                          const T *Y, const ptrdiff_t *rows, ptrdiff_t m, const T *p, T *out,
+                          const fm_hyper *h, double *total, long *hits)
+{
+    const int L = net->n_layers, last = L - 1;
+    const ptrdiff_t *sz = net->sizes;
+    T *const *a = (T *const *)ws->a;
+    T *const *g = (T *const *)ws->g;
+    T *xb = (T *)ws->x, *yb = (T *)ws->y, *z = (T *)ws->z, *grad = (T *)ws->grad;
+    if (L < 1)
+        return 0;
+    FM_SFN(fm_gather)(X, rows, m, sz[0], xb);
+    FM_SFN(fm_gather)(Y, rows, m, sz[L], yb);
+    /* Forward: hidden layers fused with their activation, the last keeps its logits. */
+    for (int i = 0; i < L; i++) {
+        const T *inp = i == 0 ? xb : a[i - 1];
+        if (FM_SFN(fm_step_forward)(m, sz[i], sz[i + 1], inp, p + FM_SFN(fm_w_at)(net, i),
+                                    p + FM_SFN(fm_b_at)(net, i),
+                                    i < last ? a[i] : z, i < last ? net->act[i] : FM_LINEAR))
+            return -1;
+    }
+    *total = 0;
+    *hits = 0;
+    FM_SFN(fm_loss_grad)(net->loss, net->act[last], m, sz[L], z, a[last], yb, g[last],
+                         (T *)ws->row_loss, total, hits);
+    /* Backward, from the output layer down. */
+    for (int i = last; i >= 0; i--) {
+        const T *inp = i == 0 ? xb : a[i - 1];
+        if (FM_SFN(fm_step_backward_weight)(m, sz[i], sz[i + 1], inp, g[i],
+                                            grad + FM_SFN(fm_w_at)(net, i),
+                                            grad + FM_SFN(fm_b_at)(net, i)))
+            return -1;
+        if (i > 0 && FM_SFN(fm_step_backward_input)(m, sz[i], sz[i + 1], g[i],
+                                                    p + FM_SFN(fm_w_at)(net, i),
+                                                    g[i - 1], net->act[i - 1], a[i - 1]))
+            return -1;
+    }
+    if (!isfinite(*total))
+        return 1;
+    FM_SFN(fm_update)(net->rule, net->n_params, net->n_weights, p, grad, (T *)ws->s1,
+                      (T *)ws->s2, out, h);
+    return 0;
+}
+
+#undef FM_SFN
+#undef FM_SCAT
+#undef FM_SCAT_

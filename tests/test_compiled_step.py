@@ -1,0 +1,169 @@
+"""The cpu backend's compiled training step against the Python loop over the same kernels."""
+
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp import optim, training
+from fastmlp.backends import cpu_backend, get_backend, numpy_backend
+from fastmlp.callbacks import Callback
+from fastmlp.functions import HYPER_PARAMETERS, RMSPROP
+
+OPTIMIZERS = [optim.SGD(0.05), optim.Momentum(0.05), optim.Nesterov(0.05),
+              optim.RMSprop(1e-3), optim.Adam(1e-3), optim.AdamW(1e-3, weight_decay=0.1)]
+
+NETWORKS = [
+    ([20, 16, 4], ["relu", "softmax"], "cross_entropy"),
+    ([20, 12, 8, 1], ["tanh", "leaky_relu", "sigmoid"], "binary_cross_entropy"),
+    ([20, 9, 7, 3], ["sigmoid", "softmax", "linear"], "mse"),
+]
+
+
+def data(n, features, outputs, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, features))
+    y = rng.integers(0, max(outputs, 2), n)
+    return x, y if outputs > 1 else y.reshape(-1, 1).astype(float)
+
+
+def python_runner(model, x, y, opt, l2, batch):
+    return training.BackpropRunner(get_backend("cpu"), model.network, model.params, x, y,
+                                   opt, l2, batch, model.shuffle_rng)
+
+
+def train(layers, acts, loss, dtype, opt, l2, compiled, epochs=3, batch=16, n=100):
+    model = fastmlp.MLP(layers, acts, loss=loss, backend="cpu", dtype=dtype, seed=3)
+    if not compiled:
+        model.make_runner = lambda *a: python_runner(model, *a)
+    x, y = data(n, layers[0], layers[-1])
+    h = model.fit(x, y, epochs=epochs, batch_size=batch, optimizer=opt, l2=l2, verbose=0)
+    return model, h
+
+
+@pytest.mark.parametrize("opt", OPTIMIZERS, ids=lambda o: o.name)
+@pytest.mark.parametrize("net", NETWORKS, ids=lambda n: "-".join(n[1]))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_compiled_step_is_bitwise_the_python_loop(opt, net, dtype):
+    # 100 samples in batches of 16: a short last batch in every shuffled epoch.
+    results = [train(*net, dtype, optim.from_config(opt.get_config()), 1e-3, compiled)
+               for compiled in (True, False)]
+    (m1, h1), (m2, h2) = results
+    for a, b in zip(m1.get_weights(), m2.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    if m1.optimizer.state is not None:
+        np.testing.assert_array_equal(m1.optimizer.state, m2.optimizer.state)
+    assert m1.optimizer.iterations == m2.optimizer.iterations == h1.steps == 3 * 7
+    assert h1.history["loss"] == h2.history["loss"]
+    assert h1.history["accuracy"] == h2.history["accuracy"]
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_compiled_step_same_bits_for_any_thread_count(n_threads, threads):
+    # Products large enough to be split between threads.
+    fastmlp.set_num_threads(2)
+    ref, _ = train([300, 256, 10], ["relu", "softmax"], "cross_entropy", "float32",
+                   optim.RMSprop(), 0.0, True, epochs=1, batch=128, n=512)
+    fastmlp.set_num_threads(n_threads)
+    model, _ = train([300, 256, 10], ["relu", "softmax"], "cross_entropy", "float32",
+                     optim.RMSprop(), 0.0, True, epochs=1, batch=128, n=512)
+    for a, b in zip(ref.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fit_uses_the_compiled_step_unless_the_optimizer_updates_in_python():
+    model = fastmlp.MLP([4, 3, 2], ["relu", "softmax"], backend="cpu")
+    x, y = np.zeros((8, 4), np.float32), np.eye(2, dtype=np.float32)[[0, 1] * 4]
+
+    class Logged(optim.SGD):
+        def update(self, *args, **kwargs):
+            super().update(*args, **kwargs)
+
+    assert isinstance(model.make_runner(x, y, optim.SGD(), 0.0, 4), cpu_backend.CompiledRunner)
+    assert isinstance(model.make_runner(x, y, Logged(), 0.0, 4), training.BackpropRunner)
+
+
+def test_hyper_parameters_are_taken_step_by_step():
+    # Adam's bias corrections change every step, and a subclass may schedule lr per step.
+    class Decaying(optim.Adam):
+        def hyper_parameters(self, step):
+            return {**super().hyper_parameters(step), "lr": self.lr / step}
+
+    runs = [train(*NETWORKS[0], "float64", Decaying(1e-2), 0.0, compiled)[0]
+            for compiled in (True, False)]
+    for a, b in zip(runs[0].get_weights(), runs[1].get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+class EveryThird(Callback):
+    batch_every = 3
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_batch_end(self, batch, logs=None):
+        self.seen.append((batch, self.model.optimizer.iterations))
+
+
+def test_batch_callbacks_see_every_nth_step():
+    model = fastmlp.MLP([20, 16, 4], ["relu", "softmax"], backend="cpu")
+    x, y = data(100, 20, 4)
+    cb = EveryThird()
+    model.fit(x, y, epochs=2, batch_size=10, callbacks=[cb], verbose=0)
+    # 10 steps per epoch: after steps 3, 6, 9 of each, with the weights of those steps.
+    assert cb.seen == [(2, 3), (5, 6), (8, 9), (2, 13), (5, 16), (8, 19)]
+
+
+def test_ctrl_c_between_compiled_steps_keeps_the_completed_ones():
+    layers, acts = [64, 256, 10], ["relu", "softmax"]
+    x, y = data(4096, 64, 10)
+    model = fastmlp.MLP(layers, acts, backend="cpu", seed=1)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.warns(UserWarning, match="interrupted"):
+            h = model.fit(x, y, epochs=1000, batch_size=8, optimizer="sgd", shuffle=False,
+                          verbose=0)
+    finally:
+        timer.cancel()
+    assert h.interrupted and h.steps > 0
+    assert model.optimizer.iterations == h.steps
+    # The same steps in one go: whole epochs, then the first batches again.
+    per_epoch = 4096 // 8
+    reference = fastmlp.MLP(layers, acts, backend="cpu", seed=1)
+    opt = optim.SGD()
+    if h.steps // per_epoch:
+        reference.fit(x, y, epochs=h.steps // per_epoch, batch_size=8, optimizer=opt,
+                      shuffle=False, verbose=0)
+    rest = h.steps % per_epoch
+    if rest:
+        reference.fit(x[:rest * 8], y[:rest * 8], epochs=1, batch_size=8, optimizer=opt,
+                      shuffle=False, verbose=0)
+    for a, b in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_optimizer_state_below_the_smallest_normal_is_stored_as_zero(dtype):
+    tiny = np.finfo(dtype).tiny
+    p = np.ones(40, dtype)
+    g = np.zeros(40, dtype)
+    g[:4] = 1e-3
+    hyper = tuple(0.9 if k == "rho" else 1e-3 if k in ("lr", "eps") else 0.0
+                  for k in HYPER_PARAMETERS)
+    states = []
+    backends = [cpu_backend, numpy_backend]
+    if fastmlp.backends.available_backends()["cuda"] is None:  # a GPU or the simulator
+        backends.append(get_backend("cuda"))
+    for be in backends:
+        s = be.to_device(np.full(40, tiny * 1.05, dtype))  # 0.9 of it is subnormal
+        out = be.empty(40, dtype)
+        be.update(RMSPROP, be.to_device(p), be.to_device(g), s, None, hyper, 0.0, 40, out)
+        states.append(be.to_host(s, np.empty(40, dtype)))
+    for s in states:
+        assert (s[4:] == 0).all() and (s[:4] > 0).all()
+    np.testing.assert_allclose(states[0], states[1], rtol=1e-6)
