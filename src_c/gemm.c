@@ -92,6 +92,13 @@ static ptrdiff_t fm_balanced(ptrdiff_t total, ptrdiff_t maxb, ptrdiff_t mult)
     return (b + mult - 1) / mult * mult;
 }
 
+/* The fraction of a microkernel's lanes left idle over n items in tiles of t. */
+static double fm_lane_waste(ptrdiff_t n, int t)
+{
+    ptrdiff_t tiles = (n + t - 1) / t;
+    return 1.0 - (double)n / (double)(tiles * t);
+}
+
 static int fm_threads_for(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K)
 {
 #ifdef _OPENMP
@@ -278,18 +285,52 @@ static int fm_pack_bt_fast_s(const float *B, ptrdiff_t ldb, ptrdiff_t p0, ptrdif
 #endif
 }
 
+/* Packing of a row-major A (op(A)(i, k) = A[i, k]) into 8-row panels reads 8 rows
+   side by side; for float with 8-row panels it goes through 8 x 8 blocks
+   transposed in registers. Returns 0 where it does not apply. */
+static int fm_pack_an_fast_s(const float *A, ptrdiff_t lda, ptrdiff_t i0, ptrdiff_t mc,
+                             ptrdiff_t p0, ptrdiff_t kc, int mr, float *restrict dst)
+{
+#if FM_X86_SIMD
+    if (fm_gemm_level() < FM_LEVEL_AVX2 || mr != 8)
+        return 0;
+    ptrdiff_t k8 = kc / 8 * 8;
+    for (ptrdiff_t ir = 0; ir < mc; ir += mr, dst += mr * kc) {
+        ptrdiff_t m = fm_min(mr, mc - ir);
+        const float *src = A + (i0 + ir) * lda + p0;
+        if (m == 8) {
+            for (ptrdiff_t k = 0; k < k8; k += 8)
+                fm_transpose8_s(src + k, lda, dst + k * 8, 8);
+            for (ptrdiff_t k = k8; k < kc; k++)
+                for (ptrdiff_t i = 0; i < 8; i++)
+                    dst[k * 8 + i] = src[i * lda + k];
+        } else {
+            for (ptrdiff_t k = 0; k < kc; k++)
+                for (ptrdiff_t i = 0; i < 8; i++)
+                    dst[k * 8 + i] = i < m ? src[i * lda + k] : 0.0f;
+        }
+    }
+    return 1;
+#else
+    (void)A; (void)lda; (void)i0; (void)mc; (void)p0; (void)kc; (void)mr; (void)dst;
+    return 0;
+#endif
+}
+
 /* The type-generic driver, once per type. */
 #define T float
 #define SUF _s
 #define FM_SIGMOID_FN fm_sigmoid_s  /* in float (see fm_math.h) */
 #define FM_TANH_FN tanhf
 #define FM_PACK_BT_FAST fm_pack_bt_fast_s
+#define FM_PACK_AN_FAST fm_pack_an_fast_s
 #include "gemm_impl.h"
 #undef T
 #undef SUF
 #undef FM_SIGMOID_FN
 #undef FM_TANH_FN
 #undef FM_PACK_BT_FAST
+#undef FM_PACK_AN_FAST
 
 #define T double
 #define SUF _d

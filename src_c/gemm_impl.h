@@ -1,6 +1,7 @@
 /* The type-generic part of gemm.c, included once per type with T (float or
    double), SUF (_s or _d), FM_SIGMOID_FN, FM_TANH_FN defined, and FM_PACK_BT_FAST
-   where the type has a fast packing of a transposed B. Not a public header. */
+   and FM_PACK_AN_FAST where the type has a fast packing of a transposed B or a
+   row-major A. Not a public header. */
 
 #define FM_CAT_(a, b) a##b
 #define FM_CAT(a, b) FM_CAT_(a, b)
@@ -14,6 +15,10 @@ static void FM_FN(fm_pack_a)(int trans, const T *A, ptrdiff_t lda, ptrdiff_t i0,
                              ptrdiff_t mc, ptrdiff_t p0, ptrdiff_t kc, int mr,
                              T *restrict dst)
 {
+#ifdef FM_PACK_AN_FAST
+    if (!trans && FM_PACK_AN_FAST(A, lda, i0, mc, p0, kc, mr, dst))
+        return;
+#endif
     for (ptrdiff_t ir = 0; ir < mc; ir += mr, dst += mr * kc) {
         ptrdiff_t m = fm_min(mr, mc - ir);
         if (!trans) {
@@ -112,12 +117,14 @@ static void FM_FN(fm_epilogue_tile)(const fm_epilogue *ep, T *C, ptrdiff_t ldc,
 #undef FM_EPI_BIAS_ACT_CASE
 #undef FM_EPI_MUL_DACT_CASE
 
-/* One thread's share: rows [i0, i1) and columns [j0, j1) of C. */
+/* One thread's share: rows [i0, i1) and columns [j0, j1) of C, or, with ct, of
+   C's transpose: the tile (i, j) is then element (j, i) of the matrix at C, and
+   the epilogue is applied to it in C's own orientation. */
 static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int ta, int tb,
-                               ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t j0, ptrdiff_t j1,
-                               ptrdiff_t K, ptrdiff_t kcb, ptrdiff_t mcb, ptrdiff_t ncb,
-                               const T *A, ptrdiff_t lda, const T *B, ptrdiff_t ldb,
-                               T *C, ptrdiff_t ldc, const fm_epilogue *ep)
+                               int ct, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t j0,
+                               ptrdiff_t j1, ptrdiff_t K, ptrdiff_t kcb, ptrdiff_t mcb,
+                               ptrdiff_t ncb, const T *A, ptrdiff_t lda, const T *B,
+                               ptrdiff_t ldb, T *C, ptrdiff_t ldc, const fm_epilogue *ep)
 {
     T tile[FM_MAX_MR * FM_MAX_NR] __attribute__((aligned(64)));
     /* The A block, then the B block at a 64-byte boundary. */
@@ -140,6 +147,21 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int ta, int
                     ptrdiff_t n = fm_min(nr, nc - jr);
                     for (ptrdiff_t ir = 0; ir < mc; ir += mr) {
                         ptrdiff_t m = fm_min(mr, mc - ir);
+                        if (ct) {
+                            /* The tile of C's transpose, read and written across C. */
+                            T *c = C + (jc + jr) * ldc + ic + ir;
+                            if (!first)
+                                for (ptrdiff_t i = 0; i < m; i++)
+                                    for (ptrdiff_t j = 0; j < n; j++)
+                                        tile[i * nr + j] = c[j * ldc + i];
+                            ukr(kc, Ap + ir * kc, Bp + jr * kc, tile, nr, !first);
+                            for (ptrdiff_t i = 0; i < m; i++)
+                                for (ptrdiff_t j = 0; j < n; j++)
+                                    c[j * ldc + i] = tile[i * nr + j];
+                            if (last && ep != NULL && ep->kind != FM_EPI_NONE)
+                                FM_FN(fm_epilogue_tile)(ep, C, ldc, jc + jr, ic + ir, n, m);
+                            continue;
+                        }
                         T *c = C + (ic + ir) * ldc + jc + jr;
                         if (m == mr && n == nr) {
                             ukr(kc, Ap + ir * kc, Bp + jr * kc, c, ldc, !first);
@@ -178,6 +200,19 @@ static int FM_FN(fm_gemm)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int ta, int tb,
             FM_FN(fm_epilogue_tile)(ep, C, ldc, 0, 0, M, N);
         return 0;
     }
+    /* A thin C (few columns, many rows) is computed as its transpose,
+       C^T = op(B)^T op(A)^T, when that wastes fewer of the microkernel's lanes:
+       the same products summed in the same order (a fused multiply-add does not
+       depend on its factors' order), so the bits are the same. */
+    int ct = fm_lane_waste(N, nr) > fm_lane_waste(M, mr) && N < nr && M >= 4 * nr;
+    if (ct) {
+        const T *t = A;
+        ptrdiff_t n = N, l = lda;
+        int f = ta;
+        A = B, lda = ldb, ta = !tb;
+        B = t, ldb = l, tb = !f;
+        N = M, M = n;
+    }
     /* kcb depends on K alone: the summation order is fixed. */
     kcb = fm_balanced(K, FM_KC, 4);
     mcb = fm_balanced(M, FM_MC, mr);
@@ -200,12 +235,12 @@ static int FM_FN(fm_gemm)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int ta, int tb,
         hi = tiles * (t + 1) / team;
         if (lo < hi) {
             if (split_n)
-                failed |= FM_FN(fm_gemm_part)(mr, nr, ukr, ta, tb, 0, M, lo * nr,
+                failed |= FM_FN(fm_gemm_part)(mr, nr, ukr, ta, tb, ct, 0, M, lo * nr,
                                               fm_min(hi * nr, N), K, kcb, mcb,
                                               fm_min(ncb, (hi - lo) * nr), A, lda, B, ldb,
                                               C, ldc, ep);
             else
-                failed |= FM_FN(fm_gemm_part)(mr, nr, ukr, ta, tb, lo * mr,
+                failed |= FM_FN(fm_gemm_part)(mr, nr, ukr, ta, tb, ct, lo * mr,
                                               fm_min(hi * mr, M), 0, N, K, kcb,
                                               fm_min(mcb, (hi - lo) * mr), ncb, A, lda, B,
                                               ldb, C, ldc, ep);

@@ -22,7 +22,7 @@ BEST = threads.SIMD_LEVELS.index(_cpu.gemm_best_level())
 # (M, N, K): single elements, edge tiles in both directions, K over several cache
 # blocks (the K block is 384), and the keras layer's shapes.
 SHAPES = [(1, 1, 1), (7, 13, 5), (6, 16, 8), (37, 10, 512), (200, 33, 1000),
-          (3, 600, 1100), (128, 512, 784)]
+          (3, 600, 1100), (128, 512, 784), (1000, 10, 300), (300, 3, 1000)]
 
 
 def operands(rng, M, N, K, dtype, ta, tb):
@@ -201,3 +201,51 @@ def test_training_is_identical_at_each_level_within_rounding(level):
         m.fit(x, y, epochs=1, batch_size=64, verbose=0, shuffle=False)
     for a, b in zip(models["cpu"].get_weights(), models["numpy"].get_weights()):
         assert max_rel_err(a, b) < tol("float64", 784, steps=4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("N", [1, 10, 17])
+def test_thin_products_computed_transposed_give_the_same_bits(level, N, ta, tb, dtype):
+    # Many rows and few columns: computed as the transpose (C^T = B^T A^T). Blocks of
+    # 64 rows are too short for that, and each row's sums do not depend on the others.
+    rng = np.random.default_rng(N)
+    M, K = 1000, 700
+    a, b = operands(rng, M, N, K, dtype, ta, tb)
+    whole = np.empty((M, N), dtype)
+    _cpu.matmul(a, b, whole)
+    for i in range(0, M, 64):
+        part = np.empty((min(64, M - i), N), dtype)
+        _cpu.matmul(a[i:i + 64], b, part)
+        np.testing.assert_array_equal(whole[i:i + 64], part)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["relu", "sigmoid"])
+def test_thin_fused_layers_computed_transposed_give_the_same_bits(level, act, dtype):
+    rng = np.random.default_rng(3)
+    n, k, m = 1000, 512, 10
+    x = rng.uniform(-1, 1, (n, k)).astype(dtype)
+    W = rng.uniform(-0.1, 0.1, (k, m)).astype(dtype)
+    b = rng.uniform(-1, 1, m).astype(dtype)
+    g = rng.uniform(-1, 1, (n, m)).astype(dtype)
+    a_low = CPU.empty((n, m), dtype=dtype)
+    REF.activation_forward(activation_id(act), g, a_low)
+    out, gx = np.empty((n, m), dtype), np.empty((n, m), dtype)
+    CPU.dense_forward(x, W, b, out, activation_id(act))
+    V = rng.uniform(-0.1, 0.1, (m, m)).astype(dtype)
+    CPU.dense_backward_input(g, V, gx, activation_id(act), a_low)
+    for i in range(0, n, 64):
+        rows = slice(i, i + 64)
+        o, h = np.empty_like(out[rows]), np.empty_like(gx[rows])
+        CPU.dense_forward(x[rows], W, b, o, activation_id(act))
+        CPU.dense_backward_input(g[rows], V, h, activation_id(act), a_low[rows])
+        np.testing.assert_array_equal(out[rows], o)
+        np.testing.assert_array_equal(gx[rows], h)
+    np.testing.assert_allclose(out, reference_forward(x, W, b, act), rtol=tol(dtype, k))
+
+
+def reference_forward(x, W, b, act):
+    out = np.empty((x.shape[0], W.shape[1]), x.dtype)
+    REF.dense_forward(x, W, b, out, activation_id(act))
+    return out
