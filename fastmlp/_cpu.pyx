@@ -458,6 +458,7 @@ def numdiff_train(const double[:, ::1] X, const double[:, ::1] T, const Py_ssize
 # --------------------------------------------------------------------------
 
 from cpython.exc cimport PyErr_CheckSignals
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_PROCESS_CPUTIME_ID
 from libc.stdlib cimport malloc, free
 
 cdef extern from "step.h":
@@ -494,6 +495,57 @@ cdef void *_data(arr) except NULL:
         raise ValueError("the training step needs non-empty C-contiguous arrays")
     cdef const unsigned char[::1] view = arr.reshape(-1).view("u1")
     return <void *>&view[0]
+
+
+cdef double _clock(int which) noexcept nogil:
+    cdef timespec ts
+    clock_gettime(which, &ts)
+    return ts.tv_sec + 1e-9 * ts.tv_nsec
+
+
+cdef class _Sharing:
+    """Threads for the next steps, lowered when the cores are shared (in the spirit
+    of OMP_DYNAMIC). Over each window of about 20 ms it compares the process's CPU
+    time with the wall time its threads had: well below it, another program is
+    running on the same cores, and OpenMP's spinning barriers would make each
+    thread wait for a descheduled one. Then the steps run on one thread (the
+    results do not depend on the thread count), and the full count is tried again
+    after a pause that doubles, from 0.25 s to 4 s, while the sharing lasts."""
+
+    cdef int full, now
+    cdef double wall0, cpu0, retry_at, pause
+
+    def __cinit__(self, int full):
+        self.full = self.now = full
+        self.pause = 0.25
+        self.retry_at = 0
+        self.start()
+
+    cdef void start(self) noexcept nogil:
+        self.wall0 = _clock(CLOCK_MONOTONIC)
+        self.cpu0 = _clock(CLOCK_PROCESS_CPUTIME_ID)
+
+    cdef void after_step(self) noexcept nogil:
+        cdef double wall = _clock(CLOCK_MONOTONIC), used
+        if self.full < 2:
+            return
+        if self.now == 1:
+            if wall >= self.retry_at:
+                self.now = self.full
+                fm_set_num_threads(self.full)
+                self.start()
+            return
+        if wall - self.wall0 < 0.02:
+            return
+        used = (_clock(CLOCK_PROCESS_CPUTIME_ID) - self.cpu0) / ((wall - self.wall0) * self.now)
+        if used < 0.7:
+            self.now = 1
+            fm_set_num_threads(1)
+            self.retry_at = wall + self.pause
+            self.pause = min(2 * self.pause, 4.0)
+        else:
+            self.pause = 0.25
+        self.start()
 
 
 cdef class Stepper:
@@ -564,15 +616,23 @@ cdef class Stepper:
         cdef void *Xp = _data(X)
         cdef void *Yp = _data(Y)
         cdef void *P[2]
-        cdef Py_ssize_t n = rows.shape[0], start, m
+        cdef _Sharing sharing = _Sharing(fm_get_max_threads())
+        P[0] = _data(bufs[0])
+        P[1] = _data(bufs[1])
+        try:
+            return self._run(Xp, Yp, P, rows, batch, cur, hyper, l2, stats, sharing)
+        finally:
+            fm_set_num_threads(sharing.full)
+
+    cdef int _run(self, void *Xp, void *Yp, void **P, const Py_ssize_t[::1] rows,
+                  Py_ssize_t batch, int cur, const double[:, ::1] hyper, double l2,
+                  double[::1] stats, _Sharing sharing) except -1:
+        cdef Py_ssize_t n = rows.shape[0], start, m, k
         cdef int rc = 0, s = 0
         cdef double total
         cdef long hits
         cdef double values[16]
         cdef fm_hyper h
-        cdef Py_ssize_t k
-        P[0] = _data(bufs[0])
-        P[1] = _data(bufs[1])
         for start in range(0, n, batch):
             m = min(batch, n - start)
             for k in range(FM_N_HYPER):
@@ -602,5 +662,6 @@ cdef class Stepper:
             stats[1] += total
             stats[2] += hits
             stats[3] += m
+            sharing.after_step()
             PyErr_CheckSignals()
         return 0

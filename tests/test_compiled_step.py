@@ -167,3 +167,26 @@ def test_optimizer_state_below_the_smallest_normal_is_stored_as_zero(dtype):
     for s in states:
         assert (s[4:] == 0).all() and (s[:4] > 0).all()
     np.testing.assert_allclose(states[0], states[1], rtol=1e-6)
+
+
+def test_same_bits_while_another_program_shares_the_cores():
+    # Busy processes on every core: the compiled step notices that its threads are
+    # not all running and lowers its thread count for a while, which must not change
+    # the result.
+    import subprocess
+    import sys
+
+    args = ([300, 256, 10], ["relu", "softmax"], "cross_entropy", "float32")
+    before = fastmlp.get_num_threads()
+    solo, _ = train(*args, optim.RMSprop(), 0.0, True, epochs=2, batch=32, n=2048)
+    burn = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(os.cpu_count() or 2)]
+    try:
+        shared, _ = train(*args, optim.RMSprop(), 0.0, True, epochs=2, batch=32, n=2048)
+    finally:
+        for p in burn:
+            p.kill()
+            p.wait()
+    for a, b in zip(solo.get_weights(), shared.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert fastmlp.get_num_threads() == before  # the thread count the user set is back
