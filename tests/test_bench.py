@@ -47,16 +47,63 @@ def test_threads_option():
 
 
 def test_torch_missing_is_said_clearly(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(bench, "torch_available", lambda: False)
+    monkeypatch.setattr(bench.peers, "available", lambda name: name == "jax")
     code = cli.main(["bench", "--threads", "1", "--contenders", "cpu,torch", "--no-products"])
     assert code == 2
     assert "pip install 'fastmlp[peers]'" in capsys.readouterr().err
     # Without --contenders it is left out with a note, and the rest still runs.
     code = cli.main(["bench", "--threads", "1", "--no-epochs", "--blocks", "1"])
     text = capsys.readouterr().out
-    assert code == 0 and "PyTorch is not installed" in text and "forward x @ W" in text
+    assert code == 0 and "forward x @ W" in text
+    assert "torch needs torch, which is not installed" in text
+    assert "torch-bf16 needs torch" in text and "jax needs" not in text
 
 
 def test_unknown_contender(capsys):
     assert bench.main(["--contenders", "tensorflow", "--threads", "1"]) == 2
     assert "unknown contender tensorflow" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ peers and --sweep
+def _separable(n=256, features=12, classes=3, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n)
+    x = (rng.normal(0, 3, (classes, features))[labels]
+         + rng.normal(0, 1, (n, features))).astype(np.float32)
+    return x, labels
+
+
+@pytest.mark.parametrize("name", ["torch", "torch-bf16", "jax"])
+def test_peer_trainers_learn_from_fastmlps_weights(name):
+    import numpy as np
+    from conftest import extra
+
+    from fastmlp import MLP
+    from fastmlp.tools import peers
+
+    extra(peers.PEERS[name], "peers")
+    x, labels = _separable()
+    model = MLP([12, 16, 3], ["relu", "softmax"], backend="numpy", seed=1)
+    tr = peers.make(name, model, {"lr": 1e-2, "rho": 0.9, "eps": 1e-7}, 20, 1)
+    before = tr.accuracy(x, labels)
+    assert before == pytest.approx(float((model.predict(x) == labels).mean()), abs=0.02)
+    for _ in range(3):
+        assert tr.epoch(x, labels, np.random.default_rng(0).permutation(len(x))) > 0
+    assert tr.accuracy(x, labels) > max(0.9, before)
+
+
+def test_sweep_measures_every_contender(monkeypatch):
+    from fastmlp.tools import sweep
+
+    monkeypatch.setattr(sweep, "EPOCH_FLOPS", 1e6)
+    res = sweep.run_sweep(["cpu"], 1, rounds=1, shapes=(((20, 8, 3), 16), ((30, 5, 5, 2), 8)))
+    assert [r["layers"] for r in res["rows"]] == [[20, 8, 3], [30, 5, 5, 2]]
+    for r in res["rows"]:
+        assert r["samples"] % r["batch"] == 0 and r["samples"] >= 4 * r["batch"]
+        assert r["samples_per_s"]["cpu"] > 0 and 0 < r["peak_frac"]["cpu"] < 1
+    assert res["fma_peak_gflops"] > 0
+    lines = sweep.format_sweep(res)
+    assert lines[1].startswith("20-8-3") and "cpu /s" in lines[0]
+    assert sweep.flops_per_sample([784, 512, 10]) == 6 * (784 * 512 + 512 * 10)

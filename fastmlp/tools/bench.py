@@ -1,21 +1,28 @@
-"""Benchmarks on this machine: the ``cpu`` backend against NumPy and PyTorch.
+"""Benchmarks on this machine: the ``cpu`` backend against NumPy, PyTorch and JAX.
 
-Two measurements, each run for every thread count asked for:
+The measurements, each run for every thread count asked for:
 
 * **products**: GFLOP/s of the three matrix products of the keras recipe's
   784-512 layer at batch 128 (forward, input gradient, weight gradient), the
   ``cpu`` backend's kernel against NumPy's BLAS on the same operands;
 * **epochs**: seconds per training epoch of the keras recipe (784-512 relu-10
   softmax, RMSprop, batch 128, float32) for the ``cpu`` backend, the ``numpy``
-  backend and PyTorch, all starting from the same weights, epochs alternating
-  between them after one warm-up epoch each; then each one's test accuracy.
+  backend, PyTorch (``torch``), PyTorch under its bfloat16 CPU autocast
+  (``torch-bf16``) and JAX with the whole epoch one jitted ``lax.scan`` (``jax``),
+  all starting from the same weights, epochs alternating between them after one
+  warm-up epoch each; then each one's test accuracy;
+* with ``--sweep``, instead of the epochs: training throughput over the network
+  shapes and batch sizes of ``fastmlp.tools.sweep`` (samples/s and % of the FMA
+  peak).
 
 Each thread count runs in a fresh worker process whose environment limits every
-library (OpenMP, OpenBLAS, MKL, PyTorch) to that many threads, since a BLAS
+library (OpenMP, OpenBLAS, MKL, PyTorch, XLA) to that many threads, since a BLAS
 cannot be re-limited once loaded. Medians are reported, and ratios come from
-the same run. PyTorch is optional (``pip install 'fastmlp[peers]'``).
+the same run. The peers are optional: PyTorch with ``pip install
+'fastmlp[peers]'``, JAX with ``pip install jax``; those not installed are left out.
 
     fastmlp bench --data ../shared/data/fashion-mnist
+    fastmlp bench --sweep --threads all
     python -m fastmlp.tools.bench --threads 1 --no-epochs
 """
 
@@ -33,9 +40,9 @@ import numpy as np
 
 from .. import datasets, recipes, set_num_threads
 from .._util import comma_list, write_json
-from . import machine
+from . import machine, peers, sweep
 
-CONTENDERS = ("cpu", "numpy", "torch")
+CONTENDERS = ("cpu", "numpy", "torch", "torch-bf16", "jax")
 
 # (name, M, N, K, transpose first operand, transpose second) of the 784-512 layer,
 # batch 128: out = x @ W, gx = g @ W.T, gW = x.T @ g.
@@ -45,16 +52,9 @@ PRODUCTS = (
     ("weight grad x.T @ g", 784, 512, 128, True, False),
 )
 
-TORCH_MISSING = ("PyTorch is not installed, so it is left out; install it with "
-                 "pip install 'fastmlp[peers]'")
-
-
-def torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def peer_available(name: str) -> bool:
+    """Whether the library a peer contender needs is installed (fastmlp's own always are)."""
+    return name not in peers.PEERS or peers.available(name)
 
 
 def thread_env(threads: int) -> dict:
@@ -63,6 +63,9 @@ def thread_env(threads: int) -> dict:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                 "BLIS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
         env[var] = str(threads)
+    if threads == 1:  # XLA's CPU backend: no thread pool of its own
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+                            "intra_op_parallelism_threads=1").strip()
     return env
 
 
@@ -111,46 +114,6 @@ def bench_products(blocks=5, calls=20, pause=0.1, seed=0) -> list:
     return rows
 
 
-class _TorchTrainer:
-    """The keras recipe in PyTorch, from a fastmlp model's weights."""
-
-    def __init__(self, model, recipe, threads):
-        import torch
-
-        torch.set_num_threads(threads)
-        self.torch = torch
-        layers = []
-        for i, (W, b) in enumerate(zip(model.params.W, model.params.b)):
-            lin = torch.nn.Linear(W.shape[0], W.shape[1])
-            with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T)))
-                lin.bias.copy_(torch.from_numpy(b.copy()))
-            layers.append(lin)
-            if i < len(model.params.W) - 1:
-                layers.append(torch.nn.ReLU())
-        self.net = torch.nn.Sequential(*layers)
-        args = recipe.optimizer_args
-        self.opt = torch.optim.RMSprop(self.net.parameters(), lr=args["lr"], alpha=args["rho"],
-                                       eps=args["eps"])
-        self.batch = recipe.batch_size
-
-    def epoch(self, x, labels, order):
-        torch = self.torch
-        F = torch.nn.functional
-        t0 = time.perf_counter()
-        for start in range(0, len(order), self.batch):
-            idx = order[start:start + self.batch]
-            self.opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(self.net(x[idx]), labels[idx])
-            loss.backward()
-            self.opt.step()
-        return time.perf_counter() - t0
-
-    def accuracy(self, x, labels):
-        with self.torch.no_grad():
-            return float((self.net(x).argmax(1) == labels).float().mean())
-
-
 def bench_epochs(contenders, threads, epochs=3, data=None, dataset="fashion-mnist",
                  samples=None, seed=0) -> dict:
     """Epoch seconds (after one warm-up epoch) and test accuracy per contender."""
@@ -175,18 +138,15 @@ def bench_epochs(contenders, threads, epochs=3, data=None, dataset="fashion-mnis
             def acc(model=model):
                 return model.evaluate(xt_s, yt)["accuracy"]
         else:
-            import torch
+            tr = peers.make(name, recipe.build(backend="numpy"), recipe.optimizer_args,
+                            recipe.batch_size, threads)
+            labels, rng = y.astype(np.int64), np.random.default_rng(seed)
 
-            tr = _TorchTrainer(recipe.build(backend="numpy"), recipe, threads)
-            tx, ty = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
-            txt, tyt = torch.from_numpy(xt_s), torch.from_numpy(yt.astype(np.int64))
-            rng = np.random.default_rng(seed)
+            def run(tr=tr, labels=labels, rng=rng):
+                return tr.epoch(x, labels, rng.permutation(len(x)))
 
-            def run(tr=tr, tx=tx, ty=ty, rng=rng):
-                return tr.epoch(tx, ty, torch.from_numpy(rng.permutation(len(tx))))
-
-            def acc(tr=tr, txt=txt, tyt=tyt):
-                return tr.accuracy(txt, tyt)
+            def acc(tr=tr):
+                return tr.accuracy(xt_s, yt)
         runners[name] = (run, acc)
     seconds = {name: [] for name in contenders}
     for rnd in range(epochs + 1):
@@ -201,9 +161,15 @@ def bench_epochs(contenders, threads, epochs=3, data=None, dataset="fashion-mnis
 
 def _worker(payload: str) -> None:
     opts = json.loads(payload)
+    if hasattr(os, "sched_setaffinity") and opts["threads"] < len(os.sched_getaffinity(0)):
+        # Also bounds the libraries no variable limits (XLA's thread pool).
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:opts["threads"]])
     result = {"threads": opts["threads"]}
     if opts.get("products"):
         result["products"] = bench_products(blocks=opts.get("blocks", 5))
+    if opts.get("sweep"):
+        result["sweep"] = sweep.run_sweep([c for c in opts["sweep"] if c != "numpy"],
+                                          opts["threads"], opts["epochs"])
     if opts.get("contenders"):
         result["epochs"] = bench_epochs(opts["contenders"], opts["threads"], opts["epochs"],
                                         opts.get("data"), opts["dataset"], opts.get("samples"))
@@ -238,7 +204,7 @@ def format_epochs(res) -> list:
     base = "torch" if "torch" in res else next(iter(res))
     lines = [f"{'contender':<12}{'median s':>10}{'min s':>9}{'/ ' + base:>10}"
              f"{'test acc':>10}   epochs (s)"]
-    label = {"cpu": "fastmlp cpu", "numpy": "numpy", "torch": "torch"}
+    label = {"cpu": "fastmlp cpu"}
     for name, r in res.items():
         ratio = r["median_s"] / res[base]["median_s"]
         lines.append(f"{label.get(name, name):<12}{r['median_s']:>10.3f}{min(r['epochs_s']):>9.3f}"
@@ -248,7 +214,7 @@ def format_epochs(res) -> list:
 
 
 def run(threads_list, contenders, epochs=3, products=True, data=None,
-        dataset="fashion-mnist", samples=None, blocks=5, out=None) -> dict:
+        dataset="fashion-mnist", samples=None, blocks=5, out=None, sweep_over=None) -> dict:
     """Measure every thread count, print the tables, and return all results."""
     out = out or sys.stdout
     info = machine.describe()
@@ -259,13 +225,20 @@ def run(threads_list, contenders, epochs=3, products=True, data=None,
     for threads in threads_list:
         opts = {"threads": threads, "products": products, "contenders": list(contenders),
                 "epochs": epochs, "data": data, "dataset": dataset, "samples": samples,
-                "blocks": blocks}
+                "blocks": blocks, "sweep": sweep_over}
         res = run_worker(opts)
         results["runs"].append(res)
         if products:
             print(f"\nmatrix products of the 784-512 layer at batch 128, float32, "
                   f"{threads} thread(s) (median of {blocks} alternating blocks)", file=out)
             for line in format_products(res["products"]):
+                print(line, file=out)
+        if sweep_over:
+            print(f"\ntraining throughput, float32 (torch-bf16: PyTorch's bfloat16 "
+                  f"autocast), {threads} thread(s), samples/s and % of the FMA peak "
+                  f"({res['sweep']['fma_peak_gflops']:.0f} GFLOP/s), median of {epochs} "
+                  f"alternating epochs after a warm-up", file=out)
+            for line in sweep.format_sweep(res["sweep"]):
                 print(line, file=out)
         if contenders:
             print(f"\nkeras recipe epoch, {samples or 'all'} samples, batch 128, float32, "
@@ -302,6 +275,9 @@ def add_arguments(p) -> None:
     p.add_argument("--data", metavar="DIR", help="folder with the data set")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--samples", type=int, help="train on the first N samples only")
+    p.add_argument("--sweep", action="store_true",
+                   help="instead of the keras epoch: throughput over the shapes of "
+                        "fastmlp.tools.sweep.SHAPES for each contender")
     p.add_argument("--json", metavar="FILE", help="write every figure here")
 
 
@@ -312,19 +288,23 @@ def main_args(args, out=None) -> dict:
     if args.epochs < 1 or args.blocks < 1:
         raise ValueError("--epochs and --blocks must be at least 1")
     if args.contenders is None:
-        contenders = [c for c in CONTENDERS if c != "torch" or torch_available()]
-        if "torch" not in contenders:
-            print(f"note: {TORCH_MISSING}", file=out)
+        contenders = [c for c in CONTENDERS if peer_available(c)]
+        for name in sorted(set(CONTENDERS) - set(contenders)):
+            print(f"note: {peers.missing_message(name)}, so it is left out", file=out)
     else:
         contenders = comma_list(args.contenders, "contender", CONTENDERS)
-        if "torch" in contenders and not torch_available():
-            raise RuntimeError(TORCH_MISSING.replace("so it is left out; ", ""))
+        for name in contenders:
+            if not peer_available(name):
+                raise RuntimeError(peers.missing_message(name))
+    sweep_over = None
+    if args.sweep:
+        sweep_over, contenders = [c for c in contenders if c != "numpy"], []
     if args.no_epochs:
         contenders = []
     data = os.path.abspath(args.data) if args.data else None
     results = run(threads_list, contenders, epochs=args.epochs,
                   products=not args.no_products, data=data, dataset=args.dataset,
-                  samples=args.samples, blocks=args.blocks, out=out)
+                  samples=args.samples, blocks=args.blocks, out=out, sweep_over=sweep_over)
     if args.json:
         write_json(args.json, results, out)
     return results

@@ -381,7 +381,7 @@ def update(dtype, rule):
     one = np.dtype(dtype).type(1)
     tiny = np.dtype(dtype).type(np.finfo(dtype).tiny)
 
-    @cuda.jit(device=True)
+    @cuda.jit(device=True, inline=True)
     def flush(v):  # state below the smallest normal is stored as zero, as on the CPU
         return v if v <= -tiny or v >= tiny else v - v
 
