@@ -11,8 +11,6 @@ output elements, and every sum runs in a fixed order inside one thread, so the
 results are bitwise identical for any number of threads.
 """
 
-from libc.string cimport memcpy
-from cython.parallel cimport prange
 
 ctypedef fused floating:
     float
@@ -28,7 +26,7 @@ cdef extern from "cpu_features.h":
                              double *seconds) nogil
 
 cdef extern from "fm_ids.h":
-    int FM_LINEAR, FM_SOFTMAX
+    int FM_LINEAR
     int FM_TABLE_ACTIVATIONS, FM_TABLE_LOSSES, FM_TABLE_RULES, FM_TABLE_LEVELS
     const char *fm_id_name(int table, int id) nogil
 
@@ -97,12 +95,7 @@ def copy_bandwidth(const float[::1] src, float[::1] dst, int reps, int threads):
 
 cdef extern from "gemm.h":
     ctypedef struct fm_epilogue:
-        int kind
-        int act
-        const void *bias
-        const void *act_out
-        Py_ssize_t ldo
-    int FM_EPI_NONE, FM_EPI_BIAS_ACT, FM_EPI_MUL_DACT
+        pass
     int fm_sgemm(int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                  const float *A, Py_ssize_t lda, const float *B, Py_ssize_t ldb,
                  float *C, Py_ssize_t ldc, const fm_epilogue *ep) nogil
@@ -151,17 +144,10 @@ def _cap_from_environment():
 _cap_from_environment()
 
 
-cdef int _gemm(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-               const floating *A, Py_ssize_t lda, const floating *B, Py_ssize_t ldb,
-               floating *C, Py_ssize_t ldc, const fm_epilogue *ep) except -1 nogil:
-    cdef int rc
-    if floating is float:
-        rc = fm_sgemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, ep)
-    else:
-        rc = fm_dgemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, ep)
+cdef int _packed(int rc) except -1:
+    # The kernels return -1 when their packing buffers could not be allocated.
     if rc != 0:
-        with gil:
-            raise MemoryError("fastmlp: no memory for the matrix product's packing buffers")
+        raise MemoryError("fastmlp: no memory for the matrix product's packing buffers")
     return 0
 
 
@@ -177,28 +163,53 @@ def matmul(const floating[:, :] a, const floating[:, :] b, floating[:, ::1] out)
         raise ValueError("matmul needs row-major arrays or transposes of them")
     if a.shape[0] == 0 or out.shape[1] == 0:
         return
+    cdef int rc
     with nogil:
-        _gemm(ta, tb, a.shape[0], b.shape[1], a.shape[1], &a[0, 0], lda, &b[0, 0], ldb,
-              &out[0, 0], out.shape[1], NULL)
+        if floating is float:
+            rc = fm_sgemm(ta, tb, a.shape[0], b.shape[1], a.shape[1], &a[0, 0], lda,
+                          &b[0, 0], ldb, &out[0, 0], out.shape[1], NULL)
+        else:
+            rc = fm_dgemm(ta, tb, a.shape[0], b.shape[1], a.shape[1], &a[0, 0], lda,
+                          &b[0, 0], ldb, &out[0, 0], out.shape[1], NULL)
+    _packed(rc)
 
 
+cdef extern from "step.h":
+    void fm_take_rows_s(const float *src, const Py_ssize_t *rows, Py_ssize_t m, Py_ssize_t w,
+                        float *out) nogil
+    void fm_take_rows_d(const double *src, const Py_ssize_t *rows, Py_ssize_t m,
+                        Py_ssize_t w, double *out) nogil
+    int fm_dense_forward_s(Py_ssize_t n, Py_ssize_t K, Py_ssize_t M, const float *x,
+                           const float *W, const float *b, float *out, int act) nogil
+    int fm_dense_forward_d(Py_ssize_t n, Py_ssize_t K, Py_ssize_t M, const double *x,
+                           const double *W, const double *b, double *out, int act) nogil
+    int fm_dense_backward_input_s(Py_ssize_t n, Py_ssize_t K, Py_ssize_t M, const float *g,
+                                  const float *W, float *gx, int act, const float *a) nogil
+    int fm_dense_backward_input_d(Py_ssize_t n, Py_ssize_t K, Py_ssize_t M, const double *g,
+                                  const double *W, double *gx, int act,
+                                  const double *a) nogil
+    int fm_dense_backward_weight_s(Py_ssize_t n, Py_ssize_t K, Py_ssize_t M, const float *x,
+                                   const float *g, float *gW, float *gb) nogil
+    int fm_dense_backward_weight_d(Py_ssize_t n, Py_ssize_t K, Py_ssize_t M,
+                                   const double *x, const double *g, double *gW,
+                                   double *gb) nogil
+
+
+# The dense layer's kernels are src_c/step.c's, which the compiled training step calls.
 def dense_forward(const floating[:, ::1] x, const floating[:, ::1] W,
                   const floating[::1] b, floating[:, ::1] out, int act=FM_LINEAR):
     """out = act(x @ W + b); bias and an elementwise activation are applied to each
     output tile as the product finishes it."""
     cdef Py_ssize_t n = x.shape[0], K = x.shape[1], M = W.shape[1]
-    cdef fm_epilogue ep
+    cdef int rc
     if n == 0 or M == 0:
         return
-    ep.kind = FM_EPI_BIAS_ACT
-    ep.act = FM_LINEAR if act == FM_SOFTMAX else act
-    ep.bias = &b[0]
-    ep.act_out = NULL
-    ep.ldo = 0
     with nogil:
-        _gemm(False, False, n, M, K, &x[0, 0], K, &W[0, 0], M, &out[0, 0], M, &ep)
-    if act == FM_SOFTMAX:
-        activation_forward(act, out, out)
+        if floating is float:
+            rc = fm_dense_forward_s(n, K, M, &x[0, 0], &W[0, 0], &b[0], &out[0, 0], act)
+        else:
+            rc = fm_dense_forward_d(n, K, M, &x[0, 0], &W[0, 0], &b[0], &out[0, 0], act)
+    _packed(rc)
 
 
 def dense_backward_input(const floating[:, ::1] g, const floating[:, ::1] W,
@@ -208,49 +219,48 @@ def dense_backward_input(const floating[:, ::1] g, const floating[:, ::1] W,
     linear). The derivative of an elementwise activation is applied per tile."""
     cdef Py_ssize_t n = g.shape[0], M = g.shape[1], K = W.shape[0]
     cdef const floating[:, ::1] av
-    cdef fm_epilogue ep
+    cdef const floating *ap = NULL
+    cdef int rc
     if n == 0 or K == 0:
         return
-    ep.kind = FM_EPI_NONE
-    ep.act = act
-    ep.bias = NULL
-    ep.act_out = NULL
-    ep.ldo = K
     if act != FM_LINEAR:
         av = a
-        ep.act_out = &av[0, 0]
-        if act != FM_SOFTMAX:
-            ep.kind = FM_EPI_MUL_DACT
+        ap = &av[0, 0]
     with nogil:
-        _gemm(False, True, n, K, M, &g[0, 0], M, &W[0, 0], M, &gx[0, 0], K, &ep)
-    if act == FM_SOFTMAX:
-        activation_backward(act, av, gx)
+        if floating is float:
+            rc = fm_dense_backward_input_s(n, K, M, &g[0, 0], &W[0, 0], &gx[0, 0], act, ap)
+        else:
+            rc = fm_dense_backward_input_d(n, K, M, &g[0, 0], &W[0, 0], &gx[0, 0], act, ap)
+    _packed(rc)
 
 
 def dense_backward_weight(const floating[:, ::1] x, const floating[:, ::1] g,
                           floating[:, ::1] gW, floating[::1] gb):
     """gW = x.T @ g and gb = g.sum(axis=0): the parameter gradients."""
-    cdef Py_ssize_t n = x.shape[0], K = x.shape[1], M = g.shape[1], i, j
+    cdef Py_ssize_t n = x.shape[0], K = x.shape[1], M = g.shape[1]
+    cdef const floating *xp = &x[0, 0] if n else NULL
+    cdef const floating *gp = &g[0, 0] if n else NULL
+    cdef int rc
     if K == 0 or M == 0:
         return
     with nogil:
-        # x.T is x read with the transposed flag: K x n with leading dimension K.
-        _gemm(True, False, K, M, n, &x[0, 0] if n else NULL, K, &g[0, 0] if n else NULL,
-              M, &gW[0, 0], M, NULL)
-        for j in range(M):
-            gb[j] = 0
-        for i in range(n):
-            for j in range(M):
-                gb[j] += g[i, j]
+        if floating is float:
+            rc = fm_dense_backward_weight_s(n, K, M, xp, gp, &gW[0, 0], &gb[0])
+        else:
+            rc = fm_dense_backward_weight_d(n, K, M, xp, gp, &gW[0, 0], &gb[0])
+    _packed(rc)
 
 
 def take_rows(const floating[:, ::1] src, const Py_ssize_t[::1] idx, floating[:, ::1] out):
     """out[i] = src[idx[i]]: a batch gathered from the training set (idx in range)."""
-    cdef Py_ssize_t n = idx.shape[0], m = src.shape[1], i
-    if m == 0:
+    cdef Py_ssize_t n = idx.shape[0], m = src.shape[1]
+    if m == 0 or n == 0:
         return
-    for i in prange(n, nogil=True, schedule="static"):
-        memcpy(&out[i, 0], &src[idx[i], 0], m * sizeof(floating))
+    with nogil:
+        if floating is float:
+            fm_take_rows_s(&src[0, 0], &idx[0], n, m, &out[0, 0])
+        else:
+            fm_take_rows_d(&src[0, 0], &idx[0], n, m, &out[0, 0])
 
 
 # --------------------------------------------------------------------------
@@ -650,8 +660,7 @@ cdef class Stepper:
                                          <const float *>P[cur], <float *>P[1 - cur], &h,
                                          &total, &hits)
             if rc < 0:
-                raise MemoryError("fastmlp: no memory for the matrix product's packing "
-                                  "buffers")
+                _packed(rc)
             if rc > 0:
                 stats[4] = total
                 stats[5] = m

@@ -79,6 +79,11 @@ class Callback:
         """Called after step ``batch`` of the epoch (from 0), every ``batch_every``
         steps, with the epoch's running ``loss`` and ``accuracy``."""
 
+    def _wants_batches(self) -> bool:
+        # Only callbacks that override on_batch_end are called per step (a runner
+        # that takes many steps per call then takes no more than batch_every).
+        return type(self).on_batch_end is not Callback.on_batch_end
+
 
 class CallbackList:
     """The callbacks of one ``fit``, called in order (the progress display last)."""
@@ -94,10 +99,7 @@ class CallbackList:
         for cb in callbacks:
             cb.set_model(model)
             cb.set_params(params)
-        # Only callbacks that override on_batch_end are called per step.
-        self.batch = [cb for cb in callbacks
-                      if type(cb).on_batch_end is not Callback.on_batch_end
-                      and not (isinstance(cb, ProgbarLogger) and not cb.live)]
+        self.batch = [cb for cb in callbacks if cb._wants_batches()]
         for cb in self.batch:
             integer("batch_every", cb.batch_every, 1)
 
@@ -161,6 +163,9 @@ class ProgbarLogger(Callback):
         if self.live:
             print(f"Epoch {epoch + 1}/{self.params.get('epochs')}", file=self.stream,
                   flush=True)
+
+    def _wants_batches(self) -> bool:
+        return self.live  # the bar is drawn on a terminal only
 
     def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if not self.live:

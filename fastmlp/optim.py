@@ -88,6 +88,19 @@ class Optimizer:
         self.iterations = 0
         return True
 
+    def kernel_rule(self) -> int:
+        """:attr:`rule`, checked.
+
+        Raises
+        ------
+        TypeError
+            The subclass names no rule.
+        """
+        if self.rule is None:
+            raise TypeError(f"{type(self).__name__} names no kernel rule: set its 'rule' "
+                            f"to one of {', '.join(functions.RULES)}")
+        return self.rule
+
     def hyper_parameters(self, step: int) -> dict:
         """The kernel's hyper-parameters for step number ``step`` (from 1), by the names
         of ``fastmlp.functions.HYPER_PARAMETERS``; those left out are 0."""
@@ -109,16 +122,14 @@ class Optimizer:
         optimizer's own state arrays (a device copy, say); ``check`` is passed to
         the backend (see ``fastmlp.backends``).
         """
-        if self.rule is None:
-            raise TypeError(f"{type(self).__name__} names no kernel rule: set its 'rule' "
-                            f"to one of {', '.join(functions.RULES)}")
+        rule = self.kernel_rule()
         if state is None:
             self.ensure_state(params)
             state = self._state
         self.iterations += 1
         s1 = state[0] if self.n_slots > 0 else None
         s2 = state[1] if self.n_slots > 1 else None
-        backend.update(self.rule, params, grads, s1, s2, self.kernel_hyper(self.iterations),
+        backend.update(rule, params, grads, s1, s2, self.kernel_hyper(self.iterations),
                        l2, params.size if n_decayed is None else n_decayed, out, check)
 
     def get_config(self) -> dict:

@@ -44,6 +44,8 @@ class Runner(Protocol):
 
     ``batch`` is the samples per step and ``chunk`` the samples per :meth:`run`
     call (a whole epoch for a runner that queues an epoch's steps on a device).
+    A runner with a true ``chunk_in_steps`` attribute lets ``fit`` lower ``chunk``
+    to the callbacks' ``batch_every`` steps.
     """
 
     batch: int

@@ -26,8 +26,7 @@
 #endif
 
 /* 16 chains: enough independent FMAs to cover two FMA units' latency. Each
-   iteration is 16 FMAs of `lanes` float lanes, 2 flops each. The sink keeps the
-   compiler from removing the loop. */
+   iteration is 16 FMAs of `lanes` float lanes, 2 flops each. */
 #define FM_PEAK_LOOP(NAME, VEC, SET1, FMA, ADD, REDUCE, ATTR)                          \
     ATTR static float NAME(long iters)                                                 \
     {                                                                                  \
@@ -73,11 +72,14 @@ static double fm_now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Where the loops' results go, so that the compiler keeps them. */
+static volatile float fm_peak_sink;
+
 double fm_fma_peak(int level, long iters, int threads, double *seconds)
 {
     float sink = 0;
     int lanes = 1, team = 1;
-    double t0 = fm_now(), t1;
+    double t0 = fm_now();
 #if FM_PEAK_X86
     lanes = level == FM_LEVEL_AVX512 ? 16 : level == FM_LEVEL_AVX2 ? 8 : 1;
 #endif
@@ -101,8 +103,8 @@ double fm_fma_peak(int level, long iters, int threads, double *seconds)
         sink += r;
     }
     (void)threads;
-    t1 = fm_now();
-    *seconds = t1 - t0 + (sink == 12345.0f ? 1e-12 : 0.0);
+    fm_peak_sink = sink;
+    *seconds = fm_now() - t0;
     return 2.0 * 16.0 * (double)lanes * (double)iters * (double)team;
 }
 

@@ -38,6 +38,29 @@ typedef struct {
     void *s1, *s2;           /* the optimizer's state arrays, or NULL */
 } fm_step_ws;
 
+/* The kernels of a dense layer (x: n x K, W: K x M, b: M; out, g: n x M), which the
+   step calls and fastmlp._cpu binds. The int functions return 0, or -1 when
+   scratch memory could not be allocated.
+
+     fm_take_rows             out[i] = src[rows[i]] for m rows of width w
+     fm_dense_forward         out = act(x W + b); the bias and an elementwise
+                              activation applied to each output tile, softmax after
+     fm_dense_backward_input  gx = (g W^T) * act'(z), given a = act(z) (n x K) of
+                              the layer below (unused for a linear act)
+     fm_dense_backward_weight gW = x^T g and gb = the column sums of g, in row order */
+#define FM_DENSE_DECLARE(T, SUF)                                                        \
+    void fm_take_rows##SUF(const T *src, const ptrdiff_t *rows, ptrdiff_t m, ptrdiff_t w, \
+                           T *out);                                                     \
+    int fm_dense_forward##SUF(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,        \
+                              const T *W, const T *b, T *out, int act);                 \
+    int fm_dense_backward_input##SUF(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *g, \
+                                     const T *W, T *gx, int act, const T *a);           \
+    int fm_dense_backward_weight##SUF(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M,            \
+                                      const T *x, const T *g, T *gW, T *gb);
+FM_DENSE_DECLARE(float, _s)
+FM_DENSE_DECLARE(double, _d)
+#undef FM_DENSE_DECLARE
+
 /* One step on the m rows rows[0..m-1] of X (n x sizes[0]) and Y (n x sizes[L]),
    from the parameters p into out (p is left as it was; the optimizer state
    advances). *total gets the batch's loss sum and *hits its hits. Returns 0;

@@ -1,13 +1,12 @@
-/* The type-generic part of step.c, included once per type with T, SUF and
-   FM_GEMM defined. Not a public header. */
+/* The type-generic part of step.c (the dense layer's kernels and the step), included
+   once per type with T, SUF and FM_GEMM defined. Not a public header. */
 
 #define FM_SCAT_(a, b) a##b
 #define FM_SCAT(a, b) FM_SCAT_(a, b)
 #define FM_SFN(name) FM_SCAT(name, SUF)
 
-/* out[i] = src[rows[i]] for m rows of width w. */
-static void FM_SFN(fm_gather)(const T *src, const ptrdiff_t *rows, ptrdiff_t m, ptrdiff_t w,
-                              T *out)
+void FM_SFN(fm_take_rows)(const T *src, const ptrdiff_t *rows, ptrdiff_t m, ptrdiff_t w,
+                          T *out)
 {
     ptrdiff_t i;
 #ifdef _OPENMP
@@ -17,10 +16,8 @@ static void FM_SFN(fm_gather)(const T *src, const ptrdiff_t *rows, ptrdiff_t m, 
         memcpy(out + i * w, src + rows[i] * w, (size_t)w * sizeof(T));
 }
 
-/* The dense layer out = act(x W + b) (n x M from x: n x K), as
-   fastmlp._cpu.dense_forward computes it. */
-static int FM_SFN(fm_step_forward)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,
-                                    const T *W, const T *b, T *out, int act)
+int FM_SFN(fm_dense_forward)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,
+                             const T *W, const T *b, T *out, int act)
 {
     fm_epilogue ep;
     ep.kind = FM_EPI_BIAS_ACT;
@@ -35,11 +32,8 @@ static int FM_SFN(fm_step_forward)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const 
     return 0;
 }
 
-/* gx = (g W^T) * act'(z), given a = act(z) of the layer below (n x K), as
-   fastmlp._cpu.dense_backward_input computes it. */
-static int FM_SFN(fm_step_backward_input)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M,
-                                          const T *g, const T *W, T *gx, int act,
-                                          const T *a)
+int FM_SFN(fm_dense_backward_input)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *g,
+                                    const T *W, T *gx, int act, const T *a)
 {
     fm_epilogue ep;
     ep.kind = FM_EPI_NONE;
@@ -59,10 +53,8 @@ static int FM_SFN(fm_step_backward_input)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M,
     return 0;
 }
 
-/* gW = x^T g and gb = the column sums of g, in row order, as
-   fastmlp._cpu.dense_backward_weight computes them. */
-static int FM_SFN(fm_step_backward_weight)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M,
-                                           const T *x, const T *g, T *gW, T *gb)
+int FM_SFN(fm_dense_backward_weight)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,
+                                     const T *g, T *gW, T *gb)
 {
     if (FM_GEMM(1, 0, K, M, n, x, K, g, M, gW, M, NULL) != 0)
         return -1;
@@ -94,8 +86,8 @@ static ptrdiff_t FM_SFN(fm_b_at)(const fm_step_net *net, int i)
 }
 
 int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T *X,
-                          const T *Y, const ptrdiff_t *rows, ptrdiff_t m, const T *p, T *out,
-                          const fm_hyper *h, double *total, long *hits)
+                          const T *Y, const ptrdiff_t *rows, ptrdiff_t m, const T *p,
+                          T *out, const fm_hyper *h, double *total, long *hits)
 {
     const int L = net->n_layers, last = L - 1;
     const ptrdiff_t *sz = net->sizes;
@@ -104,14 +96,14 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
     T *xb = (T *)ws->x, *yb = (T *)ws->y, *z = (T *)ws->z, *grad = (T *)ws->grad;
     if (L < 1)
         return 0;
-    FM_SFN(fm_gather)(X, rows, m, sz[0], xb);
-    FM_SFN(fm_gather)(Y, rows, m, sz[L], yb);
+    FM_SFN(fm_take_rows)(X, rows, m, sz[0], xb);
+    FM_SFN(fm_take_rows)(Y, rows, m, sz[L], yb);
     /* Forward: hidden layers fused with their activation, the last keeps its logits. */
     for (int i = 0; i < L; i++) {
         const T *inp = i == 0 ? xb : a[i - 1];
-        if (FM_SFN(fm_step_forward)(m, sz[i], sz[i + 1], inp, p + FM_SFN(fm_w_at)(net, i),
-                                    p + FM_SFN(fm_b_at)(net, i),
-                                    i < last ? a[i] : z, i < last ? net->act[i] : FM_LINEAR))
+        const T *W = p + FM_SFN(fm_w_at)(net, i), *b = p + FM_SFN(fm_b_at)(net, i);
+        if (FM_SFN(fm_dense_forward)(m, sz[i], sz[i + 1], inp, W, b, i < last ? a[i] : z,
+                                     i < last ? net->act[i] : FM_LINEAR))
             return -1;
     }
     *total = 0;
@@ -121,13 +113,12 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
     /* Backward, from the output layer down. */
     for (int i = last; i >= 0; i--) {
         const T *inp = i == 0 ? xb : a[i - 1];
-        if (FM_SFN(fm_step_backward_weight)(m, sz[i], sz[i + 1], inp, g[i],
-                                            grad + FM_SFN(fm_w_at)(net, i),
-                                            grad + FM_SFN(fm_b_at)(net, i)))
+        const T *W = p + FM_SFN(fm_w_at)(net, i);
+        T *gW = grad + FM_SFN(fm_w_at)(net, i), *gb = grad + FM_SFN(fm_b_at)(net, i);
+        if (FM_SFN(fm_dense_backward_weight)(m, sz[i], sz[i + 1], inp, g[i], gW, gb))
             return -1;
-        if (i > 0 && FM_SFN(fm_step_backward_input)(m, sz[i], sz[i + 1], g[i],
-                                                    p + FM_SFN(fm_w_at)(net, i),
-                                                    g[i - 1], net->act[i - 1], a[i - 1]))
+        if (i > 0 && FM_SFN(fm_dense_backward_input)(m, sz[i], sz[i + 1], g[i], W, g[i - 1],
+                                                     net->act[i - 1], a[i - 1]))
             return -1;
     }
     if (!isfinite(*total))

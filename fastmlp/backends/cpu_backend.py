@@ -100,12 +100,13 @@ class CompiledRunner(HostOrder):
     def _stepper_now(self):
         """The compiled step, made anew when the optimizer's state arrays changed."""
         opt, net, ws = self.opt, self.net, self.ws
+        rule = opt.kernel_rule()
         opt.ensure_state(self.params.flat)
         if self._stepper is None or opt.state is not self._state:
             state = opt.state
             s1 = state[0] if opt.n_slots > 0 else None
             s2 = state[1] if opt.n_slots > 1 else None
-            self._stepper = _cpu.Stepper(net.layers, net.act_ids, net.loss_id, opt.rule,
+            self._stepper = _cpu.Stepper(net.layers, net.act_ids, net.loss_id, rule,
                                          net.n_weights, net.dtype == np.float64, ws.x, ws.y,
                                          ws.a, ws.g, ws.z, ws.row_loss, self.grad, s1, s2)
             self._state = state
@@ -113,15 +114,11 @@ class CompiledRunner(HostOrder):
 
     def run(self, rows, contiguous):
         opt, stats = self.opt, self.stats
-        if opt.rule is None:
-            raise TypeError(f"{type(opt).__name__} names no kernel rule")
         stepper = self._stepper_now()
         steps = -(-len(rows) // self.batch)
         first = opt.iterations + 1
         hyper = np.array([opt.kernel_hyper(first + s) for s in range(steps)], dtype=np.float64)
         stats[:] = 0
-        self._pending = (0, 0.0, 0, 0)
-        rc = 1
         try:
             rc = stepper.run(self.x, self.y, np.ascontiguousarray(rows, dtype=np.intp),
                              self.batch, (self.params.flat, self.spare.flat), 0, hyper,

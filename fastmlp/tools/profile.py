@@ -18,7 +18,7 @@ softmax, RMSprop, float32; ``--layers`` for another) and random data:
   multiply-adds and a device-to-device copy; for the CPU, a register-only loop
   of independent float32 FMA chains (the FMA peak, at the thread count in use
   and at one thread) and the copy bandwidth at footprints from 32 KiB (the
-  first-level cache) to 256 MiB (main memory): a kernel whose operands fit in a
+  first-level cache) to 128 MiB (main memory): a kernel whose operands fit in a
   cache is held to that cache's bandwidth.
 
 The report ends with the batch size from which the GPU's epoch is faster than
@@ -52,7 +52,7 @@ PLOT_MISSING = ("--plot needs matplotlib; install it with pip install 'fastmlp[p
 
 #: Footprints (bytes read and written) at which the CPU's copy bandwidth is measured:
 #: from the first-level cache out to main memory.
-BANDWIDTH_FOOTPRINTS = tuple(2**k for k in range(15, 29, 2))  # 32 KiB .. 256 MiB
+BANDWIDTH_FOOTPRINTS = tuple(2**k for k in range(15, 29, 2))  # 32 KiB .. 128 MiB
 
 
 def cpu_ceilings(seconds=0.2) -> dict:
