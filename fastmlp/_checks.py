@@ -5,16 +5,27 @@ from __future__ import annotations
 import numpy as np
 
 FLOAT_DTYPES = ("float32", "float64")
+#: Keras's name of the policy: float32 weights, bfloat16 operands in the products.
+MIXED_BFLOAT16 = "mixed_bfloat16"
+POLICIES = FLOAT_DTYPES + (MIXED_BFLOAT16,)
 
 
-def float_dtype(dtype) -> np.dtype:
+def policy(dtype) -> tuple:
+    """``(name, storage dtype, bf16 products)`` of a dtype or policy name."""
+    if isinstance(dtype, str) and dtype == MIXED_BFLOAT16:
+        return MIXED_BFLOAT16, np.dtype(np.float32), True
     try:
         dt = np.dtype(dtype)
     except TypeError:
         dt = None
     if dt is None or dt.name not in FLOAT_DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(FLOAT_DTYPES)}, got {dtype!r}")
-    return dt
+        raise ValueError(f"dtype must be one of {', '.join(POLICIES)}, got {dtype!r}")
+    return dt.name, dt, False
+
+
+def float_dtype(dtype) -> np.dtype:
+    """The array dtype of a dtype or policy name (float32 for mixed_bfloat16)."""
+    return policy(dtype)[1]
 
 
 def features(x, n_features: int, dtype, name="x") -> np.ndarray:

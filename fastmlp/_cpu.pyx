@@ -102,9 +102,15 @@ cdef extern from "gemm.h":
     int fm_dgemm(int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                  const double *A, Py_ssize_t lda, const double *B, Py_ssize_t ldb,
                  double *C, Py_ssize_t ldc, const fm_epilogue *ep) nogil
+    int fm_bgemm(int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                 const float *A, Py_ssize_t lda, const float *B, Py_ssize_t ldb,
+                 float *C, Py_ssize_t ldc, const fm_epilogue *ep) nogil
     int fm_gemm_best_level() nogil
     int fm_gemm_level() nogil
     void fm_gemm_set_level(int level) nogil
+    int fm_bf16_hardware_supported() nogil
+    int fm_bf16_hardware() nogil
+    void fm_bf16_set_hardware(int on) nogil
 
 
 # Microkernel levels of gemm.h, lowest first.
@@ -144,6 +150,24 @@ def _cap_from_environment():
 _cap_from_environment()
 
 
+def bf16_hardware_supported():
+    """Whether this CPU has the avx512_bf16 instruction set (and this build its kernel)."""
+    return bool(fm_bf16_hardware_supported())
+
+
+def bf16_hardware():
+    """1 when bfloat16 products run on vdpbf16ps now (switched on, at level avx512),
+    2 in the instruction's paired layout with a portable kernel in its place (for
+    tests), 0 when the float microkernels emulate it; the bits are the same."""
+    return fm_bf16_hardware()
+
+
+def set_bf16_hardware(int mode):
+    """0: emulation; 1: the vdpbf16ps kernel (only where supported); 2: its paired
+    layout with a portable kernel."""
+    fm_bf16_set_hardware(mode)
+
+
 cdef int _packed(int rc) except -1:
     # The kernels return -1 when their packing buffers could not be allocated.
     if rc != 0:
@@ -151,10 +175,13 @@ cdef int _packed(int rc) except -1:
     return 0
 
 
-def matmul(const floating[:, :] a, const floating[:, :] b, floating[:, ::1] out):
+def matmul(const floating[:, :] a, const floating[:, :] b, floating[:, ::1] out,
+           bint bf16=False):
     """out = a @ b for row-major a and b, or transposed views of row-major arrays
     (one stride 1 in each); the kernel under the dense layers, exposed for tests
-    and benchmarks."""
+    and benchmarks. With ``bf16`` (float32 only), the operands are rounded to
+    bfloat16 and their products summed in float32 pairwise, as the vdpbf16ps
+    instruction does (see :mod:`fastmlp.bf16`)."""
     cdef bint ta = a.strides[1] != sizeof(floating)
     cdef bint tb = b.strides[1] != sizeof(floating)
     cdef Py_ssize_t lda = (a.strides[1] if ta else a.strides[0]) // sizeof(floating)
@@ -166,8 +193,12 @@ def matmul(const floating[:, :] a, const floating[:, :] b, floating[:, ::1] out)
     cdef int rc
     with nogil:
         if floating is float:
-            rc = fm_sgemm(ta, tb, a.shape[0], b.shape[1], a.shape[1], &a[0, 0], lda,
-                          &b[0, 0], ldb, &out[0, 0], out.shape[1], NULL)
+            if bf16:
+                rc = fm_bgemm(ta, tb, a.shape[0], b.shape[1], a.shape[1], &a[0, 0], lda,
+                              &b[0, 0], ldb, &out[0, 0], out.shape[1], NULL)
+            else:
+                rc = fm_sgemm(ta, tb, a.shape[0], b.shape[1], a.shape[1], &a[0, 0], lda,
+                              &b[0, 0], ldb, &out[0, 0], out.shape[1], NULL)
         else:
             rc = fm_dgemm(ta, tb, a.shape[0], b.shape[1], a.shape[1], &a[0, 0], lda,
                           &b[0, 0], ldb, &out[0, 0], out.shape[1], NULL)
@@ -180,24 +211,28 @@ cdef extern from "step.h":
     void fm_take_rows_d(const double *src, const Py_ssize_t *rows, Py_ssize_t m,
                         Py_ssize_t w, double *out) nogil
     int fm_dense_forward_s(Py_ssize_t n, Py_ssize_t K, Py_ssize_t M, const float *x,
-                           const float *W, const float *b, float *out, int act) nogil
+                           const float *W, const float *b, float *out, int act,
+                           int bf16) nogil
     int fm_dense_forward_d(Py_ssize_t n, Py_ssize_t K, Py_ssize_t M, const double *x,
-                           const double *W, const double *b, double *out, int act) nogil
+                           const double *W, const double *b, double *out, int act,
+                           int bf16) nogil
     int fm_dense_backward_input_s(Py_ssize_t n, Py_ssize_t K, Py_ssize_t M, const float *g,
-                                  const float *W, float *gx, int act, const float *a) nogil
+                                  const float *W, float *gx, int act, const float *a,
+                                  int bf16) nogil
     int fm_dense_backward_input_d(Py_ssize_t n, Py_ssize_t K, Py_ssize_t M, const double *g,
                                   const double *W, double *gx, int act,
-                                  const double *a) nogil
+                                  const double *a, int bf16) nogil
     int fm_dense_backward_weight_s(Py_ssize_t n, Py_ssize_t K, Py_ssize_t M, const float *x,
-                                   const float *g, float *gW, float *gb) nogil
+                                   const float *g, float *gW, float *gb, int bf16) nogil
     int fm_dense_backward_weight_d(Py_ssize_t n, Py_ssize_t K, Py_ssize_t M,
                                    const double *x, const double *g, double *gW,
-                                   double *gb) nogil
+                                   double *gb, int bf16) nogil
 
 
 # The dense layer's kernels are src_c/step.c's, which the compiled training step calls.
 def dense_forward(const floating[:, ::1] x, const floating[:, ::1] W,
-                  const floating[::1] b, floating[:, ::1] out, int act=FM_LINEAR):
+                  const floating[::1] b, floating[:, ::1] out, int act=FM_LINEAR,
+                  bint bf16=False):
     """out = act(x @ W + b); bias and an elementwise activation are applied to each
     output tile as the product finishes it."""
     cdef Py_ssize_t n = x.shape[0], K = x.shape[1], M = W.shape[1]
@@ -206,14 +241,15 @@ def dense_forward(const floating[:, ::1] x, const floating[:, ::1] W,
         return
     with nogil:
         if floating is float:
-            rc = fm_dense_forward_s(n, K, M, &x[0, 0], &W[0, 0], &b[0], &out[0, 0], act)
+            rc = fm_dense_forward_s(n, K, M, &x[0, 0], &W[0, 0], &b[0], &out[0, 0], act,
+                                    bf16)
         else:
-            rc = fm_dense_forward_d(n, K, M, &x[0, 0], &W[0, 0], &b[0], &out[0, 0], act)
+            rc = fm_dense_forward_d(n, K, M, &x[0, 0], &W[0, 0], &b[0], &out[0, 0], act, 0)
     _packed(rc)
 
 
 def dense_backward_input(const floating[:, ::1] g, const floating[:, ::1] W,
-                         floating[:, ::1] gx, int act=FM_LINEAR, a=None):
+                         floating[:, ::1] gx, int act=FM_LINEAR, a=None, bint bf16=False):
     """gx = (g @ W.T) * act'(z): the gradient with respect to the pre-activation of the
     layer below, written with that layer's output a = act(z) (needed unless act is
     linear). The derivative of an elementwise activation is applied per tile."""
@@ -228,14 +264,16 @@ def dense_backward_input(const floating[:, ::1] g, const floating[:, ::1] W,
         ap = &av[0, 0]
     with nogil:
         if floating is float:
-            rc = fm_dense_backward_input_s(n, K, M, &g[0, 0], &W[0, 0], &gx[0, 0], act, ap)
+            rc = fm_dense_backward_input_s(n, K, M, &g[0, 0], &W[0, 0], &gx[0, 0], act, ap,
+                                           bf16)
         else:
-            rc = fm_dense_backward_input_d(n, K, M, &g[0, 0], &W[0, 0], &gx[0, 0], act, ap)
+            rc = fm_dense_backward_input_d(n, K, M, &g[0, 0], &W[0, 0], &gx[0, 0], act, ap,
+                                           0)
     _packed(rc)
 
 
 def dense_backward_weight(const floating[:, ::1] x, const floating[:, ::1] g,
-                          floating[:, ::1] gW, floating[::1] gb):
+                          floating[:, ::1] gW, floating[::1] gb, bint bf16=False):
     """gW = x.T @ g and gb = g.sum(axis=0): the parameter gradients."""
     cdef Py_ssize_t n = x.shape[0], K = x.shape[1], M = g.shape[1]
     cdef const floating *xp = &x[0, 0] if n else NULL
@@ -245,9 +283,9 @@ def dense_backward_weight(const floating[:, ::1] x, const floating[:, ::1] g,
         return
     with nogil:
         if floating is float:
-            rc = fm_dense_backward_weight_s(n, K, M, xp, gp, &gW[0, 0], &gb[0])
+            rc = fm_dense_backward_weight_s(n, K, M, xp, gp, &gW[0, 0], &gb[0], bf16)
         else:
-            rc = fm_dense_backward_weight_d(n, K, M, xp, gp, &gW[0, 0], &gb[0])
+            rc = fm_dense_backward_weight_d(n, K, M, xp, gp, &gW[0, 0], &gb[0], 0)
     _packed(rc)
 
 
@@ -480,6 +518,7 @@ cdef extern from "step.h":
         int rule
         Py_ssize_t n_weights
         Py_ssize_t n_params
+        int bf16
     ctypedef struct fm_step_ws:
         void *x
         void *y
@@ -577,7 +616,7 @@ cdef class Stepper:
         self.ptrs = NULL
 
     def __init__(self, layers, act_ids, int loss, int rule, Py_ssize_t n_weights,
-                 bint is_double, x, y, a, g, z, row_loss, grad, s1, s2):
+                 bint is_double, x, y, a, g, z, row_loss, grad, s1, s2, bint bf16=False):
         cdef int L = len(act_ids), i
         self.sizes = <Py_ssize_t *>malloc((L + 1) * sizeof(Py_ssize_t))
         self.acts = <int *>malloc(L * sizeof(int))
@@ -597,6 +636,7 @@ cdef class Stepper:
         self.net.rule = rule
         self.net.n_weights = n_weights
         self.net.n_params = grad.shape[0]
+        self.net.bf16 = bf16 and not is_double
         self.ws.x = _data(x)
         self.ws.y = _data(y)
         self.ws.a = self.ptrs

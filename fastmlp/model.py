@@ -48,7 +48,10 @@ class MLP(Fitting):
         ``cpu`` (compiled, default), ``numpy`` (the reference) or ``cuda``
         (Numba CUDA kernels on an NVIDIA GPU; ``pip install 'fastmlp[cuda]'``).
     dtype : str
-        ``float32`` or ``float64``.
+        ``float32``, ``float64``, or ``mixed_bfloat16`` (Keras's policy name): float32
+        weights, optimizer state and update, with the operands of every matrix
+        product rounded to bfloat16 and the products summed in float32 (on the
+        ``cpu`` and ``numpy`` backends; see :mod:`fastmlp.bf16`).
 
     Raises
     ------
@@ -70,8 +73,13 @@ class MLP(Fitting):
                  activations: Sequence[str] = ("relu", "softmax"), loss: str = "cross_entropy",
                  init: str = "xavier", seed: int = 0, backend: str = "cpu",
                  dtype: str | np.dtype = "float32") -> None:
-        self.network = net = Network(tuple(layers), tuple(activations), loss,
-                                     _checks.float_dtype(dtype))
+        policy, storage, bf16 = _checks.policy(dtype)
+        if bf16 and backend == "cuda":
+            raise ValueError("dtype 'mixed_bfloat16' is not supported on the cuda backend "
+                             "yet; use backend 'cpu' or 'numpy', or dtype 'float32'")
+        self.network = net = Network(tuple(layers), tuple(activations), loss, storage, bf16)
+        #: ``float32``, ``float64`` or ``mixed_bfloat16``; ``dtype`` is the weights' type.
+        self.dtype_policy = policy
         init_fn = initializers.get(init)
         self.seed = integer("seed", seed, 0)
         self.layers, self.activations = list(net.layers), list(net.activations)
@@ -120,6 +128,12 @@ class MLP(Fitting):
             be.to_host(dev.flat, self.params.flat)
 
     @property
+    def compute_dtype(self) -> str:
+        """The type of the products' operands: ``bfloat16`` under ``mixed_bfloat16``,
+        else the weights' dtype (as Keras's ``DTypePolicy.compute_dtype``)."""
+        return "bfloat16" if self.network.bf16 else self.dtype.name
+
+    @property
     def n_params(self) -> int:
         """Number of trainable parameters."""
         return self.network.n_params
@@ -133,7 +147,7 @@ class MLP(Fitting):
         """The constructor's arguments, enough to rebuild the model."""
         return {"layers": list(self.layers), "activations": list(self.activations),
                 "loss": self.loss, "init": self.init, "seed": self.seed,
-                "backend": self.backend, "dtype": self.dtype.name}
+                "backend": self.backend, "dtype": self.dtype_policy}
 
     def __repr__(self):
         cfg = self.get_config()
@@ -152,7 +166,7 @@ class MLP(Fitting):
             rows.append(f"{'dense' + str(i + 1):<8}{f'({a}, {b})':>16}"
                         f"{self.activations[i]:>12}{a * b + b:>12,}")
         rows.append(f"total params: {self.n_params:,}  loss: {self.loss}  backend: "
-                    f"{self.backend}  dtype: {self.dtype.name}")
+                    f"{self.backend}  dtype: {self.dtype_policy}")
         text = "\n".join(rows)
         if print_fn is not None:
             print_fn(text)

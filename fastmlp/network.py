@@ -26,12 +26,17 @@ from .functions import activation_id, check_loss_output, loss_id
 
 @dataclass(frozen=True)
 class Network:
-    """Layer sizes, activations, loss and dtype, with their kernel ids and layout."""
+    """Layer sizes, activations, loss and dtype, with their kernel ids and layout.
+
+    ``bf16``: the products take bfloat16 operands (the ``mixed_bfloat16`` policy;
+    ``dtype`` is then float32, the type of everything stored).
+    """
 
     layers: tuple
     activations: tuple
     loss: str
     dtype: np.dtype
+    bf16: bool = False
     act_ids: tuple = field(init=False)
     loss_id: int = field(init=False)
     n_weights: int = field(init=False)
@@ -50,6 +55,8 @@ class Network:
         lid = loss_id(self.loss)
         check_loss_output(self.loss, acts[-1])
         n_weights = sum(a * b for a, b in zip(layers[:-1], layers[1:]))
+        if self.bf16 and _checks.float_dtype(self.dtype) != np.float32:
+            raise ValueError("bfloat16 products need float32 storage")
         for key, value in (("layers", layers), ("activations", acts), ("act_ids", ids),
                            ("loss_id", lid), ("dtype", _checks.float_dtype(self.dtype)),
                            ("n_weights", n_weights),

@@ -44,7 +44,7 @@ except ImportError as exc:  # pragma: no cover - depends on the extras installed
     raise ImportError("fastmlp.sklearn needs scikit-learn 1.6 or newer: "
                       "pip install 'fastmlp[sklearn]'") from exc
 
-from . import preprocessing, threads
+from . import _checks, preprocessing, threads
 from .callbacks import EarlyStopping
 from .model import MLP
 
@@ -234,7 +234,8 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
     backend : str
         ``cpu``, ``numpy`` or ``cuda``.
     dtype : str
-        ``float32`` or ``float64``.
+        ``float32``, ``float64`` or ``mixed_bfloat16`` (bfloat16 products, float32
+        weights; see :mod:`fastmlp.bf16`).
     n_threads : int or None
         Threads of the ``cpu`` backend during ``fit`` and ``predict`` (None: as set
         for the process, which threadpoolctl and joblib's workers limit).
@@ -264,7 +265,7 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
         if unknown.any():
             raise ValueError(f"y has labels not in classes_ {list(self.classes_)}: "
                              f"{list(np.unique(y[unknown]))[:5]}")
-        return preprocessing.one_hot(idx, len(self.classes_), dtype=self.dtype)
+        return preprocessing.one_hot(idx, len(self.classes_), dtype=_checks.float_dtype(self.dtype))
 
     def _stratify(self, t):
         # Stratified where every class can be on both sides of the split.
@@ -310,7 +311,7 @@ class MLPRegressor(RegressorMixin, _MLPEstimator):
         y = np.asarray(y)
         if first:
             self._y_1d = y.ndim == 1
-        return np.asarray(y.reshape(len(y), -1), dtype=self.dtype)
+        return np.asarray(y.reshape(len(y), -1), dtype=_checks.float_dtype(self.dtype))
 
     def partial_fit(self, X: npt.ArrayLike, y: npt.ArrayLike) -> MLPRegressor:
         """One epoch on (X, y), going on from the last call. Returns self."""

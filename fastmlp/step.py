@@ -17,17 +17,24 @@ import math
 from .functions import LINEAR
 
 
+def _products(net) -> dict:
+    """The dense kernels' extra argument for a network with bfloat16 products (a
+    backend without them is never handed one: the model refuses it)."""
+    return {"bf16": True} if net.bf16 else {}
+
+
 def forward(be, net, params, x, ws, idx=None):
     """Hidden activations into ``ws.a[i]`` and the last layer's logits into ``ws.z``.
 
     With ``idx``, the inputs are the rows ``x[idx]`` (a backend may fuse the gather).
     """
     last = len(net.act_ids) - 1
-    inp = x
+    inp, kw = x, _products(net)
     for i, act in enumerate(net.act_ids):
         # Hidden layers write act(x W + b) in one fused call; the last keeps its logits.
         out, fused = (ws.a[i], act) if i < last else (ws.z, LINEAR)
-        be.dense_forward(inp, params.W[i], params.b[i], out, fused, idx if i == 0 else None)
+        be.dense_forward(inp, params.W[i], params.b[i], out, fused, idx if i == 0 else None,
+                         **kw)
         inp = ws.a[i]
 
 
@@ -52,12 +59,14 @@ def forward_loss(be, net, params, x, y, ws, idx=None, acc=None):
 
 def backward(be, net, params, grads, x, ws, idx=None):
     """Gradients of the mean loss into ``grads``, from ``ws.g[-1]`` down."""
+    kw = _products(net)
     for i in range(len(net.act_ids) - 1, -1, -1):
         inp = x if i == 0 else ws.a[i - 1]
-        be.dense_backward_weight(inp, ws.g[i], grads.W[i], grads.b[i], idx if i == 0 else None)
+        be.dense_backward_weight(inp, ws.g[i], grads.W[i], grads.b[i], idx if i == 0 else None,
+                                 **kw)
         if i > 0:
             be.dense_backward_input(ws.g[i], params.W[i], ws.g[i - 1], net.act_ids[i - 1],
-                                    ws.a[i - 1])
+                                    ws.a[i - 1], **kw)
 
 
 def train_step(be, net, params, grads, x, y, ws, opt, l2, out, state=None, idx=None,

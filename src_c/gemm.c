@@ -3,6 +3,7 @@
 #include "gemm.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -317,6 +318,192 @@ static int fm_pack_an_fast_s(const float *A, ptrdiff_t lda, ptrdiff_t i0, ptrdif
 #endif
 }
 
+/* ------------------------------------------------------------- bfloat16 products
+   fm_bgemm rounds each operand to bfloat16 (round to nearest even; a subnormal
+   becomes a zero of its sign, a NaN stays a quiet NaN) as it packs it, and
+   accumulates in float as the vdpbf16ps instruction does: for each pair of k
+   values (2q, 2q+1), k ascending,
+       acc = fma(a[2q+1], b[2q+1], acc);  acc = fma(a[2q], b[2q], acc)
+   with subnormal inputs read as zero and subnormal results flushed to zero
+   (Intel's pseudo-code: "FP32 FMA with DAZ in, FTZ out", odd element first). A
+   product of two bfloat16 values is exact in float, so the emulation, which packs
+   the same values as floats with each pair's members swapped and runs the float
+   microkernel with MXCSR's DAZ and FTZ set, gives the same bits as the
+   instruction; the hardware kernel packs each pair into one 32-bit lane. Each
+   panel of K values starts from zero and is then added to C (a float addition,
+   also under DAZ and FTZ), as in the float product. */
+enum { FM_BF16_NONE = 0, FM_BF16_EMULATED = 1, FM_BF16_HARDWARE = 2 };
+
+/* Sets DAZ and FTZ for a bfloat16 product and returns the MXCSR to restore. */
+static unsigned fm_fp_enter(int bf)
+{
+#if FM_X86_SIMD
+    if (bf) {
+        unsigned csr = _mm_getcsr();
+        _mm_setcsr(csr | 0x8040u);
+        return csr;
+    }
+#else
+    (void)bf;
+#endif
+    return 0;
+}
+
+static void fm_fp_leave(int bf, unsigned csr)
+{
+#if FM_X86_SIMD
+    if (bf)
+        _mm_setcsr(csr);
+#else
+    (void)bf; (void)csr;
+#endif
+}
+
+/* x rounded to bfloat16, as the bits of the float with that value (branch-free, so
+   that the packing loops vectorize). */
+static inline uint32_t fm_bf16_bits(float x)
+{
+    uint32_t u, r;
+    memcpy(&u, &x, sizeof u);
+    r = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    r = (u & 0x7fffffffu) > 0x7f800000u ? (u | 0x00400000u) & 0xffff0000u : r;
+    return (u & 0x7f800000u) == 0 ? u & 0x80000000u : r;
+}
+
+/* One pair of k values for w lanes: lo (k = 2q) and hi (2q+1) hold n values each
+   at stride s (hi NULL past K), the rest of the w lanes are zero. */
+static inline void fm_put_pair(int hw, const float *lo, const float *hi, ptrdiff_t s,
+                               ptrdiff_t n, int w, uint32_t *restrict out_hi,
+                               uint32_t *restrict out_lo)
+{
+    for (ptrdiff_t i = 0; i < n; i++) {
+        uint32_t l = fm_bf16_bits(lo[i * s]), h = hi ? fm_bf16_bits(hi[i * s]) : 0;
+        if (hw) {
+            out_hi[i] = (l >> 16) | h;
+        } else {
+            out_hi[i] = h;
+            out_lo[i] = l;
+        }
+    }
+    for (ptrdiff_t i = n; i < w; i++) {
+        out_hi[i] = 0;
+        if (!hw)
+            out_lo[i] = 0;
+    }
+}
+
+/* Element (r, k) of an operand is src[r * s_r + k * s_k]; rows [r0, r0+rc) and k
+   values [p0, p0+kc) (kc even; zero past K) go into panels of w rows, for each
+   pair q either the floats of k = 2q+1 then 2q (emulation) or one 32-bit lane of
+   two bfloat16 halves, k = 2q in the low one (hardware). */
+static void fm_pack_bf16_s(int hw, const float *src, ptrdiff_t s_r, ptrdiff_t s_k,
+                           ptrdiff_t r0, ptrdiff_t rc, ptrdiff_t p0, ptrdiff_t kc,
+                           ptrdiff_t K, int w, float *restrict dst)
+{
+    uint32_t *out = (uint32_t *)dst;
+    ptrdiff_t pairs = kc / 2, per_pair = hw ? w : 2 * w;
+    for (ptrdiff_t pr = 0; pr < rc; pr += w, out += pairs * per_pair) {
+        ptrdiff_t m = fm_min(w, rc - pr);
+        const float *base = src + (r0 + pr) * s_r;
+        for (ptrdiff_t q = 0; q < pairs; q++) {
+            ptrdiff_t k = p0 + 2 * q;
+            const float *lo = k < K ? base + k * s_k : NULL;
+            const float *hi = k + 1 < K ? base + (k + 1) * s_k : NULL;
+            uint32_t *o = out + q * per_pair;
+            if (lo == NULL) {
+                memset(o, 0, (size_t)per_pair * sizeof *o);
+                continue;
+            }
+            /* Contiguous lanes vectorize; strided ones (an operand read along k) are
+               gathered, which the packing of float panels avoids the same way. */
+            if (s_r == 1)
+                fm_put_pair(hw, lo, hi, 1, m, w, o, o + w);
+            else
+                fm_put_pair(hw, lo, hi, s_r, m, w, o, o + w);
+        }
+    }
+}
+
+#if FM_X86_SIMD
+/* vdpbf16ps on 8 rows x 32 columns; a and b hold kc / 2 pairs per row and column. */
+__attribute__((target("avx512f,avx512bf16"))) static void fm_ukr_avx512bf16_s(
+    ptrdiff_t kc, const float *restrict a, const float *restrict b, float *restrict c,
+    ptrdiff_t ldc, int accumulate)
+{
+    const uint32_t *ap = (const uint32_t *)a, *bp = (const uint32_t *)b;
+    __m512 acc[8][2];
+    for (int i = 0; i < 8; i++)
+        acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (ptrdiff_t q = 0; q < kc / 2; q++, ap += 8, bp += 32) {
+        __m512bh b0 = (__m512bh)_mm512_load_si512((const void *)bp);
+        __m512bh b1 = (__m512bh)_mm512_load_si512((const void *)(bp + 16));
+        _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) {
+            __m512bh ai = (__m512bh)_mm512_set1_epi32((int)ap[i]);
+            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
+            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
+        }
+    }
+    for (int i = 0; i < 8; i++)
+        for (int v = 0; v < 2; v++) {
+            float *cp = c + i * ldc + 16 * v;
+            __m512 r = acc[i][v];
+            if (accumulate)
+                r = _mm512_add_ps(_mm512_loadu_ps(cp), r);
+            _mm512_storeu_ps(cp, r);
+        }
+}
+#endif
+
+/* The instruction's paired layout with a portable kernel in its place, so that the
+   layout is tested on every CPU: two float FMAs per pair, odd member first. */
+static void fm_ukr_pairs_s(ptrdiff_t kc, const float *restrict a, const float *restrict b,
+                           float *restrict c, ptrdiff_t ldc, int accumulate)
+{
+    const uint32_t *ap = (const uint32_t *)a, *bp = (const uint32_t *)b;
+    float acc[8][32] = {{0}};
+    for (ptrdiff_t q = 0; q < kc / 2; q++, ap += 8, bp += 32)
+        for (int i = 0; i < 8; i++)
+            for (int j = 0; j < 32; j++) {
+                uint32_t hi_a = ap[i] & 0xffff0000u, lo_a = ap[i] << 16;
+                uint32_t hi_b = bp[j] & 0xffff0000u, lo_b = bp[j] << 16;
+                float x, y;
+                memcpy(&x, &hi_a, 4);
+                memcpy(&y, &hi_b, 4);
+                acc[i][j] = fmaf(x, y, acc[i][j]);
+                memcpy(&x, &lo_a, 4);
+                memcpy(&y, &lo_b, 4);
+                acc[i][j] = fmaf(x, y, acc[i][j]);
+            }
+    for (int i = 0; i < 8; i++)
+        for (int j = 0; j < 32; j++)
+            c[i * ldc + j] = accumulate ? c[i * ldc + j] + acc[i][j] : acc[i][j];
+}
+
+/* 0: emulation in the float microkernels; 1: vdpbf16ps; 2: fm_ukr_pairs_s. */
+static int fm_bf16_mode;
+
+int fm_bf16_hardware_supported(void)
+{
+#if FM_X86_SIMD
+    __builtin_cpu_init();
+    return fm_gemm_best_level() >= FM_LEVEL_AVX512 && __builtin_cpu_supports("avx512bf16");
+#else
+    return 0;
+#endif
+}
+
+int fm_bf16_hardware(void)
+{
+    if (fm_bf16_mode == 1)
+        return fm_gemm_level() >= FM_LEVEL_AVX512;
+    return fm_bf16_mode == 2 ? 2 : 0;
+}
+
+void fm_bf16_set_hardware(int mode)
+{
+    fm_bf16_mode = mode == 2 || (mode == 1 && fm_bf16_hardware_supported()) ? mode : 0;
+}
+
 /* The type-generic driver, once per type. */
 #define T float
 #define SUF _s
@@ -324,6 +511,7 @@ static int fm_pack_an_fast_s(const float *A, ptrdiff_t lda, ptrdiff_t i0, ptrdif
 #define FM_TANH_FN tanhf
 #define FM_PACK_BT_FAST fm_pack_bt_fast_s
 #define FM_PACK_AN_FAST fm_pack_an_fast_s
+#define FM_PACK_BF16 fm_pack_bf16_s
 #include "gemm_impl.h"
 #undef T
 #undef SUF
@@ -331,6 +519,7 @@ static int fm_pack_an_fast_s(const float *A, ptrdiff_t lda, ptrdiff_t i0, ptrdif
 #undef FM_TANH_FN
 #undef FM_PACK_BT_FAST
 #undef FM_PACK_AN_FAST
+#undef FM_PACK_BF16
 
 #define T double
 #define SUF _d
@@ -347,8 +536,29 @@ int fm_sgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
              float *C, ptrdiff_t ldc, const fm_epilogue *ep)
 {
     fm_kernel_s k = fm_kernel_for_s(fm_gemm_level());
-    return fm_gemm_s(k.mr, k.nr, k.ukr, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc,
-                     ep);
+    return fm_gemm_s(k.mr, k.nr, k.ukr, FM_BF16_NONE, trans_a, trans_b, M, N, K, A, lda, B,
+                     ldb, C, ldc, ep);
+}
+
+int fm_bgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+             const float *A, ptrdiff_t lda, const float *B, ptrdiff_t ldb,
+             float *C, ptrdiff_t ldc, const fm_epilogue *ep)
+{
+    fm_kernel_s k = fm_kernel_for_s(fm_gemm_level());
+    int bf = FM_BF16_EMULATED;
+    int hw = fm_bf16_hardware();
+    if (hw) {
+        k.mr = 8;
+        k.nr = 32;
+        k.ukr = fm_ukr_pairs_s;
+#if FM_X86_SIMD
+        if (hw == 1)
+            k.ukr = fm_ukr_avx512bf16_s;
+#endif
+        bf = FM_BF16_HARDWARE;
+    }
+    return fm_gemm_s(k.mr, k.nr, k.ukr, bf, trans_a, trans_b, M, N, K, A, lda, B, ldb, C,
+                     ldc, ep);
 }
 
 int fm_dgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
@@ -356,6 +566,6 @@ int fm_dgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
              double *C, ptrdiff_t ldc, const fm_epilogue *ep)
 {
     fm_kernel_d k = fm_kernel_for_d(fm_gemm_level());
-    return fm_gemm_d(k.mr, k.nr, k.ukr, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc,
-                     ep);
+    return fm_gemm_d(k.mr, k.nr, k.ukr, FM_BF16_NONE, trans_a, trans_b, M, N, K, A, lda, B,
+                     ldb, C, ldc, ep);
 }

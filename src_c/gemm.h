@@ -40,6 +40,24 @@ int fm_dgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
              const double *A, ptrdiff_t lda, const double *B, ptrdiff_t ldb,
              double *C, ptrdiff_t ldc, const fm_epilogue *ep);
 
+/* fm_sgemm with bfloat16 products (the mixed_bfloat16 policy): each operand
+   rounded to bfloat16 (to nearest even, subnormals to zero) and the products
+   accumulated in float in pairs of k values, as the vdpbf16ps instruction does
+   (odd member first, subnormal inputs and results as zero; gemm.c says how). The
+   instruction runs where the CPU has avx512_bf16 and it is switched on; elsewhere
+   the float microkernels give the same bits. */
+int fm_bgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+             const float *A, ptrdiff_t lda, const float *B, ptrdiff_t ldb,
+             float *C, ptrdiff_t ldc, const fm_epilogue *ep);
+
+/* Whether this CPU and build have the bfloat16 instruction; whether fm_bgemm uses
+   it (1: switched on, and the level is avx512; 2: its paired layout with a
+   portable kernel in its place, for tests); and the switch: 0 (at start), 1 (only
+   where supported) or 2. */
+int fm_bf16_hardware_supported(void);
+int fm_bf16_hardware(void);
+void fm_bf16_set_hardware(int on);
+
 /* The best level (FM_LEVEL_* of fm_ids.h) this CPU and build support, the level
    in use, and a setter (the caller keeps it at or below the best level). */
 int fm_gemm_best_level(void);

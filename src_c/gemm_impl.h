@@ -1,7 +1,8 @@
 /* The type-generic part of gemm.c, included once per type with T (float or
-   double), SUF (_s or _d), FM_SIGMOID_FN, FM_TANH_FN defined, and FM_PACK_BT_FAST
+   double), SUF (_s or _d), FM_SIGMOID_FN, FM_TANH_FN defined, FM_PACK_BT_FAST
    and FM_PACK_AN_FAST where the type has a fast packing of a transposed B or a
-   row-major A. Not a public header. */
+   row-major A, and FM_PACK_BF16 where it has bfloat16 products (float): then `bf`
+   (FM_BF16_*) selects them. Not a public header. */
 
 #define FM_CAT_(a, b) a##b
 #define FM_CAT(a, b) FM_CAT_(a, b)
@@ -117,36 +118,66 @@ static void FM_FN(fm_epilogue_tile)(const fm_epilogue *ep, T *C, ptrdiff_t ldc,
 #undef FM_EPI_BIAS_ACT_CASE
 #undef FM_EPI_MUL_DACT_CASE
 
+/* Packing of rows [r0, r0+rc) and k values [p0, p0+kc) of op(A) (B: columns, with
+   its_b) into panels of w, for the kind of product `bf`. */
+static void FM_FN(fm_pack)(int bf, int its_b, int trans, const T *X, ptrdiff_t ld,
+                           ptrdiff_t r0, ptrdiff_t rc, ptrdiff_t p0, ptrdiff_t kc,
+                           ptrdiff_t K, int w, T *restrict dst)
+{
+#ifdef FM_PACK_BF16
+    if (bf) {
+        /* op(A)(r, k) and op(B)(k, r) as X[r * s_r + k * s_k]. */
+        int along_k = its_b ? trans : !trans;
+        FM_PACK_BF16(bf == FM_BF16_HARDWARE, X, along_k ? ld : 1, along_k ? 1 : ld, r0, rc,
+                     p0, kc, K, w, dst);
+        return;
+    }
+#else
+    (void)bf; (void)K;
+#endif
+    if (its_b)
+        FM_FN(fm_pack_b)(trans, X, ld, p0, kc, r0, rc, w, dst);
+    else
+        FM_FN(fm_pack_a)(trans, X, ld, r0, rc, p0, kc, w, dst);
+}
+
 /* One thread's share: rows [i0, i1) and columns [j0, j1) of C, or, with ct, of
    C's transpose: the tile (i, j) is then element (j, i) of the matrix at C, and
-   the epilogue is applied to it in C's own orientation. */
-static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int ta, int tb,
-                               int ct, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t j0,
-                               ptrdiff_t j1, ptrdiff_t K, ptrdiff_t kcb, ptrdiff_t mcb,
-                               ptrdiff_t ncb, const T *A, ptrdiff_t lda, const T *B,
-                               ptrdiff_t ldb, T *C, ptrdiff_t ldc, const fm_epilogue *ep)
+   the epilogue is applied to it in C's own orientation. K is the depth of the
+   packed panels, Ks that of the operands (K rounded up to even for bfloat16). */
+static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int ta,
+                               int tb, int ct, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t j0,
+                               ptrdiff_t j1, ptrdiff_t K, ptrdiff_t Ks, ptrdiff_t kcb,
+                               ptrdiff_t mcb, ptrdiff_t ncb, const T *A, ptrdiff_t lda,
+                               const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc,
+                               const fm_epilogue *ep)
 {
     T tile[FM_MAX_MR * FM_MAX_NR] __attribute__((aligned(64)));
     /* The A block, then the B block at a 64-byte boundary. */
     size_t a_elems = ((size_t)mcb * kcb + 63) / 64 * 64, b_elems = (size_t)kcb * ncb;
     T *Ap = fm_scratch((a_elems + b_elems) * sizeof(T));
     T *Bp;
+    /* A hardware bfloat16 panel holds a pair of k values per element. */
+    ptrdiff_t kdiv = bf == FM_BF16_HARDWARE ? 2 : 1;
+    unsigned csr;
     if (Ap == NULL)
         return -1;
     Bp = Ap + a_elems;
+    csr = fm_fp_enter(bf);
     for (ptrdiff_t jc = j0; jc < j1; jc += ncb) {
         ptrdiff_t nc = fm_min(ncb, j1 - jc);
         for (ptrdiff_t pc = 0; pc < K; pc += kcb) {
             ptrdiff_t kc = fm_min(kcb, K - pc);
             int first = pc == 0, last = pc + kc >= K;
-            FM_FN(fm_pack_b)(tb, B, ldb, pc, kc, jc, nc, nr, Bp);
+            FM_FN(fm_pack)(bf, 1, tb, B, ldb, jc, nc, pc, kc, Ks, nr, Bp);
             for (ptrdiff_t ic = i0; ic < i1; ic += mcb) {
                 ptrdiff_t mc = fm_min(mcb, i1 - ic);
-                FM_FN(fm_pack_a)(ta, A, lda, ic, mc, pc, kc, mr, Ap);
+                FM_FN(fm_pack)(bf, 0, ta, A, lda, ic, mc, pc, kc, Ks, mr, Ap);
                 for (ptrdiff_t jr = 0; jr < nc; jr += nr) {
                     ptrdiff_t n = fm_min(nr, nc - jr);
                     for (ptrdiff_t ir = 0; ir < mc; ir += mr) {
                         ptrdiff_t m = fm_min(mr, mc - ir);
+                        const T *ap = Ap + ir * kc / kdiv, *bp = Bp + jr * kc / kdiv;
                         if (ct) {
                             /* The tile of C's transpose, read and written across C. */
                             T *c = C + (jc + jr) * ldc + ic + ir;
@@ -154,42 +185,49 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int ta, int
                                 for (ptrdiff_t i = 0; i < m; i++)
                                     for (ptrdiff_t j = 0; j < n; j++)
                                         tile[i * nr + j] = c[j * ldc + i];
-                            ukr(kc, Ap + ir * kc, Bp + jr * kc, tile, nr, !first);
+                            ukr(kc, ap, bp, tile, nr, !first);
                             for (ptrdiff_t i = 0; i < m; i++)
                                 for (ptrdiff_t j = 0; j < n; j++)
                                     c[j * ldc + i] = tile[i * nr + j];
-                            if (last && ep != NULL && ep->kind != FM_EPI_NONE)
+                            if (last && ep != NULL && ep->kind != FM_EPI_NONE) {
+                                fm_fp_leave(bf, csr);
                                 FM_FN(fm_epilogue_tile)(ep, C, ldc, jc + jr, ic + ir, n, m);
+                                fm_fp_enter(bf);
+                            }
                             continue;
                         }
                         T *c = C + (ic + ir) * ldc + jc + jr;
                         if (m == mr && n == nr) {
-                            ukr(kc, Ap + ir * kc, Bp + jr * kc, c, ldc, !first);
+                            ukr(kc, ap, bp, c, ldc, !first);
                         } else {
                             /* Edge tile: the same kernel on a full-size copy. */
                             if (!first)
                                 for (ptrdiff_t i = 0; i < m; i++)
                                     memcpy(tile + i * nr, c + i * ldc, n * sizeof(T));
-                            ukr(kc, Ap + ir * kc, Bp + jr * kc, tile, nr, !first);
+                            ukr(kc, ap, bp, tile, nr, !first);
                             for (ptrdiff_t i = 0; i < m; i++)
                                 memcpy(c + i * ldc, tile + i * nr, n * sizeof(T));
                         }
-                        if (last && ep != NULL && ep->kind != FM_EPI_NONE)
+                        if (last && ep != NULL && ep->kind != FM_EPI_NONE) {
+                            fm_fp_leave(bf, csr);
                             FM_FN(fm_epilogue_tile)(ep, C, ldc, ic + ir, jc + jr, m, n);
+                            fm_fp_enter(bf);
+                        }
                     }
                 }
             }
         }
     }
+    fm_fp_leave(bf, csr);
     return 0;
 }
 
-static int FM_FN(fm_gemm)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int ta, int tb,
+static int FM_FN(fm_gemm)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int ta, int tb,
                           ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t lda,
                           const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc,
                           const fm_epilogue *ep)
 {
-    ptrdiff_t kcb, mcb, ncb, mt, nt;
+    ptrdiff_t kcb, mcb, ncb, mt, nt, Kp;
     int threads, failed = 0, split_n;
     if (M <= 0 || N <= 0)
         return 0;
@@ -213,8 +251,10 @@ static int FM_FN(fm_gemm)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int ta, int tb,
         B = t, ldb = l, tb = !f;
         N = M, M = n;
     }
-    /* kcb depends on K alone: the summation order is fixed. */
-    kcb = fm_balanced(K, FM_KC, 4);
+    /* kcb depends on K alone: the summation order is fixed. bfloat16 products take
+       k in pairs, a zero pair member past an odd K. */
+    Kp = bf ? K + (K & 1) : K;
+    kcb = fm_balanced(Kp, FM_KC, 4);
     mcb = fm_balanced(M, FM_MC, mr);
     ncb = fm_balanced(N, FM_NC, nr);
     mt = (M + mr - 1) / mr;
@@ -235,13 +275,13 @@ static int FM_FN(fm_gemm)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int ta, int tb,
         hi = tiles * (t + 1) / team;
         if (lo < hi) {
             if (split_n)
-                failed |= FM_FN(fm_gemm_part)(mr, nr, ukr, ta, tb, ct, 0, M, lo * nr,
-                                              fm_min(hi * nr, N), K, kcb, mcb,
+                failed |= FM_FN(fm_gemm_part)(mr, nr, ukr, bf, ta, tb, ct, 0, M, lo * nr,
+                                              fm_min(hi * nr, N), Kp, K, kcb, mcb,
                                               fm_min(ncb, (hi - lo) * nr), A, lda, B, ldb,
                                               C, ldc, ep);
             else
-                failed |= FM_FN(fm_gemm_part)(mr, nr, ukr, ta, tb, ct, lo * mr,
-                                              fm_min(hi * mr, M), 0, N, K, kcb,
+                failed |= FM_FN(fm_gemm_part)(mr, nr, ukr, bf, ta, tb, ct, lo * mr,
+                                              fm_min(hi * mr, M), 0, N, Kp, K, kcb,
                                               fm_min(mcb, (hi - lo) * mr), ncb, A, lda, B,
                                               ldb, C, ldc, ep);
         }

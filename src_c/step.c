@@ -10,7 +10,8 @@
 
 #define T float
 #define SUF _s
-#define FM_GEMM fm_sgemm
+/* bf: bfloat16 products (mixed_bfloat16), for float only. */
+#define FM_GEMM(bf, ...) ((bf) ? fm_bgemm : fm_sgemm)(__VA_ARGS__)
 #include "step_impl.h"
 #undef T
 #undef SUF
@@ -18,7 +19,7 @@
 
 #define T double
 #define SUF _d
-#define FM_GEMM fm_dgemm
+#define FM_GEMM(bf, ...) ((void)(bf), fm_dgemm(__VA_ARGS__))
 #include "step_impl.h"
 #undef T
 #undef SUF

@@ -24,6 +24,7 @@ typedef struct {
     int rule;                /* update rule id */
     ptrdiff_t n_weights;     /* entries of the flat vector that are weights (L2 applies) */
     ptrdiff_t n_params;
+    int bf16;                /* bfloat16 products (float only; gemm.h's fm_bgemm) */
 } fm_step_net;
 
 /* Buffers of the step's type (float or double), as void pointers so that one
@@ -40,7 +41,8 @@ typedef struct {
 
 /* The kernels of a dense layer (x: n x K, W: K x M, b: M; out, g: n x M), which the
    step calls and fastmlp._cpu binds. The int functions return 0, or -1 when
-   scratch memory could not be allocated.
+   scratch memory could not be allocated. With bf16 (float only) the product is
+   fm_bgemm's, of bfloat16 operands (gemm.h).
 
      fm_take_rows             out[i] = src[rows[i]] for m rows of width w
      fm_dense_forward         out = act(x W + b); the bias and an elementwise
@@ -52,11 +54,11 @@ typedef struct {
     void fm_take_rows##SUF(const T *src, const ptrdiff_t *rows, ptrdiff_t m, ptrdiff_t w, \
                            T *out);                                                     \
     int fm_dense_forward##SUF(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,        \
-                              const T *W, const T *b, T *out, int act);                 \
+                              const T *W, const T *b, T *out, int act, int bf16);       \
     int fm_dense_backward_input##SUF(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *g, \
-                                     const T *W, T *gx, int act, const T *a);           \
+                                     const T *W, T *gx, int act, const T *a, int bf16); \
     int fm_dense_backward_weight##SUF(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M,            \
-                                      const T *x, const T *g, T *gW, T *gb);
+                                      const T *x, const T *g, T *gW, T *gb, int bf16);
 FM_DENSE_DECLARE(float, _s)
 FM_DENSE_DECLARE(double, _d)
 #undef FM_DENSE_DECLARE

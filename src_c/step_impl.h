@@ -17,7 +17,7 @@ void FM_SFN(fm_take_rows)(const T *src, const ptrdiff_t *rows, ptrdiff_t m, ptrd
 }
 
 int FM_SFN(fm_dense_forward)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,
-                             const T *W, const T *b, T *out, int act)
+                             const T *W, const T *b, T *out, int act, int bf16)
 {
     fm_epilogue ep;
     ep.kind = FM_EPI_BIAS_ACT;
@@ -25,7 +25,7 @@ int FM_SFN(fm_dense_forward)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,
     ep.bias = b;
     ep.act_out = NULL;
     ep.ldo = 0;
-    if (FM_GEMM(0, 0, n, M, K, x, K, W, M, out, M, &ep) != 0)
+    if (FM_GEMM(bf16, 0, 0, n, M, K, x, K, W, M, out, M, &ep) != 0)
         return -1;
     if (act == FM_SOFTMAX)
         FM_SFN(fm_activation_forward)(act, n, M, out, out);
@@ -33,7 +33,7 @@ int FM_SFN(fm_dense_forward)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,
 }
 
 int FM_SFN(fm_dense_backward_input)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *g,
-                                    const T *W, T *gx, int act, const T *a)
+                                    const T *W, T *gx, int act, const T *a, int bf16)
 {
     fm_epilogue ep;
     ep.kind = FM_EPI_NONE;
@@ -46,7 +46,7 @@ int FM_SFN(fm_dense_backward_input)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const
         if (act != FM_SOFTMAX)
             ep.kind = FM_EPI_MUL_DACT;
     }
-    if (FM_GEMM(0, 1, n, K, M, g, M, W, M, gx, K, &ep) != 0)
+    if (FM_GEMM(bf16, 0, 1, n, K, M, g, M, W, M, gx, K, &ep) != 0)
         return -1;
     if (act == FM_SOFTMAX)
         FM_SFN(fm_activation_backward)(act, n, K, a, gx);
@@ -54,9 +54,9 @@ int FM_SFN(fm_dense_backward_input)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const
 }
 
 int FM_SFN(fm_dense_backward_weight)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,
-                                     const T *g, T *gW, T *gb)
+                                     const T *g, T *gW, T *gb, int bf16)
 {
-    if (FM_GEMM(1, 0, K, M, n, x, K, g, M, gW, M, NULL) != 0)
+    if (FM_GEMM(bf16, 1, 0, K, M, n, x, K, g, M, gW, M, NULL) != 0)
         return -1;
     for (ptrdiff_t j = 0; j < M; j++)
         gb[j] = 0;
@@ -103,7 +103,7 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
         const T *inp = i == 0 ? xb : a[i - 1];
         const T *W = p + FM_SFN(fm_w_at)(net, i), *b = p + FM_SFN(fm_b_at)(net, i);
         if (FM_SFN(fm_dense_forward)(m, sz[i], sz[i + 1], inp, W, b, i < last ? a[i] : z,
-                                     i < last ? net->act[i] : FM_LINEAR))
+                                     i < last ? net->act[i] : FM_LINEAR, net->bf16))
             return -1;
     }
     *total = 0;
@@ -115,10 +115,11 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
         const T *inp = i == 0 ? xb : a[i - 1];
         const T *W = p + FM_SFN(fm_w_at)(net, i);
         T *gW = grad + FM_SFN(fm_w_at)(net, i), *gb = grad + FM_SFN(fm_b_at)(net, i);
-        if (FM_SFN(fm_dense_backward_weight)(m, sz[i], sz[i + 1], inp, g[i], gW, gb))
+        if (FM_SFN(fm_dense_backward_weight)(m, sz[i], sz[i + 1], inp, g[i], gW, gb,
+                                             net->bf16))
             return -1;
         if (i > 0 && FM_SFN(fm_dense_backward_input)(m, sz[i], sz[i + 1], g[i], W, g[i - 1],
-                                                     net->act[i - 1], a[i - 1]))
+                                                     net->act[i - 1], a[i - 1], net->bf16))
             return -1;
     }
     if (!isfinite(*total))

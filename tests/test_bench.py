@@ -98,12 +98,21 @@ def test_sweep_measures_every_contender(monkeypatch):
     from fastmlp.tools import sweep
 
     monkeypatch.setattr(sweep, "EPOCH_FLOPS", 1e6)
-    res = sweep.run_sweep(["cpu"], 1, rounds=1, shapes=(((20, 8, 3), 16), ((30, 5, 5, 2), 8)))
+    res = sweep.run_sweep(["cpu", "cpu-bf16"], 1, rounds=1,
+                          shapes=(((20, 8, 3), 16), ((30, 5, 5, 2), 8)))
     assert [r["layers"] for r in res["rows"]] == [[20, 8, 3], [30, 5, 5, 2]]
     for r in res["rows"]:
         assert r["samples"] % r["batch"] == 0 and r["samples"] >= 4 * r["batch"]
-        assert r["samples_per_s"]["cpu"] > 0 and 0 < r["peak_frac"]["cpu"] < 1
+        for name in ("cpu", "cpu-bf16"):
+            assert r["samples_per_s"][name] > 0 and 0 < r["peak_frac"][name] < 1
     assert res["fma_peak_gflops"] > 0
     lines = sweep.format_sweep(res)
-    assert lines[1].startswith("20-8-3") and "cpu /s" in lines[0]
+    assert lines[1].startswith("20-8-3") and "cpu /s" in lines[0] and "cpu-bf16 /s" in lines[0]
+    # The ratio columns name both sides, and need the peer.
+    assert "time /" not in lines[0]
+    for r in res["rows"]:
+        r["samples_per_s"]["torch-bf16"] = r["samples_per_s"]["cpu-bf16"] / 2
+        r["peak_frac"]["torch-bf16"] = 0.1
+    lines = sweep.format_sweep(res)
+    assert "cpu-bf16 time / torch-bf16" in lines[0] and lines[1].rstrip().endswith("0.50")
     assert sweep.flops_per_sample([784, 512, 10]) == 6 * (784 * 512 + 512 * 10)

@@ -42,6 +42,16 @@ def test_a_recipe_plus_flags_overrides_its_values(dataset_dir, tmp_path):
     assert r["optimizer"] == {"name": "nesterov", "lr": 0.01, "momentum": 0.9}
 
 
+def test_train_in_mixed_bfloat16(dataset_dir, tmp_path):
+    code, out = run(["train", "--data", str(dataset_dir), "--dtype", "mixed_bfloat16",
+                     "--epochs", "1", "--verbose", "0", "--json", str(tmp_path / "r.json"),
+                     "--save", str(tmp_path / "m.npz")])
+    assert code == 0, out
+    assert json.loads((tmp_path / "r.json").read_text())["dtype"] == "mixed_bfloat16"
+    model = fastmlp.load(tmp_path / "m.npz")
+    assert model.dtype_policy == "mixed_bfloat16" and model.dtype == np.float32
+
+
 def test_flag_errors_are_one_line(dataset_dir, capsys):
     assert main(["train", "--data", str(dataset_dir), "--layers", "784,30,20,10"]) == 2
     assert "pass --activations" in capsys.readouterr().err

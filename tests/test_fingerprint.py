@@ -30,9 +30,10 @@ def _grid(rows, cols, a, b, scale):
     return ((i * a + j * b) % 1000 - 500).astype(np.float64) / scale
 
 
-def fixed_run(threads, activations=("relu", "leaky_relu", "linear"), loss="mse"):
+def fixed_run(threads, activations=("relu", "leaky_relu", "linear"), loss="mse",
+              dtype="float32"):
     fastmlp.set_num_threads(threads)
-    model = fastmlp.MLP(LAYERS, list(activations), loss=loss, backend="cpu", dtype="float32")
+    model = fastmlp.MLP(LAYERS, list(activations), loss=loss, backend="cpu", dtype=dtype)
     model.set_weights([_grid(a, b, 7919 + k, 104729 + k, 500.0 * np.sqrt(a)) if w == "W"
                        else _grid(1, b, 31 + k, 17, 5000.0)[0]
                        for k, (a, b) in enumerate(zip(LAYERS[:-1], LAYERS[1:]))

@@ -19,6 +19,10 @@ b (m,), z, a and g (n, m)):
   on ``p[:n_decayed]``; into ``out`` when given, leaving ``p`` as it was;
 * ``take_rows(src, idx, out)``: ``out = src[idx]``.
 
+The three dense kernels of the backends that support the ``mixed_bfloat16``
+policy (``numpy`` and ``cpu``) also take ``bf16=False``: with ``bf16=True`` the
+product's operands are rounded to bfloat16 first (see ``fastmlp.bf16``).
+
 Ids (``act``, ``loss``, ``rule``) come from ``fastmlp.functions``. The optional
 arguments serve a runner that queues steps on a device: ``idx`` reads the rows
 ``x[idx]`` and ``y[idx]`` (a GPU fuses the gather; a host backend copies), ``acc

@@ -15,6 +15,7 @@ except ImportError as exc:  # pragma: no cover - depends on how the package was 
 
 import numpy as np
 
+from .. import bf16
 from ..functions import LINEAR
 from ..network import Parameters, Workspace
 from ..optim import Optimizer
@@ -31,6 +32,7 @@ from ._host import (  # noqa: F401
 )
 
 name = "cpu"
+bf16.select_hardware(_cpu)
 
 take_rows = _cpu.take_rows
 activation_forward = _cpu.activation_forward
@@ -38,12 +40,12 @@ activation_backward = _cpu.activation_backward
 dense_backward_input = _cpu.dense_backward_input
 
 
-def dense_forward(x, W, b, out, act=LINEAR, idx=None):
-    _cpu.dense_forward(rows_of(x, idx), W, b, out, act)
+def dense_forward(x, W, b, out, act=LINEAR, idx=None, bf16=False):
+    _cpu.dense_forward(rows_of(x, idx), W, b, out, act, bf16)
 
 
-def dense_backward_weight(x, g, gW, gb, idx=None):
-    _cpu.dense_backward_weight(rows_of(x, idx), g, gW, gb)
+def dense_backward_weight(x, g, gW, gb, idx=None, bf16=False):
+    _cpu.dense_backward_weight(rows_of(x, idx), g, gW, gb, bf16)
 
 
 def loss_grad(loss, act, z, a, y, g, row_loss, idx=None, acc=None):
@@ -108,7 +110,8 @@ class CompiledRunner(HostOrder):
             s2 = state[1] if opt.n_slots > 1 else None
             self._stepper = _cpu.Stepper(net.layers, net.act_ids, net.loss_id, rule,
                                          net.n_weights, net.dtype == np.float64, ws.x, ws.y,
-                                         ws.a, ws.g, ws.z, ws.row_loss, self.grad, s1, s2)
+                                         ws.a, ws.g, ws.z, ws.row_loss, self.grad, s1, s2,
+                                         net.bf16)
             self._state = state
         return self._stepper
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..bf16 import round_bf16
 from ..functions import (
     ADAM,
     ADAMW,
@@ -45,21 +46,29 @@ def take_rows(src, idx, out):
     np.take(src, idx, axis=0, out=out)
 
 
-def dense_forward(x, W, b, out, act=LINEAR, idx=None):
-    np.matmul(rows_of(x, idx), W, out=out)
+def _operands(bf16, *arrays):
+    # Under mixed_bfloat16 the products' operands are rounded to bfloat16 first.
+    return [round_bf16(a) for a in arrays] if bf16 else arrays
+
+
+def dense_forward(x, W, b, out, act=LINEAR, idx=None, bf16=False):
+    x, W = _operands(bf16, rows_of(x, idx), W)
+    np.matmul(x, W, out=out)
     out += b
     if act != LINEAR:
         activation_forward(act, out, out)
 
 
-def dense_backward_input(g, W, gx, act=LINEAR, a=None):
-    np.matmul(g, W.T, out=gx)
+def dense_backward_input(g, W, gx, act=LINEAR, a=None, bf16=False):
+    gr, W = _operands(bf16, g, W)
+    np.matmul(gr, W.T, out=gx)
     if act != LINEAR:
         activation_backward(act, a, gx)
 
 
-def dense_backward_weight(x, g, gW, gb, idx=None):
-    np.matmul(rows_of(x, idx).T, g, out=gW)
+def dense_backward_weight(x, g, gW, gb, idx=None, bf16=False):
+    xr, gr = _operands(bf16, rows_of(x, idx), g)
+    np.matmul(xr.T, gr, out=gW)
     np.sum(g, axis=0, out=gb)
 
 

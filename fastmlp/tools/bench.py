@@ -6,11 +6,12 @@ The measurements, each run for every thread count asked for:
   784-512 layer at batch 128 (forward, input gradient, weight gradient), the
   ``cpu`` backend's kernel against NumPy's BLAS on the same operands;
 * **epochs**: seconds per training epoch of the keras recipe (784-512 relu-10
-  softmax, RMSprop, batch 128, float32) for the ``cpu`` backend, the ``numpy``
-  backend, PyTorch (``torch``), PyTorch under its bfloat16 CPU autocast
-  (``torch-bf16``) and JAX with the whole epoch one jitted ``lax.scan`` (``jax``),
-  all starting from the same weights, epochs alternating between them after one
-  warm-up epoch each; then each one's test accuracy;
+  softmax, RMSprop, batch 128, float32) for the ``cpu`` backend, the same under
+  ``mixed_bfloat16`` (``cpu-bf16``), the ``numpy`` backend, PyTorch (``torch``),
+  PyTorch under its bfloat16 CPU autocast (``torch-bf16``) and JAX with the whole
+  epoch one jitted ``lax.scan`` (``jax``), all starting from the same weights,
+  epochs alternating between them after one warm-up epoch each; then each one's
+  test accuracy;
 * with ``--sweep``, instead of the epochs: training throughput over the network
   shapes and batch sizes of ``fastmlp.tools.sweep`` (samples/s and % of the FMA
   peak).
@@ -42,7 +43,9 @@ from .. import datasets, recipes, set_num_threads
 from .._util import comma_list, write_json
 from . import machine, peers, sweep
 
-CONTENDERS = ("cpu", "numpy", "torch", "torch-bf16", "jax")
+CONTENDERS = ("cpu", "cpu-bf16", "numpy", "torch", "torch-bf16", "jax")
+#: fastmlp's own contenders: (backend, dtype).
+OWN = {"cpu": ("cpu", None), "cpu-bf16": ("cpu", "mixed_bfloat16"), "numpy": ("numpy", None)}
 
 # (name, M, N, K, transpose first operand, transpose second) of the 784-512 layer,
 # batch 128: out = x @ W, gx = g @ W.T, gW = x.T @ g.
@@ -128,8 +131,9 @@ def bench_epochs(contenders, threads, epochs=3, data=None, dataset="fashion-mnis
     t = recipe.targets(y)
     runners = {}
     for name in contenders:
-        if name in ("cpu", "numpy"):
-            model, opt = recipe.build(backend=name), recipe.make_optimizer()
+        if name in OWN:
+            backend, dtype = OWN[name]
+            model, opt = recipe.build(backend=backend, dtype=dtype), recipe.make_optimizer()
 
             def run(model=model, opt=opt):
                 return model.fit(x, t, epochs=1, batch_size=recipe.batch_size, optimizer=opt,
@@ -204,7 +208,7 @@ def format_epochs(res) -> list:
     base = "torch" if "torch" in res else next(iter(res))
     lines = [f"{'contender':<12}{'median s':>10}{'min s':>9}{'/ ' + base:>10}"
              f"{'test acc':>10}   epochs (s)"]
-    label = {"cpu": "fastmlp cpu"}
+    label = {"cpu": "fastmlp cpu", "cpu-bf16": "fastmlp bf16"}
     for name, r in res.items():
         ratio = r["median_s"] / res[base]["median_s"]
         lines.append(f"{label.get(name, name):<12}{r['median_s']:>10.3f}{min(r['epochs_s']):>9.3f}"
@@ -234,8 +238,9 @@ def run(threads_list, contenders, epochs=3, products=True, data=None,
             for line in format_products(res["products"]):
                 print(line, file=out)
         if sweep_over:
-            print(f"\ntraining throughput, float32 (torch-bf16: PyTorch's bfloat16 "
-                  f"autocast), {threads} thread(s), samples/s and % of the FMA peak "
+            print(f"\ntraining throughput, float32 (cpu-bf16: fastmlp's mixed_bfloat16; "
+                  f"torch-bf16: PyTorch's bfloat16 autocast), {threads} thread(s), "
+                  f"samples/s and % of the FMA peak "
                   f"({res['sweep']['fma_peak_gflops']:.0f} GFLOP/s), median of {epochs} "
                   f"alternating epochs after a warm-up", file=out)
             for line in sweep.format_sweep(res["sweep"]):

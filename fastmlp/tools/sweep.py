@@ -59,8 +59,10 @@ def sweep_shape(layers, batch, contenders, threads, rounds=3, seed=0) -> dict:
     model = MLP(list(layers), acts, backend="cpu", seed=seed)
     trainers = {}
     for name in contenders:
-        if name == "cpu":
-            trainers[name] = _Fastmlp(MLP(list(layers), acts, backend="cpu", seed=seed), batch)
+        if name in ("cpu", "cpu-bf16"):
+            dtype = "mixed_bfloat16" if name == "cpu-bf16" else "float32"
+            trainers[name] = _Fastmlp(MLP(list(layers), acts, backend="cpu", seed=seed,
+                                          dtype=dtype), batch)
         else:
             trainers[name] = peers.make(name, model, RMSPROP, batch, threads)
     seconds = {name: [] for name in trainers}
@@ -88,17 +90,20 @@ def run_sweep(contenders, threads, rounds=3, shapes=SHAPES) -> dict:
     return {"fma_peak_gflops": peak, "rows": rows}
 
 
+#: (fastmlp's contender, the peer it is compared with) for the ratio columns.
+RATIOS = (("cpu", "torch"), ("cpu-bf16", "torch-bf16"))
+
+
 def format_sweep(res) -> list:
     names = list(res["rows"][0]["samples_per_s"]) if res["rows"] else []
-    base = "torch" if "torch" in names else None
+    ratios = [(a, b) for a, b in RATIOS if a in names and b in names]
     head = f"{'network':<22}{'batch':>6}" + "".join(f"{n + ' /s':>14}{'%pk':>5}"
                                                     for n in names)
-    lines = [head + (f"{'cpu time / torch':>18}" if base and "cpu" in names else "")]
+    lines = [head + "".join(f"{a + ' time / ' + b:>26}" for a, b in ratios)]
     for r in res["rows"]:
         sps, frac = r["samples_per_s"], r["peak_frac"]
         line = f"{'-'.join(map(str, r['layers'])):<22}{r['batch']:>6}" + "".join(
             f"{sps[n]:>14,.0f}{100 * frac[n]:>5.0f}" for n in names)
-        if base and "cpu" in names:
-            line += f"{sps[base] / sps['cpu']:>18.2f}"
+        line += "".join(f"{sps[b] / sps[a]:>26.2f}" for a, b in ratios)
         lines.append(line)
     return lines

@@ -37,7 +37,8 @@ def add_train_arguments(p):
                    help="default: fashion-mnist when the --data folder's name says "
                         "'fashion', else mnist")
     p.add_argument("--backend", choices=BACKENDS, default="cpu")
-    p.add_argument("--dtype", choices=("float32", "float64"), help="default: the recipe's")
+    p.add_argument("--dtype", choices=("float32", "float64", "mixed_bfloat16"),
+                   help="default: the recipe's (mixed_bfloat16: bfloat16 products)")
     g = p.add_argument_group("network and training (each replaces the recipe's value)")
     g.add_argument("--layers", help="units per layer, inputs first: 784,256,10")
     g.add_argument("--activations", help=f"one per weight layer: {', '.join(ACTIVATIONS)}")
@@ -174,7 +175,7 @@ def train(args, out):
                              n_inputs=None if args.layers else int(np.prod(x.shape[1:])))
         model.meta["target_range"] = list(recipe.target_range)
         fit_args = recipe.fit_args(trainer=args.trainer)
-    dtype = model.dtype.name
+    dtype = model.dtype_policy
     x, xt = recipe.inputs(x, dtype), recipe.inputs(xt, dtype)
     model.meta["dataset"] = args.dataset
     if args.diff_step is not None:
