@@ -392,6 +392,47 @@ static inline void fm_put_pair(int hw, const float *lo, const float *hi, ptrdiff
     }
 }
 
+#if FM_X86_SIMD
+/* fm_bf16_bits on 8 lanes. */
+__attribute__((target("avx2"))) static __m256i fm_bf16_bits8(__m256 v)
+{
+    const __m256i top = _mm256_set1_epi32((int)0xffff0000u);
+    const __m256i expo = _mm256_set1_epi32(0x7f800000);
+    const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
+    __m256i u = _mm256_castps_si256(v);
+    __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_and_si256(
+        _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), odd)), top);
+    __m256i nan = _mm256_cmpgt_epi32(_mm256_andnot_si256(sign, u), expo);
+    __m256i quiet = _mm256_or_si256(u, _mm256_set1_epi32(0x00400000));
+    __m256i sub = _mm256_cmpeq_epi32(_mm256_and_si256(u, expo), _mm256_setzero_si256());
+    r = _mm256_blendv_epi8(r, _mm256_and_si256(quiet, top), nan);
+    return _mm256_blendv_epi8(r, _mm256_and_si256(u, sign), sub);
+}
+
+/* Lanes of 8 rows read along k (row r at rows + r * s_r), 4 pairs (8 k values, all
+   below K), through an 8 x 8 register transpose; o is the first lane of the first
+   pair, per_pair the distance between pairs. */
+__attribute__((target("avx2"))) static void fm_put_pairs8(int hw, const float *rows,
+                                                          ptrdiff_t s_r, int w,
+                                                          uint32_t *o, ptrdiff_t per_pair)
+{
+    float t[64] __attribute__((aligned(32)));
+    fm_transpose8_s(rows, s_r, t, 8);
+    for (int j = 0; j < 8; j += 2, o += per_pair) {
+        __m256i lo = fm_bf16_bits8(_mm256_load_ps(t + j * 8));
+        __m256i hi = fm_bf16_bits8(_mm256_load_ps(t + (j + 1) * 8));
+        if (hw) {
+            __m256i pair = _mm256_or_si256(_mm256_srli_epi32(lo, 16), hi);
+            _mm256_storeu_si256((__m256i *)o, pair);
+        } else {
+            _mm256_storeu_si256((__m256i *)o, hi);
+            _mm256_storeu_si256((__m256i *)(o + w), lo);
+        }
+    }
+}
+#endif
+
 /* Element (r, k) of an operand is src[r * s_r + k * s_k]; rows [r0, r0+rc) and k
    values [p0, p0+kc) (kc even; zero past K) go into panels of w rows, for each
    pair q either the floats of k = 2q+1 then 2q (emulation) or one 32-bit lane of
@@ -402,10 +443,23 @@ static void fm_pack_bf16_s(int hw, const float *src, ptrdiff_t s_r, ptrdiff_t s_
 {
     uint32_t *out = (uint32_t *)dst;
     ptrdiff_t pairs = kc / 2, per_pair = hw ? w : 2 * w;
+    ptrdiff_t valid = fm_min(kc, K - p0 > 0 ? K - p0 : 0);
+    /* Full panels of an operand read along k go 8 rows by 8 k values through
+       register transposes (AVX2 and up); the rest lane by lane. */
+    int blocks = FM_X86_SIMD && s_k == 1 && w % 8 == 0 && fm_gemm_level() >= FM_LEVEL_AVX2;
     for (ptrdiff_t pr = 0; pr < rc; pr += w, out += pairs * per_pair) {
-        ptrdiff_t m = fm_min(w, rc - pr);
+        ptrdiff_t m = fm_min(w, rc - pr), q0 = 0;
         const float *base = src + (r0 + pr) * s_r;
-        for (ptrdiff_t q = 0; q < pairs; q++) {
+#if FM_X86_SIMD
+        if (blocks && m == w) {
+            q0 = valid / 8 * 4;
+            for (int g = 0; g < w; g += 8)
+                for (ptrdiff_t q = 0; q < q0; q += 4)
+                    fm_put_pairs8(hw, base + g * s_r + p0 + 2 * q, s_r, w,
+                                  out + q * per_pair + g, per_pair);
+        }
+#endif
+        for (ptrdiff_t q = q0; q < pairs; q++) {
             ptrdiff_t k = p0 + 2 * q;
             const float *lo = k < K ? base + k * s_k : NULL;
             const float *hi = k + 1 < K ? base + (k + 1) * s_k : NULL;
@@ -414,8 +468,7 @@ static void fm_pack_bf16_s(int hw, const float *src, ptrdiff_t s_r, ptrdiff_t s_
                 memset(o, 0, (size_t)per_pair * sizeof *o);
                 continue;
             }
-            /* Contiguous lanes vectorize; strided ones (an operand read along k) are
-               gathered, which the packing of float panels avoids the same way. */
+            /* Contiguous lanes vectorize. */
             if (s_r == 1)
                 fm_put_pair(hw, lo, hi, 1, m, w, o, o + w);
             else
