@@ -19,7 +19,7 @@ summed in float32. On the ``cpu`` backend each product is summed exactly as the
 
 A product of two bfloat16 numbers is exact in float32, so the float32 FMA
 instructions reproduce the instruction bit for bit: where the CPU lacks
-avx512_bf16 (or :func:`set_hardware` turns it off) the float32 microkernels
+avx512_bf16 (or ``FASTMLP_BF16_HARDWARE=0`` turns it off) the float32 microkernels
 run on the rounded operands with MXCSR's DAZ and FTZ set. x86 detects a tiny
 result after rounding, so a sum that rounds up to the smallest normal number
 stays. Which path runs never changes a bit; the test suite compares them
@@ -149,14 +149,3 @@ def hardware_status() -> str | None:
         select_hardware(_cpu)
     return _status["reason"]
 
-
-def set_hardware(on: bool) -> None:
-    """Turn the vdpbf16ps kernel on (where the CPU has it) or off; the bits are the
-    same either way."""
-    from . import _cpu
-
-    if on and not _cpu.bf16_hardware_supported():
-        _status["reason"] = "this CPU has no avx512_bf16"
-        return
-    _cpu.set_bf16_hardware(1 if on else 0)
-    _status["reason"] = None if on else "switched off"

@@ -55,10 +55,11 @@ class Network:
         lid = loss_id(self.loss)
         check_loss_output(self.loss, acts[-1])
         n_weights = sum(a * b for a, b in zip(layers[:-1], layers[1:]))
-        if self.bf16 and _checks.float_dtype(self.dtype) != np.float32:
+        dtype = _checks.float_dtype(self.dtype)
+        if self.bf16 and dtype != np.float32:
             raise ValueError("bfloat16 products need float32 storage")
         for key, value in (("layers", layers), ("activations", acts), ("act_ids", ids),
-                           ("loss_id", lid), ("dtype", _checks.float_dtype(self.dtype)),
+                           ("loss_id", lid), ("dtype", dtype),
                            ("n_weights", n_weights),
                            ("n_params", n_weights + sum(layers[1:]))):
             object.__setattr__(self, key, value)

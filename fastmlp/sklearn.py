@@ -265,7 +265,7 @@ class MLPClassifier(ClassifierMixin, _MLPEstimator):
         if unknown.any():
             raise ValueError(f"y has labels not in classes_ {list(self.classes_)}: "
                              f"{list(np.unique(y[unknown]))[:5]}")
-        return preprocessing.one_hot(idx, len(self.classes_), dtype=_checks.float_dtype(self.dtype))
+        return preprocessing.one_hot(idx, len(self.classes_), dtype=self.dtype)
 
     def _stratify(self, t):
         # Stratified where every class can be on both sides of the split.

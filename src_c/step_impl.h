@@ -19,12 +19,8 @@ void FM_SFN(fm_take_rows)(const T *src, const ptrdiff_t *rows, ptrdiff_t m, ptrd
 int FM_SFN(fm_dense_forward)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,
                              const T *W, const T *b, T *out, int act, int bf16)
 {
-    fm_epilogue ep;
-    ep.kind = FM_EPI_BIAS_ACT;
-    ep.act = act == FM_SOFTMAX ? FM_LINEAR : act;
-    ep.bias = b;
-    ep.act_out = NULL;
-    ep.ldo = 0;
+    fm_epilogue ep = {.kind = FM_EPI_BIAS_ACT, .act = act == FM_SOFTMAX ? FM_LINEAR : act,
+                      .bias = b};
     if (FM_GEMM(bf16, 0, 0, n, M, K, x, K, W, M, out, M, &ep) != 0)
         return -1;
     if (act == FM_SOFTMAX)
@@ -35,12 +31,7 @@ int FM_SFN(fm_dense_forward)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,
 int FM_SFN(fm_dense_backward_input)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *g,
                                     const T *W, T *gx, int act, const T *a, int bf16)
 {
-    fm_epilogue ep;
-    ep.kind = FM_EPI_NONE;
-    ep.act = act;
-    ep.bias = NULL;
-    ep.act_out = NULL;
-    ep.ldo = K;
+    fm_epilogue ep = {.kind = FM_EPI_NONE, .act = act, .ldo = K};
     if (act != FM_LINEAR) {
         ep.act_out = a;
         if (act != FM_SOFTMAX)
