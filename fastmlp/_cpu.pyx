@@ -79,13 +79,16 @@ def fma_peak(str level, long iters, int threads):
 
 def copy_bandwidth(const float[::1] src, float[::1] dst, int reps, int threads):
     """(bytes, seconds) of ``threads`` threads copying their shares of ``src`` into
-    ``dst`` (as long), ``reps`` times: the bandwidth of the memory level that
-    holds both."""
+    ``dst`` (as long), or with ``dst`` None only reading them, ``reps`` times in one
+    parallel region: the bandwidth of the memory level that holds the arrays."""
     cdef double seconds = 0, nbytes
-    if dst.shape[0] < src.shape[0] or src.shape[0] == 0:
-        raise ValueError("copy_bandwidth needs a non-empty src and a dst as long")
+    cdef float *dp = NULL
+    if src.shape[0] == 0 or (dst is not None and dst.shape[0] < src.shape[0]):
+        raise ValueError("copy_bandwidth needs a non-empty src and a dst as long (or None)")
+    if dst is not None:
+        dp = &dst[0]
     with nogil:
-        nbytes = fm_copy_bandwidth(&src[0], &dst[0], src.shape[0], reps, threads, &seconds)
+        nbytes = fm_copy_bandwidth(&src[0], dp, src.shape[0], reps, threads, &seconds)
     return nbytes, seconds
 
 

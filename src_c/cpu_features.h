@@ -21,8 +21,9 @@ void fm_set_num_threads(int n);
    to the wall time they took. */
 double fm_fma_peak(int level, long iters, int threads, double *seconds);
 
-/* Copy bandwidth: `threads` threads copy their shares of src (n floats) to dst,
-   `reps` times. Returns the bytes read and written and sets *seconds. */
+/* Streaming bandwidth: `threads` threads copy their shares of src (n floats) to
+   dst, or with dst NULL only read them, `reps` times. Returns the bytes read and
+   written and sets *seconds. */
 double fm_copy_bandwidth(const float *src, float *dst, long n, int reps, int threads,
                          double *seconds);
 

@@ -31,7 +31,7 @@
 #define FM_NC 1024
 
 /* Below this many multiply-adds a product runs on one thread. */
-#define FM_PARALLEL_MIN_MACS (1 << 20)
+#define FM_PARALLEL_MIN_MACS (1 << 17)
 
 static int fm_level = -1;
 
@@ -80,6 +80,31 @@ static void *fm_scratch(size_t bytes)
 }
 
 static ptrdiff_t fm_min(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
+
+int fm_gemm_reserve(size_t elem)
+{
+    /* The most a thread's share asks for: its blocks are at most FM_MC x FM_KC and
+       FM_KC x FM_NC (fm_balanced keeps them within these multiples of every MR and
+       NR). Done again only for more threads or a wider type on this thread's team. */
+    static _Thread_local int done_threads;
+    static _Thread_local size_t done_elem;
+    size_t bytes = (((size_t)FM_MC * FM_KC + 63) / 64 * 64 + (size_t)FM_KC * FM_NC) * elem;
+    int team = 1, failed = 0;
+#ifdef _OPENMP
+    team = omp_get_max_threads();
+#endif
+    if (team <= done_threads && elem <= done_elem)
+        return 0;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(team) reduction(| : failed)
+#endif
+    failed |= fm_scratch(bytes) == NULL;
+    if (failed)
+        return -1;
+    done_threads = team;
+    done_elem = elem;
+    return 0;
+}
 
 /* Block size for `total` items, at most `maxb`, a multiple of `mult`, and with
    the blocks as equal as possible (no thin last block). */
@@ -159,6 +184,11 @@ FM_SCALAR_UKR(fm_ukr_scalar_d, double, fma)
         typedef T uvec __attribute__((vector_size((VW) * sizeof(T)),                   \
                                       aligned(sizeof(T)), may_alias));                 \
         vec acc[MR][NV];                                                               \
+        /* The tile of C is read or written after the loop: fetch it meanwhile. */     \
+        _Pragma("GCC unroll 16") for (int i = 0; i < (MR); i++) {                      \
+            __builtin_prefetch(c + i * ldc, 1, 3);                                     \
+            __builtin_prefetch(c + i * ldc + (NV) * (VW) - 1, 1, 3);                   \
+        }                                                                              \
         _Pragma("GCC unroll 16") for (int i = 0; i < (MR); i++)                        \
             _Pragma("GCC unroll 4") for (int v = 0; v < (NV); v++)                     \
                 acc[i][v] = (vec){0};                                                  \
@@ -221,9 +251,10 @@ static fm_kernel_d fm_kernel_for_d(int level)
     return k;
 }
 
-/* Packing of a transposed B (op(B)(k, j) = B[j, k]) reads along k and writes
-   along j. For float on AVX2 it goes through 8 x 8 blocks transposed in
-   registers; it returns 0 where it does not apply, and the generic loop runs. */
+/* Packing of an operand contiguous along k (a row-major A, a transposed B) reads
+   along k and writes across the panel's lanes. For float on AVX2 it goes through
+   8 x 8 blocks transposed in registers; it returns 0 where it does not apply, and
+   the generic loop runs. */
 #if FM_X86_SIMD
 __attribute__((target("avx2"))) static void fm_transpose8_s(const float *src, ptrdiff_t lds,
                                                             float *dst, ptrdiff_t ldd)
@@ -255,65 +286,34 @@ __attribute__((target("avx2"))) static void fm_transpose8_s(const float *src, pt
 }
 #endif
 
-static int fm_pack_bt_fast_s(const float *B, ptrdiff_t ldb, ptrdiff_t p0, ptrdiff_t kc,
-                             ptrdiff_t j0, ptrdiff_t nc, int nr, float *restrict dst)
+static int fm_pack_along_k_fast_s(const float *X, ptrdiff_t ld, ptrdiff_t r0, ptrdiff_t rc,
+                                  ptrdiff_t p0, ptrdiff_t kc, int w, float *restrict dst)
 {
 #if FM_X86_SIMD
-    if (fm_gemm_level() < FM_LEVEL_AVX2 || nr % 8 != 0)
+    if (fm_gemm_level() < FM_LEVEL_AVX2 || w % 8 != 0)
         return 0;
-    for (ptrdiff_t jr = 0; jr < nc; jr += nr, dst += nr * kc) {
-        ptrdiff_t n = fm_min(nr, nc - jr);
-        ptrdiff_t k8 = kc / 8 * 8;
-        for (ptrdiff_t jg = 0; jg < nr; jg += 8) {
-            if (jg + 8 <= n) {
-                const float *src = B + (j0 + jr + jg) * ldb + p0;
+    ptrdiff_t k8 = kc / 8 * 8;
+    for (ptrdiff_t pr = 0; pr < rc; pr += w, dst += w * kc) {
+        ptrdiff_t m = fm_min(w, rc - pr);
+        for (ptrdiff_t g = 0; g < w; g += 8) {
+            if (g + 8 <= m) {
+                const float *src = X + (r0 + pr + g) * ld + p0;
                 for (ptrdiff_t k = 0; k < k8; k += 8)
-                    fm_transpose8_s(src + k, ldb, dst + k * nr + jg, nr);
-                for (ptrdiff_t j = 0; j < 8; j++)
+                    fm_transpose8_s(src + k, ld, dst + k * w + g, w);
+                for (ptrdiff_t i = 0; i < 8; i++)
                     for (ptrdiff_t k = k8; k < kc; k++)
-                        dst[k * nr + jg + j] = src[j * ldb + k];
+                        dst[k * w + g + i] = src[i * ld + k];
             } else {
-                for (ptrdiff_t j = jg; j < jg + 8; j++)
+                for (ptrdiff_t i = 0; i < 8; i++)
                     for (ptrdiff_t k = 0; k < kc; k++)
-                        dst[k * nr + j] = j < n ? B[(j0 + jr + j) * ldb + p0 + k] : 0.0f;
+                        dst[k * w + g + i] =
+                            g + i < m ? X[(r0 + pr + g + i) * ld + p0 + k] : 0.0f;
             }
         }
     }
     return 1;
 #else
-    (void)B; (void)ldb; (void)p0; (void)kc; (void)j0; (void)nc; (void)nr; (void)dst;
-    return 0;
-#endif
-}
-
-/* Packing of a row-major A (op(A)(i, k) = A[i, k]) into 8-row panels reads 8 rows
-   side by side; for float with 8-row panels it goes through 8 x 8 blocks
-   transposed in registers. Returns 0 where it does not apply. */
-static int fm_pack_an_fast_s(const float *A, ptrdiff_t lda, ptrdiff_t i0, ptrdiff_t mc,
-                             ptrdiff_t p0, ptrdiff_t kc, int mr, float *restrict dst)
-{
-#if FM_X86_SIMD
-    if (fm_gemm_level() < FM_LEVEL_AVX2 || mr != 8)
-        return 0;
-    ptrdiff_t k8 = kc / 8 * 8;
-    for (ptrdiff_t ir = 0; ir < mc; ir += mr, dst += mr * kc) {
-        ptrdiff_t m = fm_min(mr, mc - ir);
-        const float *src = A + (i0 + ir) * lda + p0;
-        if (m == 8) {
-            for (ptrdiff_t k = 0; k < k8; k += 8)
-                fm_transpose8_s(src + k, lda, dst + k * 8, 8);
-            for (ptrdiff_t k = k8; k < kc; k++)
-                for (ptrdiff_t i = 0; i < 8; i++)
-                    dst[k * 8 + i] = src[i * lda + k];
-        } else {
-            for (ptrdiff_t k = 0; k < kc; k++)
-                for (ptrdiff_t i = 0; i < 8; i++)
-                    dst[k * 8 + i] = i < m ? src[i * lda + k] : 0.0f;
-        }
-    }
-    return 1;
-#else
-    (void)A; (void)lda; (void)i0; (void)mc; (void)p0; (void)kc; (void)mr; (void)dst;
+    (void)X; (void)ld; (void)r0; (void)rc; (void)p0; (void)kc; (void)w; (void)dst;
     return 0;
 #endif
 }
@@ -562,16 +562,14 @@ void fm_bf16_set_hardware(int mode)
 #define SUF _s
 #define FM_SIGMOID_FN fm_sigmoid_s  /* in float (see fm_math.h) */
 #define FM_TANH_FN tanhf
-#define FM_PACK_BT_FAST fm_pack_bt_fast_s
-#define FM_PACK_AN_FAST fm_pack_an_fast_s
+#define FM_PACK_ALONG_K_FAST fm_pack_along_k_fast_s
 #define FM_PACK_BF16 fm_pack_bf16_s
 #include "gemm_impl.h"
 #undef T
 #undef SUF
 #undef FM_SIGMOID_FN
 #undef FM_TANH_FN
-#undef FM_PACK_BT_FAST
-#undef FM_PACK_AN_FAST
+#undef FM_PACK_ALONG_K_FAST
 #undef FM_PACK_BF16
 
 #define T double

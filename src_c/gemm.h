@@ -21,7 +21,7 @@
 
 #include "fm_ids.h"
 
-enum { FM_EPI_NONE = 0, FM_EPI_BIAS_ACT = 1, FM_EPI_MUL_DACT = 2 };
+enum { FM_EPI_NONE = 0, FM_EPI_BIAS_ACT = 1, FM_EPI_MUL_DACT = 2, FM_EPI_HOOK = 3 };
 
 typedef struct {
     int kind;              /* FM_EPI_* */
@@ -30,7 +30,17 @@ typedef struct {
     const void *bias;      /* FM_EPI_BIAS_ACT: N values of the product's type */
     const void *act_out;   /* FM_EPI_MUL_DACT: M x N values of the product's type */
     ptrdiff_t ldo;
+    /* FM_EPI_HOOK: hook(ctx, i0, j0, m, n) on each finished m x n block of C at
+       (i0, j0) (a cache block of many tiles), by the thread that computed it, with
+       the float mode restored */
+    void (*hook)(const void *ctx, ptrdiff_t i0, ptrdiff_t j0, ptrdiff_t m, ptrdiff_t n);
+    const void *ctx;
 } fm_epilogue;
+
+/* Makes every thread of the calling thread's team hold the scratch memory that any
+   product of elements of `elem` bytes needs, so that no later product can fail
+   for want of it; returns 0, or -1 when it could not be allocated. */
+int fm_gemm_reserve(size_t elem);
 
 /* Both return 0, or -1 when scratch memory could not be allocated. ep may be NULL. */
 int fm_sgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,

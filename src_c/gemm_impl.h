@@ -1,8 +1,8 @@
 /* The type-generic part of gemm.c, included once per type with T (float or
-   double), SUF (_s or _d), FM_SIGMOID_FN, FM_TANH_FN defined, FM_PACK_BT_FAST
-   and FM_PACK_AN_FAST where the type has a fast packing of a transposed B or a
-   row-major A, and FM_PACK_BF16 where it has bfloat16 products (float): then `bf`
-   (FM_BF16_*) selects them. Not a public header. */
+   double), SUF (_s or _d), FM_SIGMOID_FN, FM_TANH_FN defined,
+   FM_PACK_ALONG_K_FAST where the type has a fast packing of an operand contiguous
+   along k (a row-major A, a transposed B), and FM_PACK_BF16 where it has bfloat16
+   products (float): then `bf` (FM_BF16_*) selects them. Not a public header. */
 
 #define FM_CAT_(a, b) a##b
 #define FM_CAT(a, b) FM_CAT_(a, b)
@@ -10,67 +10,50 @@
 
 typedef void (*FM_FN(fm_ukr_fn))(ptrdiff_t, const T *, const T *, T *, ptrdiff_t, int);
 
-/* Rows i0 .. i0+mc-1 and columns p0 .. p0+kc-1 of op(A) into MR-row panels,
-   k-major, with zero rows past the edge. */
-static void FM_FN(fm_pack_a)(int trans, const T *A, ptrdiff_t lda, ptrdiff_t i0,
-                             ptrdiff_t mc, ptrdiff_t p0, ptrdiff_t kc, int mr,
-                             T *restrict dst)
+/* Packing into panels of w lanes, k-major, with zero lanes past the edge: lanes
+   [r0, r0+rc) and k values [p0, p0+kc) of an operand whose element (r, k) is at
+   X[k * ld + r] (contiguous along r: a transposed A, a row-major B). Each k
+   reads one run of rc values and copies it into the panels side by side. */
+static void FM_FN(fm_pack_along_r)(const T *X, ptrdiff_t ld, ptrdiff_t r0, ptrdiff_t rc,
+                                   ptrdiff_t p0, ptrdiff_t kc, int w, T *restrict dst)
 {
-#ifdef FM_PACK_AN_FAST
-    if (!trans && FM_PACK_AN_FAST(A, lda, i0, mc, p0, kc, mr, dst))
-        return;
-#endif
-    for (ptrdiff_t ir = 0; ir < mc; ir += mr, dst += mr * kc) {
-        ptrdiff_t m = fm_min(mr, mc - ir);
-        if (!trans) {
-            /* m rows read side by side, so the panel is written in order. */
-            const T *src = A + (i0 + ir) * lda + p0;
-            for (ptrdiff_t k = 0; k < kc; k++)
-                for (ptrdiff_t i = 0; i < m; i++)
-                    dst[k * mr + i] = src[i * lda + k];
-        } else {
-            for (ptrdiff_t k = 0; k < kc; k++) {
-                const T *src = A + (p0 + k) * lda + i0 + ir;
-                for (ptrdiff_t i = 0; i < m; i++)
-                    dst[k * mr + i] = src[i];
-            }
+    ptrdiff_t full = rc / w * w, rest = rc - full;
+    for (ptrdiff_t k = 0; k < kc; k++) {
+        const T *src = X + (p0 + k) * ld + r0;
+        T *d = dst + k * w;
+        /* Copies of a constant size, which compile to a few vector moves. */
+#define FM_COPY_RUNS(W)                                                                \
+    for (ptrdiff_t r = 0; r < full; r += (W), d += (W) * kc)                           \
+        memcpy(d, src + r, (W) * sizeof(T))
+        if (w == 8)
+            FM_COPY_RUNS(8);
+        else if (w == 16)
+            FM_COPY_RUNS(16);
+        else if (w == 32)
+            FM_COPY_RUNS(32);
+        else
+            FM_COPY_RUNS(w);
+#undef FM_COPY_RUNS
+        if (rest) {
+            memcpy(d, src + full, (size_t)rest * sizeof(T));
+            memset(d + rest, 0, (size_t)(w - rest) * sizeof(T));
         }
-        for (ptrdiff_t i = m; i < mr; i++)
-            for (ptrdiff_t k = 0; k < kc; k++)
-                dst[k * mr + i] = 0;
     }
 }
 
-/* Rows p0 .. p0+kc-1 and columns j0 .. j0+nc-1 of op(B) into NR-column panels,
-   k-major, with zero columns past the edge. */
-static void FM_FN(fm_pack_b)(int trans, const T *B, ptrdiff_t ldb, ptrdiff_t p0,
-                             ptrdiff_t kc, ptrdiff_t j0, ptrdiff_t nc, int nr,
-                             T *restrict dst)
+/* The same for an operand whose element (r, k) is at X[r * ld + k] (contiguous
+   along k: a row-major A, a transposed B). */
+static void FM_FN(fm_pack_along_k)(const T *X, ptrdiff_t ld, ptrdiff_t r0, ptrdiff_t rc,
+                                   ptrdiff_t p0, ptrdiff_t kc, int w, T *restrict dst)
 {
-#ifdef FM_PACK_BT_FAST
-    if (trans && FM_PACK_BT_FAST(B, ldb, p0, kc, j0, nc, nr, dst))
-        return;
-#endif
-    for (ptrdiff_t jr = 0; jr < nc; jr += nr, dst += nr * kc) {
-        ptrdiff_t n = fm_min(nr, nc - jr);
-        if (!trans) {
-            for (ptrdiff_t k = 0; k < kc; k++) {
-                const T *src = B + (p0 + k) * ldb + j0 + jr;
-                T *d = dst + k * nr;
-                for (ptrdiff_t j = 0; j < n; j++)
-                    d[j] = src[j];
-                for (ptrdiff_t j = n; j < nr; j++)
-                    d[j] = 0;
-            }
-        } else {
-            for (ptrdiff_t j = 0; j < n; j++) {
-                const T *src = B + (j0 + jr + j) * ldb + p0;
-                for (ptrdiff_t k = 0; k < kc; k++)
-                    dst[k * nr + j] = src[k];
-            }
-            for (ptrdiff_t j = n; j < nr; j++)
-                for (ptrdiff_t k = 0; k < kc; k++)
-                    dst[k * nr + j] = 0;
+    for (ptrdiff_t pr = 0; pr < rc; pr += w, dst += w * kc) {
+        ptrdiff_t m = fm_min(w, rc - pr);
+        const T *src = X + (r0 + pr) * ld + p0;
+        for (ptrdiff_t k = 0; k < kc; k++) {
+            for (ptrdiff_t i = 0; i < m; i++)
+                dst[k * w + i] = src[i * ld + k];
+            for (ptrdiff_t i = m; i < w; i++)
+                dst[k * w + i] = 0;
         }
     }
 }
@@ -112,6 +95,8 @@ static void FM_FN(fm_epilogue_tile)(const fm_epilogue *ep, T *C, ptrdiff_t ldc,
         switch (ep->act) {
             FM_ACTIVATION_LIST(FM_EPI_MUL_DACT_CASE)
         }
+    } else if (ep->kind == FM_EPI_HOOK) {
+        ep->hook(ep->ctx, i0, j0, m, n);
     }
 }
 
@@ -135,10 +120,17 @@ static void FM_FN(fm_pack)(int bf, int its_b, int trans, const T *X, ptrdiff_t l
 #else
     (void)bf; (void)K;
 #endif
-    if (its_b)
-        FM_FN(fm_pack_b)(trans, X, ld, p0, kc, r0, rc, w, dst);
-    else
-        FM_FN(fm_pack_a)(trans, X, ld, r0, rc, p0, kc, w, dst);
+    /* op(A)(r, k) and op(B)(k, r): contiguous along k for a row-major A and a
+       transposed B. */
+    if (its_b ? trans : !trans) {
+#ifdef FM_PACK_ALONG_K_FAST
+        if (FM_PACK_ALONG_K_FAST(X, ld, r0, rc, p0, kc, w, dst))
+            return;
+#endif
+        FM_FN(fm_pack_along_k)(X, ld, r0, rc, p0, kc, w, dst);
+    } else {
+        FM_FN(fm_pack_along_r)(X, ld, r0, rc, p0, kc, w, dst);
+    }
 }
 
 /* One thread's share: rows [i0, i1) and columns [j0, j1) of C, or, with ct, of
@@ -160,6 +152,10 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
     /* A hardware bfloat16 panel holds a pair of k values per element. */
     ptrdiff_t kdiv = bf == FM_BF16_HARDWARE ? 2 : 1;
     unsigned csr;
+    /* Elementwise epilogues run on each finished tile, in cache; a hook on each
+       finished block of C. */
+    int per_tile = ep != NULL && ep->kind != FM_EPI_NONE && ep->kind != FM_EPI_HOOK;
+    int per_block = ep != NULL && ep->kind == FM_EPI_HOOK;
     if (Ap == NULL)
         return -1;
     Bp = Ap + a_elems;
@@ -189,7 +185,7 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
                             for (ptrdiff_t i = 0; i < m; i++)
                                 for (ptrdiff_t j = 0; j < n; j++)
                                     c[j * ldc + i] = tile[i * nr + j];
-                            if (last && ep != NULL && ep->kind != FM_EPI_NONE) {
+                            if (last && per_tile) {
                                 fm_fp_leave(bf, csr);
                                 FM_FN(fm_epilogue_tile)(ep, C, ldc, jc + jr, ic + ir, n, m);
                                 fm_fp_enter(bf);
@@ -208,12 +204,21 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
                             for (ptrdiff_t i = 0; i < m; i++)
                                 memcpy(c + i * ldc, tile + i * nr, n * sizeof(T));
                         }
-                        if (last && ep != NULL && ep->kind != FM_EPI_NONE) {
+                        if (last && per_tile) {
                             fm_fp_leave(bf, csr);
                             FM_FN(fm_epilogue_tile)(ep, C, ldc, ic + ir, jc + jr, m, n);
                             fm_fp_enter(bf);
                         }
                     }
+                }
+                if (last && per_block) {
+                    /* A hook runs once per finished block (long rows, few calls). */
+                    fm_fp_leave(bf, csr);
+                    if (ct)
+                        FM_FN(fm_epilogue_tile)(ep, C, ldc, jc, ic, nc, mc);
+                    else
+                        FM_FN(fm_epilogue_tile)(ep, C, ldc, ic, jc, mc, nc);
+                    fm_fp_enter(bf);
                 }
             }
         }
@@ -260,7 +265,12 @@ static int FM_FN(fm_gemm)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int ta, 
     mt = (M + mr - 1) / mr;
     nt = (N + nr - 1) / nr;
     threads = fm_threads_for(M, N, K);
+    /* Each thread packs its share of the operand whose rows or columns are split,
+       and all of the other: where both split evenly, split the one that makes the
+       smaller sum (the longer of M and N). The split changes no sum. */
     split_n = nt >= mt || nt >= 2 * threads;
+    if (mt >= 2 * threads && nt >= 2 * threads)
+        split_n = N >= M;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads) if (threads > 1) reduction(| : failed)
 #endif

@@ -1,8 +1,10 @@
 /* A whole training step of mini-batch backprop in one call: gather the batch,
    forward, loss, backward, and the optimizer's update, with no Python between
-   the kernels. It runs the same kernels in the same order as
-   fastmlp.step.train_step on the cpu backend, so its results are bitwise
-   those of that loop.
+   the kernels. It runs the same kernels as fastmlp.step.train_step on the cpu
+   backend, except that the update is fused into the backward pass (each tile of
+   a weight gradient updates its weights as the product finishes it, each bias
+   after its gradient) instead of a pass of its own; the update is elementwise,
+   so the results are bitwise those of that loop.
 
    A network of L weight layers has widths sizes[0..L] and activations act[0..L-1];
    its flat parameter vector is [W1, ..., WL, b1, ..., bL] with Wi of
@@ -67,7 +69,10 @@ FM_DENSE_DECLARE(double, _d)
    from the parameters p into out (p is left as it was; the optimizer state
    advances). *total gets the batch's loss sum and *hits its hits. Returns 0;
    1 when the loss sum is not finite, in which case nothing is updated (out and
-   the state are untouched); -1 when scratch memory could not be allocated. */
+   the state are untouched: the loss is checked before the backward pass); -1,
+   also with nothing updated, when scratch memory could not be allocated (it is
+   reserved before the step starts). The flat vector's first n_weights entries are the weight
+   matrices (L2 and AdamW's decay apply to them), the biases follow. */
 int fm_train_step_s(const fm_step_net *net, const fm_step_ws *ws, const float *X,
                     const float *Y, const ptrdiff_t *rows, ptrdiff_t m, const float *p,
                     float *out, const fm_hyper *h, double *total, long *hits);

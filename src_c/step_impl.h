@@ -44,10 +44,11 @@ int FM_SFN(fm_dense_backward_input)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const
     return 0;
 }
 
-int FM_SFN(fm_dense_backward_weight)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,
-                                     const T *g, T *gW, T *gb, int bf16)
+/* fm_dense_backward_weight with an epilogue on the tiles of gW. */
+static int FM_SFN(fm_weight_grad)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,
+                                  const T *g, T *gW, T *gb, int bf16, const fm_epilogue *ep)
 {
-    if (FM_GEMM(bf16, 1, 0, K, M, n, x, K, g, M, gW, M, NULL) != 0)
+    if (FM_GEMM(bf16, 1, 0, K, M, n, x, K, g, M, gW, M, ep) != 0)
         return -1;
     for (ptrdiff_t j = 0; j < M; j++)
         gb[j] = 0;
@@ -57,6 +58,44 @@ int FM_SFN(fm_dense_backward_weight)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, cons
             gb[j] += gi[j];
     }
     return 0;
+}
+
+int FM_SFN(fm_dense_backward_weight)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,
+                                     const T *g, T *gW, T *gb, int bf16)
+{
+    return FM_SFN(fm_weight_grad)(n, K, M, x, g, gW, gb, bf16, NULL);
+}
+
+/* The optimizer's update of one block of parameters (a weight matrix of ld
+   columns, or a bias), fused into the weight gradient's product: each finished
+   tile of the gradient updates its own parameters while it is in cache. */
+typedef struct {
+    int rule;
+    ptrdiff_t ld;
+    const T *p, *g;
+    T *s1, *s2, *out;
+    const fm_hyper *h;
+} FM_SFN(fm_update_block);
+
+static void FM_SFN(fm_update_tile)(const void *ctx, ptrdiff_t i0, ptrdiff_t j0, ptrdiff_t m,
+                                   ptrdiff_t n)
+{
+    const FM_SFN(fm_update_block) *u = ctx;
+    for (ptrdiff_t i = i0; i < i0 + m; i++)
+        FM_SFN(fm_update_span)(u->rule, i * u->ld + j0, i * u->ld + j0 + n, u->p, u->g,
+                               u->s1, u->s2, u->out, u->h);
+}
+
+/* The block of the flat vectors that starts at entry `at`. */
+static FM_SFN(fm_update_block)
+    FM_SFN(fm_block)(const fm_step_net *net, const fm_step_ws *ws, ptrdiff_t at,
+                     ptrdiff_t ld, const T *p, T *out, const fm_hyper *h)
+{
+    T *s1 = (T *)ws->s1, *s2 = (T *)ws->s2;
+    FM_SFN(fm_update_block) u = {.rule = net->rule, .ld = ld, .p = p + at,
+                                 .g = (const T *)ws->grad + at, .s1 = s1 ? s1 + at : NULL,
+                                 .s2 = s2 ? s2 + at : NULL, .out = out + at, .h = h};
+    return u;
 }
 
 /* Where weight matrix i and bias i start in the flat parameter vector. */
@@ -87,6 +126,9 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
     T *xb = (T *)ws->x, *yb = (T *)ws->y, *z = (T *)ws->z, *grad = (T *)ws->grad;
     if (L < 1)
         return 0;
+    /* The update is fused into the backward pass: no product may fail there. */
+    if (fm_gemm_reserve(sizeof(T)) != 0)
+        return -1;
     FM_SFN(fm_take_rows)(X, rows, m, sz[0], xb);
     FM_SFN(fm_take_rows)(Y, rows, m, sz[L], yb);
     /* Forward: hidden layers fused with their activation, the last keeps its logits. */
@@ -101,22 +143,30 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
     *hits = 0;
     FM_SFN(fm_loss_grad)(net->loss, net->act[last], m, sz[L], z, a[last], yb, g[last],
                          (T *)ws->row_loss, total, hits);
-    /* Backward, from the output layer down. */
-    for (int i = last; i >= 0; i--) {
-        const T *inp = i == 0 ? xb : a[i - 1];
-        const T *W = p + FM_SFN(fm_w_at)(net, i);
-        T *gW = grad + FM_SFN(fm_w_at)(net, i), *gb = grad + FM_SFN(fm_b_at)(net, i);
-        if (FM_SFN(fm_dense_backward_weight)(m, sz[i], sz[i + 1], inp, g[i], gW, gb,
-                                             net->bf16))
-            return -1;
-        if (i > 0 && FM_SFN(fm_dense_backward_input)(m, sz[i], sz[i + 1], g[i], W, g[i - 1],
-                                                     net->act[i - 1], a[i - 1], net->bf16))
-            return -1;
-    }
     if (!isfinite(*total))
         return 1;
-    FM_SFN(fm_update)(net->rule, net->n_params, net->n_weights, p, grad, (T *)ws->s1,
-                      (T *)ws->s2, out, h);
+    /* The biases are not decayed. */
+    fm_hyper plain = *h;
+    plain.l2 = plain.wd = 0;
+    /* Backward, from the output layer down, each layer's parameters updated as
+       soon as their gradient is known: a weight matrix tile by tile in its
+       gradient's epilogue, then the bias (each element as fm_update_* computes
+       it; the layer's input gradient reads the old weights, which stay in p). */
+    for (int i = last; i >= 0; i--) {
+        const T *inp = i == 0 ? xb : a[i - 1];
+        ptrdiff_t w_at = FM_SFN(fm_w_at)(net, i), b_at = FM_SFN(fm_b_at)(net, i);
+        FM_SFN(fm_update_block) uw = FM_SFN(fm_block)(net, ws, w_at, sz[i + 1], p, out, h);
+        FM_SFN(fm_update_block) ub = FM_SFN(fm_block)(net, ws, b_at, 0, p, out, &plain);
+        fm_epilogue ep = {.kind = FM_EPI_HOOK, .hook = FM_SFN(fm_update_tile), .ctx = &uw};
+        if (FM_SFN(fm_weight_grad)(m, sz[i], sz[i + 1], inp, g[i], grad + w_at, grad + b_at,
+                                   net->bf16, &ep))
+            return -1;
+        FM_SFN(fm_update_tile)(&ub, 0, 0, 1, sz[i + 1]);
+        if (i > 0 && FM_SFN(fm_dense_backward_input)(m, sz[i], sz[i + 1], g[i], p + w_at,
+                                                     g[i - 1], net->act[i - 1], a[i - 1],
+                                                     net->bf16))
+            return -1;
+    }
     return 0;
 }
 

@@ -155,24 +155,37 @@ typedef void (*fm_range_d)(int, ptrdiff_t, ptrdiff_t, const double *, const doub
                                  s2 ? s2 + d_ : NULL, out + d_, &plain_));             \
     } while (0)
 
+/* The range function of the level in use, per type. */
+#if FM_UPD_X86
+#define FM_RANGE_FOR(SUF)                                                              \
+    (fm_gemm_level() >= FM_LEVEL_AVX2 ? fm_update_range_avx2##SUF : fm_update_range##SUF)
+#else
+#define FM_RANGE_FOR(SUF) fm_update_range##SUF
+#endif
+
 void fm_update_s(int rule, ptrdiff_t n, ptrdiff_t n_decayed, const float *p, const float *g,
                  float *s1, float *s2, float *out, const fm_hyper *h)
 {
-    fm_range_s f = fm_update_range_s;
-#if FM_UPD_X86
-    if (fm_gemm_level() >= FM_LEVEL_AVX2)
-        f = fm_update_range_avx2_s;
-#endif
+    fm_range_s f = FM_RANGE_FOR(_s);
     FM_UPDATE_BOTH(f, float);
 }
 
 void fm_update_d(int rule, ptrdiff_t n, ptrdiff_t n_decayed, const double *p,
                  const double *g, double *s1, double *s2, double *out, const fm_hyper *h)
 {
-    fm_range_d f = fm_update_range_d;
-#if FM_UPD_X86
-    if (fm_gemm_level() >= FM_LEVEL_AVX2)
-        f = fm_update_range_avx2_d;
-#endif
+    fm_range_d f = FM_RANGE_FOR(_d);
     FM_UPDATE_BOTH(f, double);
+}
+
+void fm_update_span_s(int rule, ptrdiff_t lo, ptrdiff_t hi, const float *p, const float *g,
+                      float *s1, float *s2, float *out, const fm_hyper *h)
+{
+    FM_RANGE_FOR(_s)(rule, lo, hi, p, g, s1, s2, out, h);
+}
+
+void fm_update_span_d(int rule, ptrdiff_t lo, ptrdiff_t hi, const double *p,
+                      const double *g, double *s1, double *s2, double *out,
+                      const fm_hyper *h)
+{
+    FM_RANGE_FOR(_d)(rule, lo, hi, p, g, s1, s2, out, h);
 }
