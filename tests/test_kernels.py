@@ -186,3 +186,32 @@ def test_kernels_identical_for_1_and_2_threads(dtype, threads):
         results.append((z, gW, gb, gx))
     for a, b_ in zip(*results):
         np.testing.assert_array_equal(a, b_)
+
+
+@pytest.mark.parametrize("threads_", [1, 2])
+def test_streaming_bandwidth_copies_or_reads_what_it_counts(threads_):
+    from fastmlp import _cpu
+
+    src = np.arange(10_001, dtype=np.float32)
+    dst = np.zeros_like(src)
+    nbytes, seconds = _cpu.copy_bandwidth(src, dst, 3, threads_)
+    np.testing.assert_array_equal(dst, src)
+    assert nbytes == 2 * src.nbytes * 3 and seconds > 0
+    nbytes, seconds = _cpu.copy_bandwidth(src, None, 3, threads_)
+    assert nbytes == src.nbytes * 3 and seconds > 0
+    with pytest.raises(ValueError, match="non-empty src and a dst as long"):
+        _cpu.copy_bandwidth(src, dst[:10], 1, threads_)
+    with pytest.raises(ValueError, match="non-empty src"):
+        _cpu.copy_bandwidth(src[:0], None, 1, threads_)
+
+
+def test_cpu_ceilings_measure_every_footprint():
+    from fastmlp.tools.profile import BANDWIDTH_FOOTPRINTS, bandwidth_at, cpu_ceilings
+
+    ceil = cpu_ceilings(seconds=0.01)
+    assert [fp for fp, _ in ceil["bandwidth"]] == list(BANDWIDTH_FOOTPRINTS)
+    assert all(gbs > 0 for _, gbs in ceil["bandwidth"])
+    assert ceil["gflops"] > 0 and ceil["gflops_1thread"] > 0
+    # A kernel is held to the bandwidth of the smallest footprint that holds it.
+    assert bandwidth_at(ceil, 1) == ceil["bandwidth"][0][1]
+    assert bandwidth_at(ceil, BANDWIDTH_FOOTPRINTS[-1] + 1) == ceil["gbs"]
