@@ -44,7 +44,7 @@ int FM_SFN(fm_dense_backward_input)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const
     return 0;
 }
 
-/* fm_dense_backward_weight with an epilogue on the tiles of gW. */
+/* fm_dense_backward_weight with an epilogue on gW as its product finishes it. */
 static int FM_SFN(fm_weight_grad)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,
                                   const T *g, T *gW, T *gb, int bf16, const fm_epilogue *ep)
 {
@@ -68,7 +68,8 @@ int FM_SFN(fm_dense_backward_weight)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, cons
 
 /* The optimizer's update of one block of parameters (a weight matrix of ld
    columns, or a bias), fused into the weight gradient's product: each finished
-   tile of the gradient updates its own parameters while it is in cache. */
+   block of the gradient (an epilogue hook, gemm.h) updates its own parameters
+   while it is in cache. */
 typedef struct {
     int rule;
     ptrdiff_t ld;
@@ -149,7 +150,7 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
     fm_hyper plain = *h;
     plain.l2 = plain.wd = 0;
     /* Backward, from the output layer down, each layer's parameters updated as
-       soon as their gradient is known: a weight matrix tile by tile in its
+       soon as their gradient is known: a weight matrix block by block in its
        gradient's epilogue, then the bias (each element as fm_update_* computes
        it; the layer's input gradient reads the old weights, which stay in p). */
     for (int i = last; i >= 0; i--) {
