@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import math
 import os
 import sys
 import time
@@ -75,20 +76,48 @@ class DownloadError(OSError):
 
 
 # --------------------------------------------------------------------------- files
-def _read_bytes(path) -> bytes:
-    """The file's bytes, gunzipped when it starts with the gzip magic."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if data[:2] != b"\x1f\x8b":
-        return data
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path}: corrupt gzip file ({exc})") from exc
+class _Reader:
+    """A data file read piece by piece, gunzipped on the fly when it starts with the
+    gzip magic, so that no more is ever inflated than asked for; a corrupt gzip
+    stream is a :class:`DataError`."""
+
+    def __init__(self, path):
+        self.path, self.file = path, open(path, "rb")
+        self.gz = self.file.read(2) == b"\x1f\x8b"
+        self.file.seek(0)
+        self.stream = gzip.GzipFile(fileobj=self.file) if self.gz else self.file
+        # The bytes of an uncompressed file (a gzip one's are known only by inflating).
+        self.size = None if self.gz else os.fstat(self.file.fileno()).st_size
+
+    def read(self, n: int) -> bytes:
+        """At most ``n`` bytes (fewer at the end of the data), read a mebibyte at a
+        time: a huge ``n`` allocates only what the data holds."""
+        parts, left = [], n
+        try:
+            while left > 0:
+                part = self.stream.read(min(left, 1 << 20))
+                if not part:
+                    break
+                parts.append(part)
+                left -= len(part)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{self.path}: corrupt gzip file ({exc})") from exc
+        return b"".join(parts)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stream.close()
+        self.file.close()
 
 
 def read_idx(path, magic=None) -> np.ndarray:
     """An IDX file of unsigned bytes (``.gz`` or raw) as a uint8 array.
+
+    The header is checked first, and a gzip file is inflated only as far as the
+    header promises (and one byte more, to tell trailing bytes), so a file that
+    promises little but holds much is refused without inflating it.
 
     Parameters
     ----------
@@ -102,26 +131,33 @@ def read_idx(path, magic=None) -> np.ndarray:
         Wrong magic number, a corrupt gzip stream, or a size that does not match
         the header (truncated or with trailing bytes).
     """
-    data = _read_bytes(path)
-    if len(data) < 4:
-        raise DataError(f"{path}: truncated IDX file ({len(data)} bytes, no header)")
-    found = int.from_bytes(data[:4], "big")
-    ndim = data[3]
-    if data[:2] != b"\0\0" or data[2] != 0x08:
-        raise DataError(f"{path}: not an IDX file of unsigned bytes (magic number "
-                        f"0x{found:08x})")
-    if magic is not None and found != magic:
-        raise DataError(f"{path}: wrong magic number 0x{found:08x}, expected 0x{magic:08x}")
-    head = 4 + 4 * ndim
-    if len(data) < head:
-        raise DataError(f"{path}: truncated IDX header")
-    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    size = int(np.prod(shape, dtype=np.int64))
-    if len(data) - head != size:
-        what = "truncated" if len(data) - head < size else "has trailing bytes"
-        raise DataError(f"{path}: {what}: the header promises {size} values of shape "
-                        f"{shape}, the file holds {len(data) - head}")
-    return np.frombuffer(data, dtype=np.uint8, offset=head).reshape(shape).copy()
+    with _Reader(path) as f:
+        first = f.read(4)
+        if len(first) < 4:
+            raise DataError(f"{path}: truncated IDX file ({len(first)} bytes, no header)")
+        found = int.from_bytes(first, "big")
+        ndim = first[3]
+        if first[:2] != b"\0\0" or first[2] != 0x08:
+            raise DataError(f"{path}: not an IDX file of unsigned bytes (magic number "
+                            f"0x{found:08x})")
+        if magic is not None and found != magic:
+            raise DataError(f"{path}: wrong magic number 0x{found:08x}, expected "
+                            f"0x{magic:08x}")
+        dims = f.read(4 * ndim)
+        if len(dims) < 4 * ndim:
+            raise DataError(f"{path}: truncated IDX header")
+        shape = tuple(int.from_bytes(dims[4 * i:4 * i + 4], "big") for i in range(ndim))
+        size = math.prod(shape)
+        # An uncompressed file is measured, a gzip one inflated one byte past the header.
+        held = None if f.size is None else f.size - 4 - 4 * ndim
+        data = f.read(size + 1) if held in (None, size) else b""
+        held = len(data) if held is None else held
+        if held != size:
+            what = "truncated" if held < size else "has trailing bytes"
+            holds = f"more than {size}" if f.gz and held > size else held
+            raise DataError(f"{path}: {what}: the header promises {size} values of shape "
+                            f"{shape}, the file holds {holds}")
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape).copy()
 
 
 def read_csv(path):
@@ -140,7 +176,8 @@ def read_csv(path):
         A row with another number of columns, a value that is not a number,
         or a value out of range; the message gives the file and line.
     """
-    raw = _read_bytes(path).decode("utf-8", errors="replace")
+    with _Reader(path) as f:
+        raw = f.read(sys.maxsize).decode("utf-8", errors="replace")
     lines = raw.splitlines()
     first = 0
     if lines and lines[0].split(",")[0].strip().strip('"').lower() == "label":

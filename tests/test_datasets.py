@@ -67,6 +67,52 @@ def test_corrupt_gzip(tmp_path):
         datasets.read_idx(tmp_path / "flip.gz")
 
 
+def _peak_bytes(fn):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_larger_than_its_header_is_refused_without_reading_it(tmp_path, gz):
+    # A label file that promises 10 labels and holds 50 MB more: the gzip stream is
+    # inflated only as far as the header promises (plus one byte), the raw file is
+    # measured, not read.
+    header = (datasets.LABEL_MAGIC.to_bytes(4, "big") + (10).to_bytes(4, "big"))
+    body = header + bytes(50_000_010)
+    path = tmp_path / ("big.gz" if gz else "big")
+    path.write_bytes(gzip.compress(body) if gz else body)
+    del body
+
+    def read():
+        with pytest.raises(DataError, match="has trailing bytes: the header promises 10 "):
+            datasets.read_idx(path, datasets.LABEL_MAGIC)
+
+    assert _peak_bytes(read) < 4_000_000
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_promising_more_than_it_holds_allocates_what_it_holds(tmp_path, gz):
+    # A header promising 2^32-1 images of 2^32-1 x 1 pixels over 100 bytes of data.
+    big = (2**32 - 1).to_bytes(4, "big")
+    body = (datasets.IMAGE_MAGIC.to_bytes(4, "big") + big + big + (1).to_bytes(4, "big")
+            + bytes(100))
+    path = tmp_path / ("huge.gz" if gz else "huge")
+    path.write_bytes(gzip.compress(body) if gz else body)
+
+    def read():
+        with pytest.raises(DataError, match="truncated: .* the file holds 100"):
+            datasets.read_idx(path, datasets.IMAGE_MAGIC)
+
+    assert _peak_bytes(read) < 4_000_000
+
+
 def test_real_mnist_test_files(shared_data):
     folder = shared_data / "mnist"
     for name, md5 in MNIST_TEST.items():
