@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import numerical, optim, training
+from . import _memory, numerical, optim, training
 from ._util import choose, integer, real
 from .callbacks import Callback, CallbackList, ProgbarLogger
 from .training import History
@@ -120,6 +120,11 @@ class Fitting:
         FloatingPointError
             The loss became NaN or Inf; the message names the epoch and step, and
             the model keeps the weights that gave the last finite loss.
+        MemoryError
+            On a host backend, training needs more memory than is available (the
+            gradient, a spare copy of the parameters, the optimizer's state and a
+            batch's buffers): raised before any of it is allocated, with both
+            figures.
 
         Notes
         -----
@@ -217,7 +222,14 @@ class Fitting:
         """The mini-batch backprop runner of ``fit`` on checked arrays (see
         :mod:`fastmlp.training`): the backend's own ``make_runner`` where it has one,
         else :class:`fastmlp.training.BackpropRunner`."""
-        be = self._backend
+        be, net = self._backend, self.network
+        if not be.device:
+            # The gradient, the spare parameters, the optimizer's state if it has none
+            # yet, and the workspace of a batch (its gathered rows, activations,
+            # gradients, logits and losses).
+            slots = 0 if optimizer.state is not None else optimizer.n_slots
+            width = net.layers[0] + 2 * sum(net.layers[1:]) + 2 * net.layers[-1] + 1
+            need = np.dtype(net.dtype).itemsize * ((2 + slots) * net.n_params + batch * width)
+            _memory.ensure(need, f"training MLP({list(net.layers)}) in batches of {batch}")
         make = getattr(be, "make_runner", None) or training.BackpropRunner
-        return make(be, self.network, self.params, x, y, optimizer, l2, batch,
-                    self.shuffle_rng)
+        return make(be, net, self.params, x, y, optimizer, l2, batch, self.shuffle_rng)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import _checks, export, initializers, serialization, step
+from . import _checks, _memory, export, initializers, serialization, step
 from ._util import integer
 from .backends import get_backend
 from .fitting import TRAINERS, Fitting  # noqa: F401  (TRAINERS: the CLI's choices)
@@ -58,6 +58,12 @@ class MLP(Fitting):
     ValueError
         An unknown name (the message lists the valid ones), a loss undefined for
         the output activation, or layer sizes that are not positive integers.
+    MemoryError
+        The parameters do not fit in the memory available (Linux's MemAvailable,
+        or the room under the cgroup's limit): the message gives both figures,
+        and nothing was allocated. The weights are drawn a piece at a time, in
+        float64, into the model's own dtype, so a float32 model needs no float64
+        copy of itself.
 
     Examples
     --------
@@ -95,12 +101,13 @@ class MLP(Fitting):
         #: Set to True (by a callback) to end ``fit`` after the current step.
         self.stop_training = False
         #: The live parameters (flat vector and W, b views); get_weights gives copies.
+        _memory.ensure(net.n_params * np.dtype(self.dtype).itemsize + initializers.CHUNK * 8,
+                       f"the {net.n_params:,} {np.dtype(self.dtype).name} parameters of "
+                       f"MLP({list(net.layers)})")
         self.params = Parameters(net, np.empty(net.n_params, dtype=self.dtype))
         rng = np.random.default_rng([self.seed, 0])
-        for W, b, (fan_in, fan_out) in zip(self.params.W, self.params.b, net.shapes):
-            w0, b0 = init_fn(rng, fan_in, fan_out)
-            W[...] = w0
-            b[...] = b0
+        for W, b in zip(self.params.W, self.params.b):
+            init_fn(rng, W, b)
         # A separate stream for shuffling, so the initial weights do not depend on it.
         self.shuffle_rng = np.random.default_rng([self.seed, 1])
         self._resident = 0

@@ -155,3 +155,16 @@ def extra(module, extra_name):
 
         return importlib.import_module(module)
     return pytest.importorskip(module, reason=f"needs the '{extra_name}' extra")
+
+
+def peak_bytes(fn):
+    """The peak of Python's traced allocations (NumPy's arrays included) while fn runs."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak

@@ -9,7 +9,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import make_images, write_dataset, write_idx
+from conftest import make_images, peak_bytes, write_dataset, write_idx
 
 from fastmlp import datasets
 from fastmlp.datasets import DataError, DownloadError
@@ -67,18 +67,6 @@ def test_corrupt_gzip(tmp_path):
         datasets.read_idx(tmp_path / "flip.gz")
 
 
-def _peak_bytes(fn):
-    import tracemalloc
-
-    tracemalloc.start()
-    try:
-        fn()
-    finally:
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    return peak
-
-
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx_larger_than_its_header_is_refused_without_reading_it(tmp_path, gz):
     # A label file that promises 10 labels and holds 50 MB more: the gzip stream is
@@ -94,7 +82,7 @@ def test_idx_larger_than_its_header_is_refused_without_reading_it(tmp_path, gz):
         with pytest.raises(DataError, match="has trailing bytes: the header promises 10 "):
             datasets.read_idx(path, datasets.LABEL_MAGIC)
 
-    assert _peak_bytes(read) < 4_000_000
+    assert peak_bytes(read) < 4_000_000
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -110,7 +98,7 @@ def test_idx_promising_more_than_it_holds_allocates_what_it_holds(tmp_path, gz):
         with pytest.raises(DataError, match="truncated: .* the file holds 100"):
             datasets.read_idx(path, datasets.IMAGE_MAGIC)
 
-    assert _peak_bytes(read) < 4_000_000
+    assert peak_bytes(read) < 4_000_000
 
 
 def test_real_mnist_test_files(shared_data):
