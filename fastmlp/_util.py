@@ -65,7 +65,10 @@ def comma_list(text, what, valid=None, parse=str, minimum=None) -> list:
 @contextmanager
 def atomic_write(path, mode="wb"):
     """Yield a file object writing beside ``path``; rename it into place once complete,
-    so the file appears whole or not at all."""
+    so the file appears whole or not at all, even if the process is killed. The file
+    is synced before the rename and its folder after it, so that after a crash of
+    the machine the name holds the old file or the new one. (A process killed while
+    writing leaves its ``.fastmlp-*.tmp`` beside the file.)"""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=folder)
@@ -75,6 +78,12 @@ def atomic_write(path, mode="wb"):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        if hasattr(os, "O_DIRECTORY"):  # POSIX: make the rename itself durable
+            dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -1,0 +1,86 @@
+"""Crash-safe saves: a process that saves a model in a loop (two weight sets in turn,
+as ``MLP.save`` and a checkpoint callback do) is killed with SIGKILL at random moments;
+after each kill the file must load as one complete model, the old one or the new one.
+
+    python benches/kill_saves.py [--kills 50] [--seed 0]
+
+tests/test_crash_safe.py runs a short version (POSIX only: it needs SIGKILL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import fastmlp
+
+LAYERS = [64, 48, 10]
+SEEDS = (1, 2)
+
+#: The saving process: it prints a line once the file exists, then saves forever.
+SAVER = f"""
+import sys, fastmlp
+models = [fastmlp.MLP({LAYERS}, seed=s) for s in {SEEDS}]
+path = sys.argv[1]
+models[0].save(path)
+print("ready", flush=True)
+i = 0
+while True:
+    i += 1
+    models[i % 2].save(path)
+"""
+
+
+def kill_loop(folder: str, kills: int, seed: int = 0, timeout: float = 60.0) -> dict:
+    """Kill a saving process ``kills`` times; return how many times the file loaded
+    as each model (a file that does not load raises)."""
+    rng = random.Random(seed)
+    path = os.path.join(folder, "model.npz")
+    expected = [fastmlp.MLP(LAYERS, seed=s).get_weights() for s in SEEDS]
+    found = {s: 0 for s in SEEDS}
+    for _ in range(kills):
+        proc = subprocess.Popen([sys.executable, "-c", SAVER, path], stdout=subprocess.PIPE,
+                                text=True)
+        try:
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError("the saving process did not start")
+            time.sleep(rng.uniform(0.0, 0.05))
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout)
+            proc.stdout.close()
+        weights = fastmlp.load(path).get_weights()
+        match = [s for s, w in zip(SEEDS, expected)
+                 if all(np.array_equal(a, b) for a, b in zip(weights, w))]
+        if not match:
+            raise AssertionError("the file loaded as neither the old model nor the new one")
+        found[match[0]] += 1
+    leftovers = [n for n in os.listdir(folder) if n.startswith(".fastmlp-")]
+    return {"kills": kills, "loaded": found, "temporary files left": len(leftovers)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--kills", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as folder:
+        t = time.perf_counter()
+        res = kill_loop(folder, args.kills, args.seed)
+    print(f"{res['kills']} kills in {time.perf_counter() - t:.1f} s: the file loaded every "
+          f"time, as model {SEEDS[0]} {res['loaded'][SEEDS[0]]} times and as model "
+          f"{SEEDS[1]} {res['loaded'][SEEDS[1]]} times; {res['temporary files left']} "
+          f"temporary files left by killed writes")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
