@@ -43,12 +43,14 @@ def kill_loop(folder: str, kills: int, seed: int = 0, timeout: float = 60.0) -> 
     """Kill a saving process ``kills`` times; return how many times the file loaded
     as each model (a file that does not load raises)."""
     rng = random.Random(seed)
-    path = os.path.join(folder, "model.npz")
+    path = os.path.join(os.path.abspath(folder), "model.npz")
     expected = [fastmlp.MLP(LAYERS, seed=s).get_weights() for s in SEEDS]
     found = {s: 0 for s in SEEDS}
     for _ in range(kills):
+        # Run in the folder, so that the installed fastmlp is imported (not a source
+        # tree in the current directory).
         proc = subprocess.Popen([sys.executable, "-c", SAVER, path], stdout=subprocess.PIPE,
-                                text=True)
+                                text=True, cwd=folder)
         try:
             if proc.stdout.readline().strip() != "ready":
                 raise RuntimeError("the saving process did not start")
