@@ -16,6 +16,7 @@ import numpy.typing as npt
 from . import _memory, numerical, optim, training
 from ._util import choose, integer, real
 from .callbacks import Callback, CallbackList, ProgbarLogger
+from .network import Workspace
 from .training import History
 
 TRAINERS = ("backprop", "numerical", "lecture-backprop")
@@ -225,11 +226,10 @@ class Fitting:
         be, net = self._backend, self.network
         if not be.device:
             # The gradient, the spare parameters, the optimizer's state if it has none
-            # yet, and the workspace of a batch (its gathered rows, activations,
-            # gradients, logits and losses).
+            # yet, and the workspace of a batch.
             slots = 0 if optimizer.state is not None else optimizer.n_slots
-            width = net.layers[0] + 2 * sum(net.layers[1:]) + 2 * net.layers[-1] + 1
-            need = np.dtype(net.dtype).itemsize * ((2 + slots) * net.n_params + batch * width)
+            need = np.dtype(net.dtype).itemsize * ((2 + slots) * net.n_params
+                                                   + batch * Workspace.row_values(net))
             _memory.ensure(need, f"training MLP({list(net.layers)}) in batches of {batch}")
         make = getattr(be, "make_runner", None) or training.BackpropRunner
         return make(be, net, self.params, x, y, optimizer, l2, batch, self.shuffle_rng)

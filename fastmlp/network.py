@@ -134,6 +134,13 @@ class Workspace:
         self.batch = batch
         self._views = {}
 
+    @staticmethod
+    def row_values(net: Network) -> int:
+        """Values per batch row of a training workspace (``backward`` and ``gather``):
+        x and y, each layer's a and g, z and the row's loss, as ``__init__`` makes them."""
+        outs = net.layers[1:]
+        return net.layers[0] + outs[-1] + 2 * sum(outs) + outs[-1] + 1
+
     def views(self, n) -> Workspace:
         """The buffers cut to ``n`` rows (a workspace view), made once per distinct ``n``."""
         if n == self.batch:

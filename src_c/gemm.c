@@ -81,6 +81,13 @@ static void *fm_scratch(size_t bytes)
 
 static ptrdiff_t fm_min(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
 
+/* A thread's scratch for blocks of mcb x kcb (A) and kcb x ncb (B): the A block,
+   then the B block at a 64-byte boundary; returns the elements of A's part. */
+static size_t fm_scratch_a_elems(ptrdiff_t mcb, ptrdiff_t kcb)
+{
+    return ((size_t)mcb * kcb + 63) / 64 * 64;
+}
+
 int fm_gemm_reserve(size_t elem)
 {
     /* The most a thread's share asks for: its blocks are at most FM_MC x FM_KC and
@@ -88,7 +95,7 @@ int fm_gemm_reserve(size_t elem)
        NR). Done again only for more threads or a wider type on this thread's team. */
     static _Thread_local int done_threads;
     static _Thread_local size_t done_elem;
-    size_t bytes = (((size_t)FM_MC * FM_KC + 63) / 64 * 64 + (size_t)FM_KC * FM_NC) * elem;
+    size_t bytes = (fm_scratch_a_elems(FM_MC, FM_KC) + (size_t)FM_KC * FM_NC) * elem;
     int team = 1, failed = 0;
 #ifdef _OPENMP
     team = omp_get_max_threads();

@@ -109,10 +109,12 @@ static void FM_FN(fm_pack)(int bf, int its_b, int trans, const T *X, ptrdiff_t l
                            ptrdiff_t r0, ptrdiff_t rc, ptrdiff_t p0, ptrdiff_t kc,
                            ptrdiff_t K, int w, T *restrict dst)
 {
+    /* op(A)(r, k) and op(B)(k, r): contiguous along k for a row-major A and a
+       transposed B, else along r. */
+    int along_k = its_b ? trans : !trans;
 #ifdef FM_PACK_BF16
     if (bf) {
-        /* op(A)(r, k) and op(B)(k, r) as X[r * s_r + k * s_k]. */
-        int along_k = its_b ? trans : !trans;
+        /* Element (r, k) as X[r * s_r + k * s_k]. */
         FM_PACK_BF16(bf == FM_BF16_HARDWARE, X, along_k ? ld : 1, along_k ? 1 : ld, r0, rc,
                      p0, kc, K, w, dst);
         return;
@@ -120,9 +122,7 @@ static void FM_FN(fm_pack)(int bf, int its_b, int trans, const T *X, ptrdiff_t l
 #else
     (void)bf; (void)K;
 #endif
-    /* op(A)(r, k) and op(B)(k, r): contiguous along k for a row-major A and a
-       transposed B. */
-    if (its_b ? trans : !trans) {
+    if (along_k) {
 #ifdef FM_PACK_ALONG_K_FAST
         if (FM_PACK_ALONG_K_FAST(X, ld, r0, rc, p0, kc, w, dst))
             return;
@@ -145,8 +145,7 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
                                const fm_epilogue *ep)
 {
     T tile[FM_MAX_MR * FM_MAX_NR] __attribute__((aligned(64)));
-    /* The A block, then the B block at a 64-byte boundary. */
-    size_t a_elems = ((size_t)mcb * kcb + 63) / 64 * 64, b_elems = (size_t)kcb * ncb;
+    size_t a_elems = fm_scratch_a_elems(mcb, kcb), b_elems = (size_t)kcb * ncb;
     T *Ap = fm_scratch((a_elems + b_elems) * sizeof(T));
     T *Bp;
     /* A hardware bfloat16 panel holds a pair of k values per element. */

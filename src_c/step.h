@@ -1,7 +1,7 @@
 /* A whole training step of mini-batch backprop in one call: gather the batch,
    forward, loss, backward, and the optimizer's update, with no Python between
    the kernels. It runs the same kernels as fastmlp.step.train_step on the cpu
-   backend, except that the update is fused into the backward pass (each tile of
+   backend, except that the update is fused into the backward pass (each block of
    a weight gradient updates its weights as the product finishes it, each bias
    after its gradient) instead of a pass of its own; the update is elementwise,
    so the results are bitwise those of that loop.
@@ -71,8 +71,8 @@ FM_DENSE_DECLARE(double, _d)
    1 when the loss sum is not finite, in which case nothing is updated (out and
    the state are untouched: the loss is checked before the backward pass); -1,
    also with nothing updated, when scratch memory could not be allocated (it is
-   reserved before the step starts). The flat vector's first n_weights entries are the weight
-   matrices (L2 and AdamW's decay apply to them), the biases follow. */
+   reserved before the step starts). The flat vector's first n_weights entries are
+   the weight matrices (L2 and AdamW's decay apply to them), the biases follow. */
 int fm_train_step_s(const fm_step_net *net, const fm_step_ws *ws, const float *X,
                     const float *Y, const ptrdiff_t *rows, ptrdiff_t m, const float *p,
                     float *out, const fm_hyper *h, double *total, long *hits);

@@ -78,7 +78,7 @@ typedef struct {
     const fm_hyper *h;
 } FM_SFN(fm_update_block);
 
-static void FM_SFN(fm_update_tile)(const void *ctx, ptrdiff_t i0, ptrdiff_t j0, ptrdiff_t m,
+static void FM_SFN(fm_update_rows)(const void *ctx, ptrdiff_t i0, ptrdiff_t j0, ptrdiff_t m,
                                    ptrdiff_t n)
 {
     const FM_SFN(fm_update_block) *u = ctx;
@@ -87,15 +87,18 @@ static void FM_SFN(fm_update_tile)(const void *ctx, ptrdiff_t i0, ptrdiff_t j0, 
                                u->s1, u->s2, u->out, u->h);
 }
 
-/* The block of the flat vectors that starts at entry `at`. */
+/* The block of the flat vectors that starts at entry `at`, updated with h if it is
+   among the first n_weights entries (decayed), else with plain. */
 static FM_SFN(fm_update_block)
     FM_SFN(fm_block)(const fm_step_net *net, const fm_step_ws *ws, ptrdiff_t at,
-                     ptrdiff_t ld, const T *p, T *out, const fm_hyper *h)
+                     ptrdiff_t ld, const T *p, T *out, const fm_hyper *h,
+                     const fm_hyper *plain)
 {
     T *s1 = (T *)ws->s1, *s2 = (T *)ws->s2;
     FM_SFN(fm_update_block) u = {.rule = net->rule, .ld = ld, .p = p + at,
                                  .g = (const T *)ws->grad + at, .s1 = s1 ? s1 + at : NULL,
-                                 .s2 = s2 ? s2 + at : NULL, .out = out + at, .h = h};
+                                 .s2 = s2 ? s2 + at : NULL, .out = out + at,
+                                 .h = at < net->n_weights ? h : plain};
     return u;
 }
 
@@ -146,9 +149,7 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
                          (T *)ws->row_loss, total, hits);
     if (!isfinite(*total))
         return 1;
-    /* The biases are not decayed. */
-    fm_hyper plain = *h;
-    plain.l2 = plain.wd = 0;
+    const fm_hyper plain = fm_hyper_undecayed(h);
     /* Backward, from the output layer down, each layer's parameters updated as
        soon as their gradient is known: a weight matrix block by block in its
        gradient's epilogue, then the bias (each element as fm_update_* computes
@@ -156,13 +157,14 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
     for (int i = last; i >= 0; i--) {
         const T *inp = i == 0 ? xb : a[i - 1];
         ptrdiff_t w_at = FM_SFN(fm_w_at)(net, i), b_at = FM_SFN(fm_b_at)(net, i);
-        FM_SFN(fm_update_block) uw = FM_SFN(fm_block)(net, ws, w_at, sz[i + 1], p, out, h);
-        FM_SFN(fm_update_block) ub = FM_SFN(fm_block)(net, ws, b_at, 0, p, out, &plain);
-        fm_epilogue ep = {.kind = FM_EPI_HOOK, .hook = FM_SFN(fm_update_tile), .ctx = &uw};
+        FM_SFN(fm_update_block) uw =
+            FM_SFN(fm_block)(net, ws, w_at, sz[i + 1], p, out, h, &plain);
+        FM_SFN(fm_update_block) ub = FM_SFN(fm_block)(net, ws, b_at, 0, p, out, h, &plain);
+        fm_epilogue ep = {.kind = FM_EPI_HOOK, .hook = FM_SFN(fm_update_rows), .ctx = &uw};
         if (FM_SFN(fm_weight_grad)(m, sz[i], sz[i + 1], inp, g[i], grad + w_at, grad + b_at,
                                    net->bf16, &ep))
             return -1;
-        FM_SFN(fm_update_tile)(&ub, 0, 0, 1, sz[i + 1]);
+        FM_SFN(fm_update_rows)(&ub, 0, 0, 1, sz[i + 1]);
         if (i > 0 && FM_SFN(fm_dense_backward_input)(m, sz[i], sz[i + 1], g[i], p + w_at,
                                                      g[i - 1], net->act[i - 1], a[i - 1],
                                                      net->bf16))

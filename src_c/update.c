@@ -106,6 +106,13 @@ void fm_hyper_set(fm_hyper *h, const double *values, double l2)
     h->l2 = l2;
 }
 
+fm_hyper fm_hyper_undecayed(const fm_hyper *h)
+{
+    fm_hyper plain = *h;
+    plain.l2 = plain.wd = 0;
+    return plain;
+}
+
 const char *fm_hyper_name(int i)
 {
 #define FM_HYPER_NAME_(name) #name,
@@ -147,9 +154,8 @@ typedef void (*fm_range_d)(int, ptrdiff_t, ptrdiff_t, const double *, const doub
    threads on its own. */
 #define FM_UPDATE_BOTH(f, T)                                                           \
     do {                                                                               \
-        fm_hyper plain_ = *h;                                                          \
+        fm_hyper plain_ = fm_hyper_undecayed(h);                                       \
         ptrdiff_t d_ = n_decayed, r_ = n - n_decayed;                                  \
-        plain_.l2 = plain_.wd = 0;                                                     \
         FM_PARALLEL_RANGES(d_, f(rule, lo, hi, p, g, s1, s2, out, h));                 \
         FM_PARALLEL_RANGES(r_, f(rule, lo, hi, p + d_, g + d_, s1 ? s1 + d_ : NULL,    \
                                  s2 ? s2 + d_ : NULL, out + d_, &plain_));             \

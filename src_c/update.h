@@ -29,6 +29,9 @@ enum { FM_N_HYPER = 0 FM_HYPER_LIST(FM_HYPER_COUNT_) };
 #undef FM_HYPER_FIELD_
 #undef FM_HYPER_COUNT_
 
+/* h for the entries that are not decayed (the biases): no L2, no weight decay. */
+fm_hyper fm_hyper_undecayed(const fm_hyper *h);
+
 /* h from the FM_N_HYPER values in list order, and l2. */
 void fm_hyper_set(fm_hyper *h, const double *values, double l2);
 
