@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _memory, numerical, optim, training
+from ._lock import serialised
 from ._util import choose, integer, real
 from .callbacks import Callback, CallbackList, ProgbarLogger
 from .network import Workspace
@@ -38,6 +39,7 @@ class Fitting:
     check_xy: Callable[..., tuple[np.ndarray, np.ndarray]]
     scores: Callable[..., tuple[float, float]]
 
+    @serialised
     def fit(self, x: npt.ArrayLike, y: npt.ArrayLike, epochs: int = 5,
             batch_size: int | None = None, optimizer: str | optim.Optimizer | None = None,
             lr: float | None = None, l2: float = 0.0, validation_split: float = 0.0,

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _checks, _memory, export, initializers, serialization, step
+from ._lock import serialised
 from ._util import integer
 from .backends import get_backend
 from .fitting import TRAINERS, Fitting  # noqa: F401  (TRAINERS: the CLI's choices)
@@ -64,6 +65,17 @@ class MLP(Fitting):
         and nothing was allocated. The weights are drawn a piece at a time, in
         float64, into the model's own dtype, so a float32 model needs no float64
         copy of itself.
+
+    Notes
+    -----
+    Calls on one model from several threads are serialised: ``fit``,
+    ``evaluate``, ``predict``, ``predict_proba``, ``get_weights``,
+    ``set_weights``, ``save``, the exports and pickling each hold the model's
+    re-entrant lock, so a second thread's call waits for the first to return
+    and the model always holds the result of whole calls in some order. A
+    callback may call the model inside ``fit`` on the fitting thread; one that
+    waits for another thread calling the model deadlocks. Different models in
+    different threads run in parallel. ``params`` itself is not guarded.
 
     Examples
     --------
@@ -180,10 +192,12 @@ class MLP(Fitting):
         return text
 
     # ------------------------------------------------------------------ weights
+    @serialised
     def get_weights(self) -> list:
         """Copies of ``[W1, b1, W2, b2, ...]``; W has shape (inputs, outputs)."""
         return [p.copy() for p in self.params.pairs()]
 
+    @serialised
     def set_weights(self, weights: Sequence[npt.ArrayLike]) -> None:
         """Replace every parameter, given as ``[W1, b1, W2, b2, ...]`` like ``get_weights``.
 
@@ -219,6 +233,7 @@ class MLP(Fitting):
         x = self.check_x(x, name)
         return x, _checks.targets(y, x.shape[0], self.layers[-1], self.dtype, yname)
 
+    @serialised
     def scores(self, x: Any, y: Any, batch_size: int) -> tuple[float, float]:
         """Mean loss and accuracy of checked arrays (host or the backend's)."""
         be, net = self._backend, self.network
@@ -235,6 +250,7 @@ class MLP(Fitting):
         return total / len(x), hits / len(x)
 
     # ------------------------------------------------------------------ inference
+    @serialised
     def predict_proba(self, x: npt.ArrayLike, batch_size: int = 1024) -> np.ndarray:
         """The network's outputs (class probabilities for softmax), shape (N, outputs)."""
         batch_size = integer("batch_size", batch_size, 1)
@@ -259,12 +275,14 @@ class MLP(Fitting):
             return (p[:, 0] >= 0.5).astype(np.int64)
         return p.argmax(axis=1)
 
+    @serialised
     def evaluate(self, x: npt.ArrayLike, y: npt.ArrayLike, batch_size: int = 1024) -> dict:
         """``{"loss": mean loss, "accuracy": fraction correct}`` on (x, y)."""
         batch_size = integer("batch_size", batch_size, 1)
         loss, acc = self.scores(*self.check_xy(x, y), batch_size)
         return {"loss": loss, "accuracy": acc}
 
+    @serialised
     def loss_and_gradients(self, x: npt.ArrayLike,
                            y: npt.ArrayLike) -> tuple[float, list[np.ndarray]]:
         """Mean loss on (x, y) and its gradients ``[dW1, db1, ...]`` by backprop (no L2)."""
@@ -291,6 +309,7 @@ class MLP(Fitting):
         return clone
 
     # ------------------------------------------------------------------ other frameworks
+    @serialised
     def to_torch(self) -> Any:
         """A ``torch.nn.Sequential`` with these weights, computing ``predict_proba``
         (see :mod:`fastmlp.export`)."""
@@ -303,12 +322,14 @@ class MLP(Fitting):
         ``loss`` defaults from the output activation (see :mod:`fastmlp.export`)."""
         return export.from_torch(cls, module, loss, backend, seed)
 
+    @serialised
     def to_onnx(self, path: str | os.PathLike | None = None, opset: int = 17) -> Any:
         """The network as ONNX (``Gemm`` and activation nodes; input ``input``, output
         ``output``, what ``predict_proba`` gives), written atomically to ``path`` when
         given; returns the ``onnx.ModelProto`` (see :mod:`fastmlp.export`)."""
         return export.to_onnx(self, path, opset)
 
+    @serialised
     def save(self, path: str | os.PathLike, include_optimizer: bool = True) -> None:
         """Write the configuration, weights and training state to ``path`` (a versioned
         ``.npz``), atomically.
@@ -325,6 +346,7 @@ class MLP(Fitting):
 
     # Pickle, copy.deepcopy and joblib: the configuration, the weights and the
     # training state, rebuilt through the constructor.
+    @serialised
     def __getstate__(self):
         return {"config": self.get_config(), "meta": self.meta,
                 "flat": np.array(self.params.flat, copy=True), "optimizer": self.optimizer,

@@ -17,6 +17,9 @@ Differences from scikit-learn's MLP:
   error (averaged over outputs, so its loss is half scikit-learn's).
 * ``backend``, ``dtype`` and ``n_threads`` pick fastmlp's engine; the fitted
   :class:`fastmlp.MLP` is ``model_``.
+* Calls on one estimator from several threads are serialised, as those on a
+  :class:`fastmlp.MLP` are: ``fit``, ``partial_fit`` and the predictions wait for
+  one another, so the fitted attributes always come from whole calls.
 
 Example
 -------
@@ -45,6 +48,7 @@ except ImportError as exc:  # pragma: no cover - depends on the extras installed
                       "pip install 'fastmlp[sklearn]'") from exc
 
 from . import _checks, preprocessing, threads
+from ._lock import serialised, without_lock
 from .callbacks import EarlyStopping
 from .model import MLP
 
@@ -155,6 +159,7 @@ class _MLPEstimator(BaseEstimator):
     def _stratify(self, t):
         return None
 
+    @serialised
     def _fit(self, x, y, epochs, incremental, classes=None):
         self._check_numbers()
         first = not (incremental or self.warm_start) or not hasattr(self, "model_")
@@ -172,6 +177,7 @@ class _MLPEstimator(BaseEstimator):
         epochs. Returns self."""
         return self._fit(X, y, self.max_iter, incremental=False)
 
+    @serialised
     def _forward(self, X):
         check_is_fitted(self)
         x = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
@@ -183,18 +189,22 @@ class _MLPEstimator(BaseEstimator):
     def coefs_(self) -> list[np.ndarray]:
         """Weight matrices, (inputs, outputs) per layer, as scikit-learn's ``coefs_``."""
         check_is_fitted(self)
-        return [w.copy() for w in self.model_.params.W]
+        return self.model_.get_weights()[0::2]
 
     @property
     def intercepts_(self) -> list[np.ndarray]:
         """Bias vectors per layer, as scikit-learn's ``intercepts_``."""
         check_is_fitted(self)
-        return [b.copy() for b in self.model_.params.b]
+        return self.model_.get_weights()[1::2]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
         return tags
+
+    def __getstate__(self):
+        # The calls' lock (made on first use) is not pickled; a copy makes its own.
+        return without_lock(super().__getstate__())
 
 
 class MLPClassifier(ClassifierMixin, _MLPEstimator):

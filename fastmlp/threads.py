@@ -4,6 +4,12 @@ The matrix-product microkernels are chosen when the extension loads: the best
 the CPU supports, capped by the environment variable ``FASTMLP_SIMD``
 (``scalar``, ``avx2`` or ``avx512``) when it is set. ``set_simd_level`` changes
 the cap at run time.
+
+The thread count is OpenMP's, which belongs to each Python thread:
+:func:`set_num_threads`, :func:`num_threads` and ``threadpoolctl`` set it for the
+thread that calls them, and a new thread starts from ``OMP_NUM_THREADS`` (or
+all the cores). A thread that trains sets its own count; two threads training
+with different counts do not disturb each other.
 """
 
 from __future__ import annotations
