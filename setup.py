@@ -72,9 +72,12 @@ class BuildExt(build_ext):
                     "serial (one thread). Install a compiler with OpenMP for parallel kernels.",
                     stacklevel=1,
                 )
+        # FASTMLP_SANITIZE="-fsanitize=..." (.ci/sanitize): flags for the extension's
+        # compile and link only, not for the OpenMP probe above.
+        san = os.environ.get("FASTMLP_SANITIZE", "").split()
         for ext in self.extensions:
-            ext.extra_compile_args = opt + cflags + list(ext.extra_compile_args or [])
-            ext.extra_link_args = ldflags + list(ext.extra_link_args or [])
+            ext.extra_compile_args = opt + cflags + san + list(ext.extra_compile_args or [])
+            ext.extra_link_args = ldflags + san + list(ext.extra_link_args or [])
         super().build_extensions()
 
 
