@@ -19,12 +19,15 @@ def choose(kind: str, name, valid, plural=None):
     return name
 
 
-def integer(name, value, minimum) -> int:
-    """``value`` as an int >= ``minimum`` (TypeError for a non-integer, bool included)."""
+def integer(name, value, minimum, maximum=None) -> int:
+    """``value`` as an int >= ``minimum`` (and <= ``maximum`` when given; TypeError for
+    a non-integer, bool included)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return int(value)
 
 

@@ -193,9 +193,10 @@ def main(argv=None, out=None):
     start = time.perf_counter()
     try:
         code = args.func(args, out)
-    except (OSError, ValueError, TypeError, RuntimeError,
-            FloatingPointError) as exc:
-        # Bad input, missing or malformed files, failed downloads: one line, no traceback.
+    except (OSError, ValueError, TypeError, RuntimeError, FloatingPointError,
+            MemoryError) as exc:
+        # Bad input, missing or malformed files, failed downloads, a model larger than
+        # the memory: one line, no traceback.
         print(f"fastmlp: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -373,7 +373,10 @@ def load(path: str | os.PathLike, backend: str | None = None) -> MLP:
     Raises
     ------
     ValueError
-        The file is truncated, is not a fastmlp model, or is from a newer format.
+        The file is truncated or damaged, is not a fastmlp model, is from a newer
+        format, or holds arrays that disagree with its configuration. Each array's
+        header and the layers' shapes are checked before anything is allocated, so
+        a crafted file cannot make the loader allocate more than its size.
     FileNotFoundError
         No such file.
     """

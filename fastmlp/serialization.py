@@ -13,9 +13,17 @@ hyper-parameters and step count, its state arrays stored as
 from __future__ import annotations
 
 import json
+import math
 import os
+import struct
 import warnings
 import zipfile
+import zlib
+
+try:
+    import lzma
+except ImportError:  # pragma: no cover - Python built without it
+    lzma = None  # type: ignore[assignment]
 
 import numpy as np
 
@@ -42,6 +50,12 @@ class _NewerFormat(Exception):
     pass
 
 
+# What a damaged or crafted file can make the zip, .npy and JSON readers raise.
+_UNREADABLE = (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile,
+               zlib.error, struct.error, NotImplementedError, OverflowError, RecursionError,
+               *((lzma.LZMAError,) if lzma else ()))
+
+
 def read(path, build):
     """Read a model file and return ``build(config, arrays, meta, training)``, where
     ``training`` is the header's training state (None in format 1) and ``arrays``
@@ -58,23 +72,67 @@ def read(path, build):
     path = os.fspath(path)
     try:
         with np.load(path, allow_pickle=False) as f:
+            shapes = _stored_shapes(f)
             if "__header__" not in f.files:
                 raise ValueError("no fastmlp header")
             header = json.loads(str(f["__header__"]))
-            if header.get("format") != FORMAT_NAME:
+            if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
                 raise ValueError("no fastmlp header")
             version = header.get("format_version")
             if not isinstance(version, int) or version > FORMAT_VERSION:
                 raise _NewerFormat(f"{path} uses model format {version}; this fastmlp "
                                    f"({__version__}) reads format {FORMAT_VERSION} and older")
-            return build(dict(header["config"]), f, dict(header.get("meta") or {}),
-                         header.get("training"))
+            config = dict(header["config"])
+            _check_layers(config.get("layers"), shapes)
+            return build(config, f, dict(header.get("meta") or {}), header.get("training"))
     except FileNotFoundError:
         raise
     except _NewerFormat as exc:
         raise ValueError(str(exc)) from None
-    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile, TypeError) as exc:
+    except _UNREADABLE as exc:
         raise ValueError(f"{path} is not a readable fastmlp model file ({exc})") from exc
+
+
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _stored_shapes(f) -> dict:
+    """``{name: shape}`` of the arrays of an open ``.npz``, from their headers alone,
+    refusing an array that promises more bytes than its member holds: no array is
+    then allocated beyond what the file's size justifies."""
+    shapes = {}
+    for info in f.zip.infolist():
+        name = info.filename.removesuffix(".npy")
+        with f.zip.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            if version not in _NPY_HEADERS:
+                raise ValueError(f"{name}: unsupported .npy version {version}")
+            shape, _, dtype = _NPY_HEADERS[version](member)
+        if dtype.hasobject:
+            raise ValueError(f"{name} holds Python objects")
+        promised = math.prod(shape) * dtype.itemsize
+        if promised > info.file_size:
+            raise ValueError(f"{name} promises {promised:,} bytes of shape {shape}, but the "
+                             f"file holds {info.file_size:,}")
+        shapes[name] = shape
+    return shapes
+
+
+def _check_layers(layers, shapes: dict) -> None:
+    """Before a model of ``layers`` is allocated: they must be given, and its weights
+    must be in the file with their shapes."""
+    if not (isinstance(layers, list) and len(layers) >= 2
+            and all(type(v) is int and v > 0 for v in layers)):
+        raise ValueError(f"the configuration's layers must be a list of at least two "
+                         f"positive integers, got {str(layers)[:60]}")
+    for i, (a, b) in enumerate(zip(layers, layers[1:]), start=1):
+        for name, shape in ((f"W{i}", (a, b)), (f"b{i}", (b,))):
+            if name not in shapes:
+                raise ValueError(f"{name} is missing")
+            if shapes[name] != shape:
+                raise ValueError(f"{name} has shape {shapes[name]}, the configuration's "
+                                 f"layers {layers} give {shape}")
 
 
 def training_state(model, arrays: dict, opt) -> dict:

@@ -30,13 +30,18 @@ def _ext():
     return _cpu
 
 
+#: The most threads :func:`set_num_threads` takes.
+MAX_THREADS = 1024
+
+
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads in the ``cpu`` backend's kernels from now on.
+    """Use ``n`` threads (1 to ``MAX_THREADS``) in the ``cpu`` backend's kernels from now
+    on.
 
     The results do not depend on ``n``: every kernel gives bitwise-identical
     output for any thread count.
     """
-    n = integer("threads", n, 1)
+    n = integer("threads", n, 1, MAX_THREADS)
     ext = _ext()
     if ext is not None:
         ext.set_num_threads(n)
