@@ -8,25 +8,25 @@ Where the files are looked for, in order:
 2. ``$FASTMLP_DATA/<name>`` (``mnist`` or ``fashion-mnist``);
 3. the cache, ``$FASTMLP_CACHE`` or ``<user cache dir>/fastmlp``, then ``<name>``;
 4. a download from the published mirrors into the cache, verified against the
-   published MD5 checksums and written atomically: a file is renamed into the
-   cache only once complete and verified.
+   published MD5 checksums, and against SHA-256 where it is known, and written
+   atomically: a file is renamed into the cache only once complete and verified.
+   A mirror that fails with a transient error (a dropped connection, a timeout,
+   HTTP 429 or 5xx) is asked again, up to 3 times, after 1, 2 and 4 seconds.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import math
 import os
 import sys
-import time
-import urllib.request
 import zlib
 
 import numpy as np
 
-from ._util import atomic_write, bar, choose
+from ._download import DownloadError, fetch  # noqa: F401  (part of this module's API)
+from ._util import choose
 
 IMAGE_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABEL_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
@@ -34,7 +34,9 @@ LABEL_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
 PARTS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
-#: Published files and checksums (MD5 of the .gz files), and their mirrors.
+#: Published files and checksums (MD5 of the .gz files), and their mirrors. The SHA-256
+#: are of files that matched the published MD5; None where no such file was at hand
+#: to compute it from (the MD5 alone is checked then).
 DATASETS = {
     "mnist": {
         "md5": {
@@ -42,6 +44,15 @@ DATASETS = {
             "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
             "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
             "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
+        "sha256": {
+            "train-images-idx3-ubyte": None,
+            "train-labels-idx1-ubyte":
+                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "t10k-images-idx3-ubyte":
+                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "t10k-labels-idx1-ubyte":
+                "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
         },
         "mirrors": (
             "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -56,6 +67,7 @@ DATASETS = {
             "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
             "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
         },
+        "sha256": dict.fromkeys(PARTS),
         "mirrors": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     },
 }
@@ -69,10 +81,6 @@ CLASS_NAMES = {
 
 class DataError(ValueError):
     """A data file is missing, malformed or fails its checksum."""
-
-
-class DownloadError(OSError):
-    """No mirror delivered a verified file."""
 
 
 # --------------------------------------------------------------------------- files
@@ -221,7 +229,7 @@ def _raise_csv_error(path, rows):
             except ValueError:
                 raise DataError(f"{path}:{lineno}: column {col} is not a number: "
                                 f"{field.strip()[:20]!r}") from None
-            if value != int(value):
+            if not math.isfinite(value) or value != int(value):
                 raise DataError(f"{path}:{lineno}: column {col} is not an integer: "
                                 f"{field.strip()[:20]!r}")
     raise DataError(f"{path}: could not be read as CSV")
@@ -348,7 +356,8 @@ def load(name, path=None, download=True, mirrors=None, verbose=True):
         spec = DATASETS[name]
         os.makedirs(folder, exist_ok=True)
         for part in missing:
-            fetch(part + ".gz", folder, spec["md5"][part], mirrors or spec["mirrors"], verbose)
+            fetch(part + ".gz", folder, spec["md5"][part], mirrors or spec["mirrors"], verbose,
+                  sha256=spec["sha256"].get(part))
     return load_folder(folder)
 
 
@@ -367,84 +376,3 @@ def load_mnist(path=None, **kwargs):
 def load_fashion_mnist(path=None, **kwargs):
     """Fashion-MNIST, in MNIST's format and shapes. See ``load``."""
     return load("fashion-mnist", path, **kwargs)
-
-
-# --------------------------------------------------------------------------- download
-def fetch(filename, folder, md5, mirrors, verbose=True, timeout=60.0) -> str:
-    """Download ``filename`` from the first mirror that delivers it intact, into ``folder``.
-
-    The bytes go to a temporary file in ``folder``; only a complete file whose
-    MD5 matches is renamed to its final name. Returns the final path.
-
-    Raises
-    ------
-    DownloadError
-        Every mirror failed; the message lists each mirror's failure.
-    """
-    final = os.path.join(folder, filename)
-    failures = []
-    for base in mirrors:
-        url = base.rstrip("/") + "/" + filename
-        try:
-            # A failed or corrupt download leaves nothing under the final name.
-            with atomic_write(final) as out:
-                digest = _download(url, out, timeout, verbose)
-                if digest != md5:
-                    raise DownloadError(f"checksum mismatch: MD5 {digest}, expected {md5}")
-            return final
-        except (OSError, ValueError) as exc:
-            failures.append(f"{url}: {exc}")
-    raise DownloadError(f"could not download {filename}:\n  " + "\n  ".join(failures))
-
-
-def _download(url, out, timeout, verbose) -> str:
-    md5 = hashlib.md5()
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else None
-        done, shown = 0, 0.0
-        bar = _Bar(url, total, verbose)
-        while True:
-            try:
-                chunk = response.read(1 << 16)
-            except Exception as exc:  # http.client.IncompleteRead, resets
-                raise DownloadError(f"transfer interrupted after {done} bytes ({exc!r})") from exc
-            if not chunk:
-                break
-            out.write(chunk)
-            md5.update(chunk)
-            done += len(chunk)
-            now = time.monotonic()
-            if now - shown > 0.2:
-                bar.show(done)
-                shown = now
-        bar.close(done)
-    if total is not None and done != total:
-        raise DownloadError(f"truncated transfer: {done} of {total} bytes")
-    return md5.hexdigest()
-
-
-class _Bar:
-    """Download progress on stderr: a bar when stderr is a terminal, else one line at the end."""
-
-    def __init__(self, url, total, verbose):
-        self.url, self.total = url, total
-        self.on = verbose
-        self.live = verbose and sys.stderr.isatty()
-        if self.on:
-            size = f" ({total / 1e6:.1f} MB)" if total else ""
-            print(f"Downloading {url}{size}", file=sys.stderr, flush=True)
-
-    def show(self, done):
-        if not self.live:
-            return
-        if self.total:
-            sys.stderr.write(f"\r[{bar(done, self.total)}] {100 * done / self.total:5.1f}%")
-        else:
-            sys.stderr.write(f"\r{done / 1e6:.1f} MB")
-        sys.stderr.flush()
-
-    def close(self, done):
-        if self.on:
-            lead = "\r" if self.live else ""
-            print(f"{lead}  {done:,} bytes received" + " " * 30, file=sys.stderr, flush=True)

@@ -203,8 +203,18 @@ def test_cache_dir_follows_environment(monkeypatch, tmp_path):
 class _Handler(http.server.BaseHTTPRequestHandler):
     root = None
 
+    failures = None  # {path: failures left} for the flaky modes
+
     def do_GET(self):  # noqa: N802
         mode, _, name = self.path.strip("/").partition("/")
+        if mode.startswith("flaky"):  # flaky503-N, flakycut-N: N failures, then good
+            left = self.failures.setdefault(self.path, int(mode.split("-")[1]))
+            if left:
+                self.failures[self.path] = left - 1
+                mode = "truncated" if mode.startswith("flakycut") else "busy"
+        if mode == "busy":
+            self.send_error(503)
+            return
         path = os.path.join(self.root, name)
         if not os.path.isfile(path):
             self.send_error(404)
@@ -230,7 +240,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def server(tmp_path):
     root = tmp_path / "served"
     root.mkdir()
-    handler = type("Handler", (_Handler,), {"root": str(root)})
+    handler = type("Handler", (_Handler,), {"root": str(root), "failures": {}})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -239,12 +249,20 @@ def server(tmp_path):
     httpd.server_close()
 
 
-def test_fetch_good_file(server, shared_data, tmp_path):
+def served_labels(server, shared_data, tmp_path, serve=True):
+    """(server URL, MNIST's test-labels file name, an empty download folder), the file
+    served unless ``serve`` is false."""
     root, url = server
     name = "t10k-labels-idx1-ubyte.gz"
-    shutil.copy(shared_data / "mnist" / name, root / name)
+    if serve:
+        shutil.copy(shared_data / "mnist" / name, root / name)
     cache = tmp_path / "dl"
     cache.mkdir()
+    return url, name, cache
+
+
+def test_fetch_good_file(server, shared_data, tmp_path):
+    url, name, cache = served_labels(server, shared_data, tmp_path)
     path = datasets.fetch(name, str(cache), MNIST_TEST[name], [url + "/good"], verbose=False)
     assert os.listdir(cache) == [name]
     assert open(path, "rb").read() == (shared_data / "mnist" / name).read_bytes()
@@ -254,23 +272,63 @@ def test_fetch_good_file(server, shared_data, tmp_path):
                                           ("truncated", "(truncated|interrupted)"),
                                           ("missing", "404")])
 def test_fetch_failures_leave_nothing(server, shared_data, tmp_path, mode, message):
-    root, url = server
-    name = "t10k-labels-idx1-ubyte.gz"
-    if mode != "missing":
-        shutil.copy(shared_data / "mnist" / name, root / name)
-    cache = tmp_path / "dl"
-    cache.mkdir()
+    url, name, cache = served_labels(server, shared_data, tmp_path, mode != "missing")
     with pytest.raises(DownloadError, match=message):
-        datasets.fetch(name, str(cache), MNIST_TEST[name], [f"{url}/{mode}"], verbose=False)
+        datasets.fetch(name, str(cache), MNIST_TEST[name], [f"{url}/{mode}"], verbose=False,
+                       backoff=0)
     assert os.listdir(cache) == []
 
 
+@pytest.mark.parametrize("mode", ["flaky503-2", "flakycut-3"])
+def test_fetch_retries_transient_errors_with_back_off(server, shared_data, tmp_path, mode,
+                                                      capsys):
+    url, name, cache = served_labels(server, shared_data, tmp_path)
+    waits = []
+    path = datasets.fetch(name, str(cache), MNIST_TEST[name], [f"{url}/{mode}"],
+                          sha256=datasets.DATASETS["mnist"]["sha256"][name[:-3]],
+                          backoff=0.25, sleep=waits.append)
+    assert open(path, "rb").read() == (shared_data / "mnist" / name).read_bytes()
+    n = int(mode[-1])
+    assert waits == [0.25 * 2 ** i for i in range(n)]  # one wait per failure, doubling
+    assert capsys.readouterr().err.count("trying again in") == n
+    assert os.listdir(cache) == [name]
+
+
+@pytest.mark.parametrize("mode,retried", [("busy", True), ("missing", False),
+                                          ("bad", False)])
+def test_fetch_gives_up_after_its_retries(server, shared_data, tmp_path, mode, retried):
+    url, name, cache = served_labels(server, shared_data, tmp_path, mode != "missing")
+    waits = []
+    with pytest.raises(DownloadError, match="could not download") as info:
+        datasets.fetch(name, str(cache), MNIST_TEST[name], [f"{url}/{mode}"], verbose=False,
+                       retries=2, backoff=0.5, sleep=waits.append)
+    # A busy server (503) is asked 3 times; a missing file or a bad checksum once.
+    assert waits == ([0.5, 1.0] if retried else [])
+    assert ("(3 tries)" in str(info.value)) == retried
+    assert os.listdir(cache) == []
+
+
+def test_fetch_checks_sha256(server, shared_data, tmp_path):
+    url, name, cache = served_labels(server, shared_data, tmp_path)
+    with pytest.raises(DownloadError, match="checksum mismatch: SHA-256"):
+        datasets.fetch(name, str(cache), MNIST_TEST[name], [url + "/good"], verbose=False,
+                       sha256="0" * 64)
+    assert os.listdir(cache) == []
+
+
+def test_published_checksums_match_the_shared_files(shared_data):
+    """Every SHA-256 given is that of the file at hand, which matches the published MD5."""
+    known = [(name, part) for name, spec in datasets.DATASETS.items()
+             for part in datasets.PARTS if spec["sha256"][part] is not None]
+    assert len(known) == 3  # MNIST's test images and labels, and training labels
+    for name, part in known:
+        data = (shared_data / name / (part + ".gz")).read_bytes()
+        assert hashlib.md5(data).hexdigest() == datasets.DATASETS[name]["md5"][part]
+        assert hashlib.sha256(data).hexdigest() == datasets.DATASETS[name]["sha256"][part]
+
+
 def test_fetch_falls_back_to_the_next_mirror(server, shared_data, tmp_path, capsys):
-    root, url = server
-    name = "t10k-labels-idx1-ubyte.gz"
-    shutil.copy(shared_data / "mnist" / name, root / name)
-    cache = tmp_path / "dl"
-    cache.mkdir()
+    url, name, cache = served_labels(server, shared_data, tmp_path)
     datasets.fetch(name, str(cache), MNIST_TEST[name], [url + "/bad", url + "/good"])
     assert os.listdir(cache) == [name]
     err = capsys.readouterr().err
@@ -283,6 +341,7 @@ def test_load_downloads_into_the_cache_and_then_reuses_it(server, tmp_path, monk
     md5 = {p: hashlib.md5((root / (p + ".gz")).read_bytes()).hexdigest()
            for p in datasets.PARTS}
     monkeypatch.setitem(datasets.DATASETS["mnist"], "md5", md5)
+    monkeypatch.setitem(datasets.DATASETS["mnist"], "sha256", dict.fromkeys(datasets.PARTS))
     (x, y), (xt, yt) = datasets.load_mnist(mirrors=[url + "/good"], verbose=False)
     assert x.shape == (25, 28, 28) and len(xt) == 100
     cached = tmp_path / "cache" / "mnist"
