@@ -7,8 +7,9 @@ import json
 import math
 import numbers
 import os
+import socket
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 
 def choose(kind: str, name, valid, plural=None):
@@ -70,11 +71,17 @@ def atomic_write(path, mode="wb"):
     """Yield a file object writing beside ``path``; rename it into place once complete,
     so the file appears whole or not at all, even if the process is killed. The file
     is synced before the rename and its folder after it, so that after a crash of
-    the machine the name holds the old file or the new one. (A process killed while
-    writing leaves its ``.fastmlp-*.tmp`` beside the file.)"""
+    the machine the name holds the old file or the new one.
+
+    The temporary file is ``.<name>.<host>.<pid>.<random>.fastmlp.tmp``. A process
+    killed while writing leaves it behind; the next write of the same name on the
+    same host removes those whose process is gone (on POSIX)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=folder)
+    prefix = _temporary_prefix(path)
+    _remove_stale(folder, prefix)
+    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=TEMP_SUFFIX,
+                               dir=folder)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -90,6 +97,44 @@ def atomic_write(path, mode="wb"):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+TEMP_SUFFIX = ".fastmlp.tmp"
+
+
+def _temporary_prefix(path) -> str:
+    """``.<name>.<host>.``, the start of ``path``'s temporary files' names on this host
+    (the name cut to 100 characters, to stay within file-name limits)."""
+    host = socket.gethostname().replace(os.sep, "_")[:60]
+    return f".{os.path.basename(path)[:100]}.{host}."
+
+
+def _remove_stale(folder, prefix) -> None:
+    """Remove the temporary files of ``prefix`` left by processes that no longer run."""
+    if os.name != "posix":  # os.kill(pid, 0) probes only on POSIX
+        return
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(TEMP_SUFFIX)):
+            continue
+        pid = name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _running(int(pid)):
+            continue
+        with suppress(OSError):
+            os.unlink(os.path.join(folder, name))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, owned by another user
+        return True
+    return True
 
 
 def bar(done, total, width=30) -> str:
