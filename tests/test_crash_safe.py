@@ -12,16 +12,29 @@ import pytest
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benches" / "kill_saves.py"
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs POSIX signals")
-def test_killed_saves_leave_a_whole_model(tmp_path):
+def _script():
     spec = importlib.util.spec_from_file_location("kill_saves", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    res = mod.kill_loop(str(tmp_path), kills=50, seed=1)
+    return mod
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs POSIX signals")
+def test_killed_saves_leave_a_whole_model(tmp_path):
+    res = _script().kill_loop(str(tmp_path), kills=50, seed=1)
     # Every kill left a model that loads as one of the two (kill_loop checks each).
     assert sum(res["loaded"].values()) == 50
     # A save removes the temporary files of killed writers: the last one's at most.
     assert res["temporary files left"] <= 1 and res["left after one more save"] == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs POSIX signals")
+def test_killed_checkpoints_leave_a_whole_checkpoint(tmp_path):
+    mod = _script()
+    res = mod.kill_loop(str(tmp_path), kills=20, seed=2, checkpoint=True)
+    # Each file loaded with its training state and trained on (kill_loop checks).
+    assert res["loaded"] == {"checkpoint": 20}
+    assert res["left after one more save"] == 0
 
 
 @pytest.mark.skipif(os.name != "posix", reason="stale files are found by probing pids")
