@@ -168,10 +168,16 @@ def read_idx(path, magic=None) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8).reshape(shape).copy()
 
 
+#: Rows of a CSV parsed at a time: memory is the images' uint8 array plus one batch.
+CSV_BATCH = 4096
+
+
 def read_csv(path):
     """A CSV of images, one per row: label, then the pixels (0-255).
 
-    A first row starting with ``label`` is taken as a header.
+    A first row starting with ``label`` is taken as a header. The file (gzip or
+    not) is read and parsed ``CSV_BATCH`` rows at a time, so that memory holds
+    the images as bytes and one batch of text, not the whole text.
 
     Returns
     -------
@@ -184,22 +190,56 @@ def read_csv(path):
         A row with another number of columns, a value that is not a number,
         or a value out of range; the message gives the file and line.
     """
+    images, labels, first = [], [], None
     with _Reader(path) as f:
-        raw = f.read(sys.maxsize).decode("utf-8", errors="replace")
-    lines = raw.splitlines()
-    first = 0
-    if lines and lines[0].split(",")[0].strip().strip('"').lower() == "label":
-        first = 1
-    rows = [(i + 1, line) for i, line in enumerate(lines[first:], start=first) if line.strip()]
-    if not rows:
+        for rows in _csv_batches(f):
+            table = _csv_table(path, rows, first)
+            if first is None:
+                first = (rows[0][0], table.shape[1])
+            images.append(table[:, 1:].astype(np.uint8))
+            labels.append(table[:, 0].copy())
+    if not images:
         raise DataError(f"{path}: no data rows")
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _csv_batches(f):
+    """Lists of at most ``CSV_BATCH`` ``(line number, text)`` of the non-blank lines,
+    without a first line that is a header."""
+    batch, rest, lineno = [], b"", 0
+    while True:
+        chunk = f.read(1 << 20)
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop() if chunk else b""
+        for raw in lines:
+            lineno += 1
+            line = raw.decode("utf-8", errors="replace").rstrip("\r")
+            if lineno == 1 and line.split(",")[0].strip().strip('"').lower() == "label":
+                continue
+            if line.strip():
+                batch.append((lineno, line))
+            if len(batch) == CSV_BATCH:
+                yield batch
+                batch = []
+        if not chunk:
+            break
+    if batch:
+        yield batch
+
+
+def _csv_table(path, rows, first):
+    """The int64 table of one batch of rows, checked; ``first`` is the first row's
+    (line number, width), None for the first batch."""
     try:
         table = np.loadtxt(io.StringIO("\n".join(line for _, line in rows)), delimiter=",",
                            dtype=np.int64, ndmin=2)
     except ValueError:
         table = None
     if table is None or table.shape[0] != len(rows):
-        _raise_csv_error(path, rows)
+        _raise_csv_error(path, rows, first[1] if first else None)
+    if first is not None and table.shape[1] != first[1]:
+        raise DataError(f"{path}:{rows[0][0]}: {table.shape[1]} columns, expected "
+                        f"{first[1]} (as on the first row)")
     if table.shape[1] < 2:
         raise DataError(f"{path}: rows need a label and pixels, found {table.shape[1]} column")
     bad = np.argwhere((table[:, 1:] < 0) | (table[:, 1:] > 255))
@@ -210,12 +250,11 @@ def read_csv(path):
     if (table[:, 0] < 0).any():
         r = int(np.argmax(table[:, 0] < 0))
         raise DataError(f"{path}:{rows[r][0]}: negative label {table[r, 0]}")
-    return table[:, 1:].astype(np.uint8), table[:, 0].copy()
+    return table
 
 
-def _raise_csv_error(path, rows):
+def _raise_csv_error(path, rows, width=None):
     # Slow path, run only on failure: find the first bad line and say what is wrong.
-    width = None
     for lineno, line in rows:
         fields = line.split(",")
         if width is None:

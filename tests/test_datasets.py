@@ -6,6 +6,7 @@ import http.server
 import os
 import shutil
 import threading
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -167,6 +168,36 @@ def test_csv_errors_name_file_and_line(tmp_path):
         datasets.read_csv(p)
     p.write_text("label,p1\n")
     with pytest.raises(DataError, match="no data rows"):
+        datasets.read_csv(p)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_csv_is_read_in_batches(tmp_path, monkeypatch, gz):
+    """Parsed 64 rows at a time: the same arrays, errors naming the right line in a
+    later batch, and a peak of about the images and one batch, not the whole text."""
+    monkeypatch.setattr(datasets, "CSV_BATCH", 64)
+    x, y = make_images(300, seed=4)
+    flat = x.reshape(300, -1)
+    p = tmp_path / "big.csv"
+    write_csv(p, flat, y, header=True)
+    text = p.read_bytes()
+    if gz:
+        p.write_bytes(gzip.compress(text))
+    tracemalloc.start()
+    try:
+        images, labels = datasets.read_csv(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(images, flat)
+    np.testing.assert_array_equal(labels, y)
+    batch_table = 64 * 785 * 8
+    assert peak < 3 * images.nbytes + 4 * batch_table + (1 << 20) < len(text) * 5
+    # A bad row in the fourth batch (line 1 is the header).
+    lines = text.decode().splitlines()
+    lines[250] = lines[250].rsplit(",", 1)[0]
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"big.csv:251: 784 columns, expected 785"):
         datasets.read_csv(p)
 
 
