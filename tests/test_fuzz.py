@@ -145,17 +145,33 @@ def csv_files(draw):
     return gzip.compress(raw) if draw(st.booleans()) else raw
 
 
+def _read_csv_in(path, batch):
+    """read_csv's arrays, or its error's message after the file name, with batches of
+    ``batch`` rows."""
+    before = datasets.CSV_BATCH
+    datasets.CSV_BATCH = batch
+    try:
+        return datasets.read_csv(path)
+    except datasets.DataError as exc:
+        return str(exc).split(":", 1)[1]
+    finally:
+        datasets.CSV_BATCH = before
+
+
 @FUZZ
-@given(csv_files())
-def test_fuzz_read_csv(tmp_path_factory, raw):
+@given(csv_files(), st.integers(1, 5))
+def test_fuzz_read_csv(tmp_path_factory, raw, batch):
+    """Arrays or a DataError; in batches of a few rows, the same arrays or an error."""
     path = tmp_path_factory.mktemp("csv") / "train.csv"
     path.write_bytes(raw)
-    try:
-        images, labels = datasets.read_csv(path)
-    except datasets.DataError:
+    whole, batched = _read_csv_in(path, 10**6), _read_csv_in(path, batch)
+    if isinstance(whole, str):
+        assert isinstance(batched, str)  # an error too (it may find another first)
         return
+    images, labels = whole
     assert images.dtype == np.uint8 and labels.dtype == np.int64
     assert len(images) == len(labels) > 0 and (labels >= 0).all()
+    assert all(np.array_equal(a, b) for a, b in zip(whole, batched))
 
 
 # --------------------------------------------------------------------------- model files
