@@ -28,6 +28,9 @@ from fastmlp._util import TEMP_SUFFIX
 
 LAYERS = [64, 48, 10]
 SEEDS = (1, 2)
+#: The checkpointing process's samples and batch size, and so its steps per epoch.
+SAMPLES, BATCH = 96, 32
+STEPS = -(-SAMPLES // BATCH)
 
 #: The saving process: it prints a line once the file exists, then saves forever.
 SAVER = f"""
@@ -49,12 +52,13 @@ import sys, numpy as np, fastmlp
 from fastmlp.callbacks import ModelCheckpoint
 model = fastmlp.MLP({LAYERS}, seed={SEEDS[0]})
 rng = np.random.default_rng(0)
-x, y = rng.random((96, {LAYERS[0]})), rng.integers(0, {LAYERS[-1]}, 96)
+x, y = rng.random(({SAMPLES}, {LAYERS[0]})), rng.integers(0, {LAYERS[-1]}, {SAMPLES})
 path = sys.argv[1]
 model.save(path)
 print("ready", flush=True)
 while True:
-    model.fit(x, y, epochs=20, batch_size=32, verbose=0, callbacks=[ModelCheckpoint(path)])
+    model.fit(x, y, epochs=20, batch_size={BATCH}, verbose=0,
+              callbacks=[ModelCheckpoint(path)])
 """
 
 
@@ -106,7 +110,7 @@ def _check_checkpoint(model):
     if not all(np.isfinite(w).all() for w in model.get_weights()):
         raise AssertionError("the checkpoint holds non-finite weights")
     if model.epochs_trained and (model.optimizer is None or model.optimizer.state is None
-                                 or model.optimizer.iterations != 3 * model.epochs_trained):
+                                 or model.optimizer.iterations != STEPS * model.epochs_trained):
         raise AssertionError("the checkpoint's training state is incomplete")
     x = np.random.default_rng(1).random((8, LAYERS[0]))
     model.fit(x, np.arange(8) % LAYERS[-1], epochs=1, verbose=0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import socket
 import sys
 import time
 import urllib.error
@@ -41,7 +40,8 @@ def transient(exc: BaseException) -> bool:
         return exc.code in TRANSIENT_STATUS
     if isinstance(exc, urllib.error.URLError):
         exc = exc.reason if isinstance(exc.reason, BaseException) else exc
-    return isinstance(exc, (_Interrupted, ConnectionError, TimeoutError, socket.timeout,
+    # socket.timeout is TimeoutError since Python 3.10.
+    return isinstance(exc, (_Interrupted, ConnectionError, TimeoutError,
                             http.client.HTTPException))
 
 

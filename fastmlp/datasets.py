@@ -190,12 +190,11 @@ def read_csv(path):
         A row with another number of columns, a value that is not a number,
         or a value out of range; the message gives the file and line.
     """
-    images, labels, first = [], [], None
+    images, labels, width = [], [], None
     with _Reader(path) as f:
         for rows in _csv_batches(f):
-            table = _csv_table(path, rows, first)
-            if first is None:
-                first = (rows[0][0], table.shape[1])
+            table = _csv_table(path, rows, width)
+            width = table.shape[1]
             images.append(table[:, 1:].astype(np.uint8))
             labels.append(table[:, 0].copy())
     if not images:
@@ -227,19 +226,19 @@ def _csv_batches(f):
         yield batch
 
 
-def _csv_table(path, rows, first):
-    """The int64 table of one batch of rows, checked; ``first`` is the first row's
-    (line number, width), None for the first batch."""
+def _csv_table(path, rows, width):
+    """The int64 table of one batch of rows, checked; ``width`` is the first row's
+    number of columns, None for the first batch."""
     try:
         table = np.loadtxt(io.StringIO("\n".join(line for _, line in rows)), delimiter=",",
                            dtype=np.int64, ndmin=2)
     except ValueError:
         table = None
     if table is None or table.shape[0] != len(rows):
-        _raise_csv_error(path, rows, first[1] if first else None)
-    if first is not None and table.shape[1] != first[1]:
+        _raise_csv_error(path, rows, width)
+    if width is not None and table.shape[1] != width:
         raise DataError(f"{path}:{rows[0][0]}: {table.shape[1]} columns, expected "
-                        f"{first[1]} (as on the first row)")
+                        f"{width} (as on the first row)")
     if table.shape[1] < 2:
         raise DataError(f"{path}: rows need a label and pixels, found {table.shape[1]} column")
     bad = np.argwhere((table[:, 1:] < 0) | (table[:, 1:] > 255))

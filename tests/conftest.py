@@ -157,6 +157,18 @@ def extra(module, extra_name):
     return pytest.importorskip(module, reason=f"needs the '{extra_name}' extra")
 
 
+def bench_script(name):
+    """The module of the script ``benches/<name>.py`` (the tests run short versions of
+    the long runs there)."""
+    import importlib.util
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benches" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def peak_bytes(fn):
     """The peak of Python's traced allocations (NumPy's arrays included) while fn runs."""
     import tracemalloc

@@ -1,27 +1,17 @@
 """A process killed (SIGKILL) while it saves leaves a file that loads as one complete
 model, the old one or the new one (benches/kill_saves.py runs the long version)."""
 
-import importlib.util
 import os
-import pathlib
 import subprocess
 import sys
 
 import pytest
-
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benches" / "kill_saves.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("kill_saves", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from conftest import bench_script
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs POSIX signals")
 def test_killed_saves_leave_a_whole_model(tmp_path):
-    res = _script().kill_loop(str(tmp_path), kills=50, seed=1)
+    res = bench_script("kill_saves").kill_loop(str(tmp_path), kills=50, seed=1)
     # Every kill left a model that loads as one of the two (kill_loop checks each).
     assert sum(res["loaded"].values()) == 50
     # A save removes the temporary files of killed writers: the last one's at most.
@@ -30,8 +20,8 @@ def test_killed_saves_leave_a_whole_model(tmp_path):
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs POSIX signals")
 def test_killed_checkpoints_leave_a_whole_checkpoint(tmp_path):
-    mod = _script()
-    res = mod.kill_loop(str(tmp_path), kills=20, seed=2, checkpoint=True)
+    res = bench_script("kill_saves").kill_loop(str(tmp_path), kills=20, seed=2,
+                                               checkpoint=True)
     # Each file loaded with its training state and trained on (kill_loop checks).
     assert res["loaded"] == {"checkpoint": 20}
     assert res["left after one more save"] == 0

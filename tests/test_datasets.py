@@ -6,7 +6,6 @@ import http.server
 import os
 import shutil
 import threading
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -183,12 +182,9 @@ def test_csv_is_read_in_batches(tmp_path, monkeypatch, gz):
     text = p.read_bytes()
     if gz:
         p.write_bytes(gzip.compress(text))
-    tracemalloc.start()
-    try:
-        images, labels = datasets.read_csv(p)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    out = []
+    peak = peak_bytes(lambda: out.extend(datasets.read_csv(p)))
+    images, labels = out
     np.testing.assert_array_equal(images, flat)
     np.testing.assert_array_equal(labels, y)
     batch_table = 64 * 785 * 8

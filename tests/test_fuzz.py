@@ -12,18 +12,17 @@ CI runs ``FUZZ_EXAMPLES`` examples per target (default 150, derandomised so a
 run is repeatable); ``benches/fuzz_long.sh`` runs many more with fresh seeds.
 """
 
-import contextlib
 import gzip
 import io
 import json
 import os
-import tracemalloc
 import warnings
 import zipfile
 
 import numpy as np
 import pytest
-from conftest import max_rel_err, tol, write_idx
+from conftest import max_rel_err, peak_bytes, tol, write_idx
+from test_resume import write_format_1
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
@@ -42,18 +41,6 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=not LONG,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
 SLACK = 3 << 20  # bytes: the readers' 1 MiB pieces, zlib's state, Python objects
-
-
-@contextlib.contextmanager
-def peak():
-    """Yields a list that receives the peak traced allocation of the block."""
-    out = []
-    tracemalloc.start()
-    try:
-        yield out
-    finally:
-        out.append(tracemalloc.get_traced_memory()[1])
-        tracemalloc.stop()
 
 
 def mutate(data: bytes, draw) -> bytes:
@@ -103,14 +90,18 @@ def test_fuzz_read_idx(tmp_path_factory, case, magic):
     raw, payload = case
     path = tmp_path_factory.mktemp("idx") / "f.gz"
     path.write_bytes(raw)
-    with peak() as used:
+    out = []
+
+    def read():
         try:
-            arr = datasets.read_idx(path, magic)
+            out.append(datasets.read_idx(path, magic))
         except datasets.DataError:
-            arr = None
-    if arr is not None:
-        assert arr.dtype == np.uint8 and arr.size <= max(len(raw), payload)
-    assert used[0] <= 3 * max(len(raw), payload) + SLACK
+            out.append(None)
+
+    used = peak_bytes(read)
+    if out[0] is not None:
+        assert out[0].dtype == np.uint8 and out[0].size <= max(len(raw), payload)
+    assert used <= 3 * max(len(raw), payload) + SLACK
 
 
 def test_read_idx_gzip_bomb_is_refused_without_inflating(tmp_path):
@@ -121,9 +112,11 @@ def test_read_idx_gzip_bomb_is_refused_without_inflating(tmp_path):
         for _ in range(200):
             f.write(bytes(1 << 20))
     assert path.stat().st_size < 1 << 20
-    with peak() as used, pytest.raises(datasets.DataError, match="promises"):
-        datasets.read_idx(path)
-    assert used[0] < SLACK
+    def read():
+        with pytest.raises(datasets.DataError, match="promises"):
+            datasets.read_idx(path)
+
+    assert peak_bytes(read) < SLACK
 
 
 # --------------------------------------------------------------------------- CSV
@@ -180,15 +173,23 @@ def _saved(tmp, version, dtype):
     x = np.random.default_rng(0).random((16, 5))
     m.fit(x, np.arange(16) % 3, epochs=1, batch_size=4, verbose=0)
     path = tmp / "m.npz"
-    m.save(path)
-    if version == 1:  # rewrite as format 1: no training state
-        with np.load(path) as f:
-            arrays = {k: f[k] for k in f.files if k not in ("__header__", "optimizer_state")}
-            header = json.loads(str(f["__header__"]))
-        header["format_version"] = 1
-        header.pop("training")
-        np.savez(path, __header__=np.array(json.dumps(header)), **arrays)
+    if version == 1:  # no training state
+        write_format_1(m, path)
+    else:
+        m.save(path)
     return path
+
+
+def _contents(path):
+    """(header, arrays) of a model file."""
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    return json.loads(str(arrays.pop("__header__"))), arrays
+
+
+def _write(target, header, arrays):
+    """A model file (to a path or a file object) of ``header`` and ``arrays``."""
+    np.savez(target, __header__=np.array(json.dumps(header)), **arrays)
 
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70)
@@ -210,9 +211,7 @@ def model_files(draw, tmp):
     how = draw(st.sampled_from(["bytes", "header", "array"]))
     if how == "bytes":
         return mutate(path.read_bytes(), draw)
-    with np.load(path) as f:
-        arrays = {k: f[k] for k in f.files}
-    header = json.loads(str(arrays.pop("__header__")))
+    header, arrays = _contents(path)
     if how == "header":
         where = draw(st.sampled_from(["config", "training", "top"]))
         target = header if where == "top" else (header.get(where) or {})
@@ -226,7 +225,7 @@ def model_files(draw, tmp):
         else:
             del arrays[name]
     buf = io.BytesIO()
-    np.savez(buf, __header__=np.array(json.dumps(header)), **arrays)
+    _write(buf, header, arrays)
     return buf.getvalue()
 
 
@@ -237,13 +236,18 @@ def test_fuzz_model_loader(tmp_path_factory, data):
     raw = data.draw(model_files(tmp))
     path = tmp / "fuzzed.npz"
     path.write_bytes(raw)
-    with peak() as used, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            model = fastmlp.load(path)
-        except ValueError:
-            model = None
-    assert used[0] <= 4 * len(raw) + SLACK
+    out = []
+
+    def load():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                out.append(fastmlp.load(path))
+            except ValueError:
+                out.append(None)
+
+    assert peak_bytes(load) <= 4 * len(raw) + SLACK
+    model = out[0]
     if model is not None:
         x = np.random.default_rng(1).random((3, model.layers[0]))
         assert np.isfinite(model.predict_proba(x)).all()
@@ -251,14 +255,15 @@ def test_fuzz_model_loader(tmp_path_factory, data):
 
 def test_loader_refuses_a_huge_configuration_before_allocating(tmp_path):
     path = _saved(tmp_path, 2, "float32")
-    with np.load(path) as f:
-        arrays = {k: f[k] for k in f.files}
-    header = json.loads(str(arrays.pop("__header__")))
+    header, arrays = _contents(path)
     header["config"]["layers"] = [5, 400_000_000, 3]  # 12 GB of float32 parameters
-    np.savez(path, __header__=np.array(json.dumps(header)), **arrays)
-    with peak() as used, pytest.raises(ValueError, match="W1 has shape"):
-        fastmlp.load(path)
-    assert used[0] < SLACK
+    _write(path, header, arrays)
+
+    def load():
+        with pytest.raises(ValueError, match="W1 has shape"):
+            fastmlp.load(path)
+
+    assert peak_bytes(load) < SLACK
 
 
 def test_loader_refuses_an_array_promising_more_than_the_file_holds(tmp_path):
@@ -273,9 +278,11 @@ def test_loader_refuses_an_array_promising_more_than_the_file_holds(tmp_path):
     with zipfile.ZipFile(path, "w") as z:
         for name, data in members.items():
             z.writestr(name, data)
-    with peak() as used, pytest.raises(ValueError, match="W1 promises"):
-        fastmlp.load(path)
-    assert used[0] < SLACK
+    def load():
+        with pytest.raises(ValueError, match="W1 promises"):
+            fastmlp.load(path)
+
+    assert peak_bytes(load) < SLACK
 
 
 # --------------------------------------------------------------------------- CLI
