@@ -111,6 +111,8 @@ cdef extern from "gemm.h":
     int fm_gemm_best_level() nogil
     int fm_gemm_level() nogil
     void fm_gemm_set_level(int level) nogil
+    void fm_gemm_set_shares(const double *w, int team) nogil
+    enum: FM_SHARE_TEAM
     int fm_bf16_hardware_supported() nogil
     int fm_bf16_hardware() nogil
     void fm_bf16_set_hardware(int on) nogil
@@ -136,6 +138,22 @@ def set_gemm_level(str level):
     if i > fm_gemm_best_level():
         raise ValueError(f"this CPU does not support {level!r} (best: {gemm_best_level()!r})")
     fm_gemm_set_level(i)
+
+
+def _set_tile_shares(shares=None):
+    """For the tests: a team of ``len(shares)`` threads splits every product's tiles
+    by these fixed shares (summing to 1) instead of the adaptive ones; ``None``
+    restores those."""
+    cdef double w[FM_SHARE_TEAM]
+    cdef int i, n = 0
+    if shares is not None:
+        n = len(shares)
+        if not 2 <= n <= FM_SHARE_TEAM or abs(sum(shares) - 1) > 1e-9 or min(shares) <= 0:
+            raise ValueError(f"shares must be 2 to {FM_SHARE_TEAM} positive values "
+                             f"summing to 1, got {shares!r}")
+        for i in range(n):
+            w[i] = shares[i]
+    fm_gemm_set_shares(w, n)
 
 
 def _cap_from_environment():

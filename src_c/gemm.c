@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fm_clones.h"
 #include "fm_math.h"
 
 #ifdef _OPENMP
@@ -81,8 +82,10 @@ static void *fm_scratch(size_t bytes)
 
 static ptrdiff_t fm_min(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
 
-/* A thread's scratch for blocks of mcb x kcb (A) and kcb x ncb (B): the A block,
-   then the B block at a 64-byte boundary; returns the elements of A's part. */
+/* A thread's scratch for blocks of mcb x kcb (A), kcb x ncb (B) and, where a
+   block of C is kept there, mcb x ncb: the A block, then C's and B's, each at a
+   64-byte boundary; returns the elements of A's part (and, with ncb for kcb,
+   C's). */
 static size_t fm_scratch_a_elems(ptrdiff_t mcb, ptrdiff_t kcb)
 {
     return ((size_t)mcb * kcb + 63) / 64 * 64;
@@ -95,7 +98,8 @@ int fm_gemm_reserve(size_t elem)
        NR). Done again only for more threads or a wider type on this thread's team. */
     static _Thread_local int done_threads;
     static _Thread_local size_t done_elem;
-    size_t bytes = (fm_scratch_a_elems(FM_MC, FM_KC) + (size_t)FM_KC * FM_NC) * elem;
+    size_t bytes = (fm_scratch_a_elems(FM_MC, FM_KC) + fm_scratch_a_elems(FM_MC, FM_NC) +
+                    (size_t)FM_KC * FM_NC) * elem;
     int team = 1, failed = 0;
 #ifdef _OPENMP
     team = omp_get_max_threads();
@@ -142,6 +146,93 @@ static int fm_threads_for(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K)
     (void)M; (void)N; (void)K;
     return 1;
 #endif
+}
+
+/* ------------------------------------------------------ the threads' shares
+
+   The threads split a product's tiles in contiguous runs. On a shared machine the
+   cores do not run at one speed (another program or virtual machine may be using
+   one of them), and equal runs leave the faster threads waiting at the end of
+   every product. So each calling thread keeps, for the last shapes it multiplied,
+   the share of the tiles that each thread of its team gets, and after each product
+   moves it half-way to the shares that would have made that product's threads
+   finish together. Which thread computes a tile changes none of its bits. */
+#define FM_SHARE_SLOTS 61
+
+typedef struct {
+    ptrdiff_t M, N, K;
+    int key, team;
+    double w[FM_SHARE_TEAM];
+} fm_share;
+
+static _Thread_local fm_share fm_shares[FM_SHARE_SLOTS];
+/* Shares fixed by fm_gemm_set_shares (for the tests), for teams of fm_fixed_team. */
+static double fm_fixed_w[FM_SHARE_TEAM];
+static int fm_fixed_team;
+
+void fm_gemm_set_shares(const double *w, int team)
+{
+    fm_fixed_team = team >= 2 && team <= FM_SHARE_TEAM ? team : 0;
+    for (int t = 0; t < fm_fixed_team; t++)
+        fm_fixed_w[t] = w[t];
+}
+
+/* The shares for a product of this shape and kind (key) on a team of `team`, or
+   NULL where the tiles are split evenly. */
+static const double *fm_share_weights(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, int key,
+                                      int team, fm_share **slot)
+{
+    uint64_t h = ((uint64_t)M * 0x9E3779B97F4A7C15u) ^ ((uint64_t)N * 0xC2B2AE3D27D4EB4Fu) ^
+                 ((uint64_t)K * 0x165667B19E3779F9u) ^ (uint64_t)key;
+    fm_share *s = &fm_shares[(h ^ h >> 29) % FM_SHARE_SLOTS];
+    *slot = NULL;
+    if (team < 2 || team > FM_SHARE_TEAM)
+        return NULL;
+    if (fm_fixed_team)
+        return fm_fixed_team == team ? fm_fixed_w : NULL;
+    if (s->team != team || s->M != M || s->N != N || s->K != K || s->key != key) {
+        s->M = M, s->N = N, s->K = K, s->key = key, s->team = team;
+        for (int t = 0; t < team; t++)
+            s->w[t] = 1.0 / team;
+    }
+    *slot = s;
+    return s->w;
+}
+
+/* Where each thread's run of the tiles starts, by the shares w (start[team] =
+   tiles): rounded cumulative shares, so the runs are contiguous and in order. */
+static void fm_share_starts(const double *w, int team, ptrdiff_t tiles, ptrdiff_t *start)
+{
+    double c = 0;
+    for (int t = 0; t < team; t++) {
+        ptrdiff_t b = (ptrdiff_t)(c * (double)tiles + 0.5);
+        start[t] = b < 0 ? 0 : b > tiles ? tiles : b;
+        c += w[t];
+    }
+    start[team] = tiles;
+}
+
+/* After a product: each thread's speed (tiles per second from the region's start
+   to its end) gives the shares that would have evened their ends; the slot's
+   shares move half-way there, no thread's below a quarter of an even share. */
+static void fm_share_update(fm_share *s, const ptrdiff_t *start, const double *spent)
+{
+    double v[FM_SHARE_TEAM], sum = 0, total = 0;
+    int team = s->team;
+    for (int t = 0; t < team; t++) {
+        ptrdiff_t x = start[t + 1] - start[t];
+        if (x <= 0 || !(spent[t] > 0))
+            return;
+        v[t] = (double)x / spent[t];
+        sum += v[t];
+    }
+    for (int t = 0; t < team; t++) {
+        double w = s->w[t] + 0.5 * (v[t] / sum - s->w[t]);
+        s->w[t] = w < 0.25 / team ? 0.25 / team : w;
+        total += s->w[t];
+    }
+    for (int t = 0; t < team; t++)
+        s->w[t] /= total;
 }
 
 /* ---------------------------------------------------------------- microkernels

@@ -30,11 +30,17 @@ typedef struct {
     const void *bias;      /* FM_EPI_BIAS_ACT: N values of the product's type */
     const void *act_out;   /* FM_EPI_MUL_DACT: M x N values of the product's type */
     ptrdiff_t ldo;
-    /* FM_EPI_HOOK: hook(ctx, i0, j0, m, n) on each finished m x n block of C at
-       (i0, j0) (a cache block of many tiles), by the thread that computed it, with
-       the float mode restored */
-    void (*hook)(const void *ctx, ptrdiff_t i0, ptrdiff_t j0, ptrdiff_t m, ptrdiff_t n);
+    /* FM_EPI_HOOK: hook(ctx, i0, j0, m, n, blk, ldb) on each finished m x n block
+       of C at (i0, j0) (a cache block of many tiles), by the thread that computed
+       it, with the float mode restored; blk holds the block's values, row r at
+       blk + r * ldb (in C itself, unless c_unused). */
+    void (*hook)(const void *ctx, ptrdiff_t i0, ptrdiff_t j0, ptrdiff_t m, ptrdiff_t n,
+                 const void *blk, ptrdiff_t ldb);
     const void *ctx;
+    /* FM_EPI_HOOK: C's values are not wanted after the hook, so that a block summed
+       in one pass over K may be computed in the thread's scratch memory (which
+       stays in cache) and C left as it was. */
+    int c_unused;
 } fm_epilogue;
 
 /* Makes every thread of the calling thread's team hold the scratch memory that any
@@ -67,6 +73,15 @@ int fm_bgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
 int fm_bf16_hardware_supported(void);
 int fm_bf16_hardware(void);
 void fm_bf16_set_hardware(int on);
+
+/* Teams of up to this many threads split a product's tiles by adaptive shares
+   (gemm.c); larger ones evenly. */
+#define FM_SHARE_TEAM 16
+
+/* For the tests: teams of `team` threads split every product's tiles by the fixed
+   shares w (team values summing to 1) instead of adaptive ones; team 0 restores
+   those. */
+void fm_gemm_set_shares(const double *w, int team);
 
 /* The best level (FM_LEVEL_* of fm_ids.h) this CPU and build support, the level
    in use, and a setter (the caller keeps it at or below the best level). */

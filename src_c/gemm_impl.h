@@ -83,8 +83,10 @@ static void FM_FN(fm_pack_along_k)(const T *X, ptrdiff_t ld, ptrdiff_t r0, ptrdi
         }                                                                              \
         break;
 
-static void FM_FN(fm_epilogue_tile)(const fm_epilogue *ep, T *C, ptrdiff_t ldc,
-                                    ptrdiff_t i0, ptrdiff_t j0, ptrdiff_t m, ptrdiff_t n)
+FM_CLONE_BODY FM_CLONE_CAT(FM_FN(fm_epilogue_tile), _body)(const fm_epilogue *ep, T *C,
+                                                           ptrdiff_t ldc, ptrdiff_t i0,
+                                                           ptrdiff_t j0, ptrdiff_t m,
+                                                           ptrdiff_t n)
 {
     if (ep->kind == FM_EPI_BIAS_ACT) {
         const T *bias = (const T *)ep->bias + j0;
@@ -96,9 +98,14 @@ static void FM_FN(fm_epilogue_tile)(const fm_epilogue *ep, T *C, ptrdiff_t ldc,
             FM_ACTIVATION_LIST(FM_EPI_MUL_DACT_CASE)
         }
     } else if (ep->kind == FM_EPI_HOOK) {
-        ep->hook(ep->ctx, i0, j0, m, n);
+        ep->hook(ep->ctx, i0, j0, m, n, C + i0 * ldc + j0, ldc);
     }
 }
+
+FM_LEVEL_CLONES(FM_FN(fm_epilogue_tile),
+                (const fm_epilogue *ep, T *C, ptrdiff_t ldc, ptrdiff_t i0, ptrdiff_t j0,
+                 ptrdiff_t m, ptrdiff_t n),
+                (ep, C, ldc, i0, j0, m, n))
 
 #undef FM_EPI_BIAS_ACT_CASE
 #undef FM_EPI_MUL_DACT_CASE
@@ -145,19 +152,22 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
                                const fm_epilogue *ep)
 {
     T tile[FM_MAX_MR * FM_MAX_NR] __attribute__((aligned(64)));
+    /* Elementwise epilogues run on each finished tile, in cache; a hook on each
+       finished block of C, which it may take from the scratch (own_c). */
+    int per_tile = ep != NULL && ep->kind != FM_EPI_NONE && ep->kind != FM_EPI_HOOK;
+    int per_block = ep != NULL && ep->kind == FM_EPI_HOOK;
+    int own_c = per_block && ep->c_unused && !ct && K <= kcb;
     size_t a_elems = fm_scratch_a_elems(mcb, kcb), b_elems = (size_t)kcb * ncb;
-    T *Ap = fm_scratch((a_elems + b_elems) * sizeof(T));
-    T *Bp;
+    size_t c_elems = own_c ? fm_scratch_a_elems(mcb, ncb) : 0;
+    T *Ap = fm_scratch((a_elems + c_elems + b_elems) * sizeof(T));
+    T *Bp, *Cs;
     /* A hardware bfloat16 panel holds a pair of k values per element. */
     ptrdiff_t kdiv = bf == FM_BF16_HARDWARE ? 2 : 1;
     unsigned csr;
-    /* Elementwise epilogues run on each finished tile, in cache; a hook on each
-       finished block of C. */
-    int per_tile = ep != NULL && ep->kind != FM_EPI_NONE && ep->kind != FM_EPI_HOOK;
-    int per_block = ep != NULL && ep->kind == FM_EPI_HOOK;
     if (Ap == NULL)
         return -1;
-    Bp = Ap + a_elems;
+    Cs = Ap + a_elems;
+    Bp = Cs + c_elems;
     csr = fm_fp_enter(bf);
     for (ptrdiff_t jc = j0; jc < j1; jc += ncb) {
         ptrdiff_t nc = fm_min(ncb, j1 - jc);
@@ -167,6 +177,9 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
             FM_FN(fm_pack)(bf, 1, tb, B, ldb, jc, nc, pc, kc, Ks, nr, Bp);
             for (ptrdiff_t ic = i0; ic < i1; ic += mcb) {
                 ptrdiff_t mc = fm_min(mcb, i1 - ic);
+                /* Where this block of C is summed: C itself, or the scratch. */
+                T *Cb = own_c ? Cs : C + ic * ldc + jc;
+                ptrdiff_t ldb = own_c ? ncb : ldc;
                 FM_FN(fm_pack)(bf, 0, ta, A, lda, ic, mc, pc, kc, Ks, mr, Ap);
                 for (ptrdiff_t jr = 0; jr < nc; jr += nr) {
                     ptrdiff_t n = fm_min(nr, nc - jr);
@@ -191,17 +204,17 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
                             }
                             continue;
                         }
-                        T *c = C + (ic + ir) * ldc + jc + jr;
+                        T *c = Cb + ir * ldb + jr;
                         if (m == mr && n == nr) {
-                            ukr(kc, ap, bp, c, ldc, !first);
+                            ukr(kc, ap, bp, c, ldb, !first);
                         } else {
                             /* Edge tile: the same kernel on a full-size copy. */
                             if (!first)
                                 for (ptrdiff_t i = 0; i < m; i++)
-                                    memcpy(tile + i * nr, c + i * ldc, n * sizeof(T));
+                                    memcpy(tile + i * nr, c + i * ldb, n * sizeof(T));
                             ukr(kc, ap, bp, tile, nr, !first);
                             for (ptrdiff_t i = 0; i < m; i++)
-                                memcpy(c + i * ldc, tile + i * nr, n * sizeof(T));
+                                memcpy(c + i * ldb, tile + i * nr, n * sizeof(T));
                         }
                         if (last && per_tile) {
                             fm_fp_leave(bf, csr);
@@ -216,7 +229,7 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
                     if (ct)
                         FM_FN(fm_epilogue_tile)(ep, C, ldc, jc, ic, nc, mc);
                     else
-                        FM_FN(fm_epilogue_tile)(ep, C, ldc, ic, jc, mc, nc);
+                        ep->hook(ep->ctx, ic, jc, mc, nc, Cb, ldb);
                     fm_fp_enter(bf);
                 }
             }
@@ -270,18 +283,34 @@ static int FM_FN(fm_gemm)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int ta, 
     split_n = nt >= mt || nt >= 2 * threads;
     if (mt >= 2 * threads && nt >= 2 * threads)
         split_n = N >= M;
+    /* Each thread's run of the tiles, by the shares this shape had (see
+       fm_share_weights), and when each thread finished it. */
+    ptrdiff_t tiles = split_n ? nt : mt, start[FM_SHARE_TEAM + 1];
+    double spent[FM_SHARE_TEAM], t0 = 0;
+    int got = 1;
+    fm_share *slot;
+    int kind = split_n | ct << 1 | ta << 2 | tb << 3 | bf << 4;
+    const double *w = fm_share_weights(M, N, K, kind, threads, &slot);
+    if (w != NULL)
+        fm_share_starts(w, threads, tiles, start);
 #ifdef _OPENMP
+    t0 = omp_get_wtime();
 #pragma omp parallel num_threads(threads) if (threads > 1) reduction(| : failed)
 #endif
     {
         int t = 0, team = 1;
-        ptrdiff_t tiles = split_n ? nt : mt, lo, hi;
+        ptrdiff_t lo, hi;
 #ifdef _OPENMP
         t = omp_get_thread_num();
         team = omp_get_num_threads();
 #endif
-        lo = tiles * t / team;
-        hi = tiles * (t + 1) / team;
+        if (w != NULL && team == threads) {
+            lo = start[t];
+            hi = start[t + 1];
+        } else {
+            lo = tiles * t / team;
+            hi = tiles * (t + 1) / team;
+        }
         if (lo < hi) {
             if (split_n)
                 failed |= FM_FN(fm_gemm_part)(mr, nr, ukr, bf, ta, tb, ct, 0, M, lo * nr,
@@ -294,7 +323,15 @@ static int FM_FN(fm_gemm)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int ta, 
                                               fm_min(mcb, (hi - lo) * mr), ncb, A, lda, B,
                                               ldb, C, ldc, ep);
         }
+#ifdef _OPENMP
+        if (w != NULL && team == threads)
+            spent[t] = omp_get_wtime() - t0;
+        if (t == 0)
+            got = team;
+#endif
     }
+    if (slot != NULL && got == threads)
+        fm_share_update(slot, start, spent);
     return failed ? -1 : 0;
 }
 

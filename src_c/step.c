@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "fm_clones.h"
 #include "gemm.h"
 #include "rows.h"
 

@@ -44,12 +44,10 @@ int FM_SFN(fm_dense_backward_input)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const
     return 0;
 }
 
-/* fm_dense_backward_weight with an epilogue on gW as its product finishes it. */
-static int FM_SFN(fm_weight_grad)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,
-                                  const T *g, T *gW, T *gb, int bf16, const fm_epilogue *ep)
+/* gb[j] = the sum of g[i][j] over the n rows, i ascending. */
+FM_CLONE_BODY FM_SCAT(FM_SFN(fm_column_sums), _body)(ptrdiff_t n, ptrdiff_t M, const T *g,
+                                                     T *gb)
 {
-    if (FM_GEMM(bf16, 1, 0, K, M, n, x, K, g, M, gW, M, ep) != 0)
-        return -1;
     for (ptrdiff_t j = 0; j < M; j++)
         gb[j] = 0;
     for (ptrdiff_t i = 0; i < n; i++) {
@@ -57,6 +55,18 @@ static int FM_SFN(fm_weight_grad)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T
         for (ptrdiff_t j = 0; j < M; j++)
             gb[j] += gi[j];
     }
+}
+
+FM_LEVEL_CLONES(FM_SFN(fm_column_sums), (ptrdiff_t n, ptrdiff_t M, const T *g, T *gb),
+                (n, M, g, gb))
+
+/* fm_dense_backward_weight with an epilogue on gW as its product finishes it. */
+static int FM_SFN(fm_weight_grad)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,
+                                  const T *g, T *gW, T *gb, int bf16, const fm_epilogue *ep)
+{
+    if (FM_GEMM(bf16, 1, 0, K, M, n, x, K, g, M, gW, M, ep) != 0)
+        return -1;
+    FM_SFN(fm_column_sums)(n, M, g, gb);
     return 0;
 }
 
@@ -73,18 +83,21 @@ int FM_SFN(fm_dense_backward_weight)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, cons
 typedef struct {
     int rule;
     ptrdiff_t ld;
-    const T *p, *g;
+    const T *p;
     T *s1, *s2, *out;
     const fm_hyper *h;
 } FM_SFN(fm_update_block);
 
 static void FM_SFN(fm_update_rows)(const void *ctx, ptrdiff_t i0, ptrdiff_t j0, ptrdiff_t m,
-                                   ptrdiff_t n)
+                                   ptrdiff_t n, const void *blk, ptrdiff_t ldb)
 {
     const FM_SFN(fm_update_block) *u = ctx;
-    for (ptrdiff_t i = i0; i < i0 + m; i++)
-        FM_SFN(fm_update_span)(u->rule, i * u->ld + j0, i * u->ld + j0 + n, u->p, u->g,
-                               u->s1, u->s2, u->out, u->h);
+    for (ptrdiff_t r = 0; r < m; r++) {
+        ptrdiff_t at = (i0 + r) * u->ld + j0;
+        FM_SFN(fm_update_span)(u->rule, 0, n, u->p + at, (const T *)blk + r * ldb,
+                               u->s1 ? u->s1 + at : NULL, u->s2 ? u->s2 + at : NULL,
+                               u->out + at, u->h);
+    }
 }
 
 /* The block of the flat vectors that starts at entry `at`, updated with h if it is
@@ -96,7 +109,7 @@ static FM_SFN(fm_update_block)
 {
     T *s1 = (T *)ws->s1, *s2 = (T *)ws->s2;
     FM_SFN(fm_update_block) u = {.rule = net->rule, .ld = ld, .p = p + at,
-                                 .g = (const T *)ws->grad + at, .s1 = s1 ? s1 + at : NULL,
+                                 .s1 = s1 ? s1 + at : NULL,
                                  .s2 = s2 ? s2 + at : NULL, .out = out + at,
                                  .h = at < net->n_weights ? h : plain};
     return u;
@@ -160,11 +173,12 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
         FM_SFN(fm_update_block) uw =
             FM_SFN(fm_block)(net, ws, w_at, sz[i + 1], p, out, h, &plain);
         FM_SFN(fm_update_block) ub = FM_SFN(fm_block)(net, ws, b_at, 0, p, out, h, &plain);
-        fm_epilogue ep = {.kind = FM_EPI_HOOK, .hook = FM_SFN(fm_update_rows), .ctx = &uw};
+        fm_epilogue ep = {.kind = FM_EPI_HOOK, .hook = FM_SFN(fm_update_rows), .ctx = &uw,
+                          .c_unused = 1};
         if (FM_SFN(fm_weight_grad)(m, sz[i], sz[i + 1], inp, g[i], grad + w_at, grad + b_at,
                                    net->bf16, &ep))
             return -1;
-        FM_SFN(fm_update_rows)(&ub, 0, 0, 1, sz[i + 1]);
+        FM_SFN(fm_update_rows)(&ub, 0, 0, 1, sz[i + 1], grad + b_at, 0);
         if (i > 0 && FM_SFN(fm_dense_backward_input)(m, sz[i], sz[i + 1], g[i], p + w_at,
                                                      g[i - 1], net->act[i - 1], a[i - 1],
                                                      net->bf16))

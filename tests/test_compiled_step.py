@@ -64,14 +64,18 @@ def test_compiled_step_is_bitwise_the_python_loop(opt, net, dtype):
 @pytest.mark.parametrize("opt", [optim.RMSprop(1e-3), optim.AdamW(1e-3, weight_decay=0.1)],
                          ids=lambda o: o.name)
 @pytest.mark.parametrize("n_threads", [1, 2])
-def test_update_fused_into_split_products_is_bitwise_the_python_loop(opt, n_threads, threads):
-    # The compiled step updates each weight tile in its gradient's epilogue: here with
-    # batches of 600 (three k panels before a tile is final), products split between
-    # threads, edge tiles (40 and 3 columns) and L2, against the separate update.
+@pytest.mark.parametrize("batch", [600, 200])
+def test_update_fused_into_split_products_is_bitwise_the_python_loop(opt, n_threads, batch,
+                                                                      threads):
+    # The compiled step updates each weight block in its gradient's epilogue: here with
+    # batches of 600 (three k panels before a block is final, summed in the gradient)
+    # or 200 (one panel: each block summed in the thread's scratch, 3 blocks of the
+    # 300 rows), products split between threads, edge tiles (40 and 3 columns) and
+    # L2, against the separate update.
     fastmlp.set_num_threads(n_threads)
     results = [train([300, 40, 3], ["relu", "softmax"], "cross_entropy", "float32",
                      optim.from_config(opt.get_config()), 1e-3, compiled, epochs=2,
-                     batch=600, n=1300)
+                     batch=batch, n=1300)
                for compiled in (True, False)]
     (m1, h1), (m2, h2) = results
     for a, b in zip(m1.get_weights(), m2.get_weights()):

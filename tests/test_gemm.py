@@ -92,26 +92,39 @@ def test_weight_gradient(level, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_products_identical_for_1_and_2_threads(level, dtype, threads):
+def test_products_identical_for_any_threads_and_shares(level, dtype, threads):
     if not fastmlp.threads.openmp_enabled():
         pytest.skip("the cpu backend was built without OpenMP")
-    # Large enough to be split between threads, with K over several cache blocks.
+    # Large enough to be split between threads, with K over several cache blocks; the
+    # threads' shares of the tiles adapt to their speeds, here also fixed unevenly.
     rng = np.random.default_rng(1)
     n, k, m = 200, 900, 130
     x = rng.uniform(-1, 1, (n, k)).astype(dtype)
     W = rng.uniform(-0.1, 0.1, (k, m)).astype(dtype)
     b = rng.uniform(-1, 1, m).astype(dtype)
     runs = []
-    for t in (1, 2):
+    for t, shares in ((1, None), (2, None), (2, [0.1, 0.9]), (2, [0.8, 0.2]),
+                      (3, [0.2, 0.3, 0.5]), (3, None)):
         fastmlp.set_num_threads(t)
-        a = np.empty((n, m), dtype)
-        gx, gW, gb = np.empty((n, k), dtype), np.empty((k, m), dtype), np.empty(m, dtype)
-        CPU.dense_forward(x, W, b, a, activation_id("relu"))
-        CPU.dense_backward_input(a, W, gx, activation_id("tanh"), x)
-        CPU.dense_backward_weight(x, a, gW, gb)
+        _cpu._set_tile_shares(shares)
+        try:
+            a = np.empty((n, m), dtype)
+            gx, gW, gb = np.empty((n, k), dtype), np.empty((k, m), dtype), np.empty(m, dtype)
+            CPU.dense_forward(x, W, b, a, activation_id("relu"))
+            CPU.dense_backward_input(a, W, gx, activation_id("tanh"), x)
+            CPU.dense_backward_weight(x, a, gW, gb)
+        finally:
+            _cpu._set_tile_shares(None)
         runs.append((a, gx, gW, gb))
-    for one, two in zip(*runs):
-        np.testing.assert_array_equal(one, two)
+    for run in runs[1:]:
+        for one, other in zip(runs[0], run):
+            np.testing.assert_array_equal(one, other)
+
+
+def test_tile_shares_are_checked():
+    for bad in ([1.0], [0.5, 0.6], [1.2, -0.2], [1 / 17] * 17):
+        with pytest.raises(ValueError, match="shares"):
+            _cpu._set_tile_shares(bad)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
