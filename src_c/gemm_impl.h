@@ -14,8 +14,10 @@ typedef void (*FM_FN(fm_ukr_fn))(ptrdiff_t, const T *, const T *, T *, ptrdiff_t
    [r0, r0+rc) and k values [p0, p0+kc) of an operand whose element (r, k) is at
    X[k * ld + r] (contiguous along r: a transposed A, a row-major B). Each k
    reads one run of rc values and copies it into the panels side by side. */
-static void FM_FN(fm_pack_along_r)(const T *X, ptrdiff_t ld, ptrdiff_t r0, ptrdiff_t rc,
-                                   ptrdiff_t p0, ptrdiff_t kc, int w, T *restrict dst)
+FM_CLONE_BODY FM_CLONE_CAT(FM_FN(fm_pack_along_r), _body)(const T *X, ptrdiff_t ld,
+                                                           ptrdiff_t r0, ptrdiff_t rc,
+                                                           ptrdiff_t p0, ptrdiff_t kc, int w,
+                                                           T *restrict dst)
 {
     ptrdiff_t full = rc / w * w, rest = rc - full;
     for (ptrdiff_t k = 0; k < kc; k++) {
@@ -40,6 +42,11 @@ static void FM_FN(fm_pack_along_r)(const T *X, ptrdiff_t ld, ptrdiff_t r0, ptrdi
         }
     }
 }
+
+FM_LEVEL_CLONES(FM_FN(fm_pack_along_r),
+                (const T *X, ptrdiff_t ld, ptrdiff_t r0, ptrdiff_t rc, ptrdiff_t p0,
+                 ptrdiff_t kc, int w, T *restrict dst),
+                (X, ld, r0, rc, p0, kc, w, dst))
 
 /* The same for an operand whose element (r, k) is at X[r * ld + k] (contiguous
    along k: a row-major A, a transposed B). */
