@@ -16,8 +16,8 @@ typedef void (*FM_FN(fm_ukr_fn))(ptrdiff_t, const T *, const T *, T *, ptrdiff_t
    reads one run of rc values and copies it into the panels side by side. */
 FM_CLONE_BODY FM_CLONE_CAT(FM_FN(fm_pack_along_r), _body)(const T *X, ptrdiff_t ld,
                                                            ptrdiff_t r0, ptrdiff_t rc,
-                                                           ptrdiff_t p0, ptrdiff_t kc, int w,
-                                                           T *restrict dst)
+                                                           ptrdiff_t p0, ptrdiff_t kc,
+                                                           int w, T *restrict dst)
 {
     ptrdiff_t full = rc / w * w, rest = rc - full;
     for (ptrdiff_t k = 0; k < kc; k++) {
