@@ -55,27 +55,36 @@ static void FM_FN(fm_activation_grad_row)(int act, const T *a, T *g, ptrdiff_t M
     }
 }
 
-/* The loss of one row; writes g = scale * dloss/dz. */
+/* Softmax and its cross-entropy for one row: a = softmax(z), g = scale * dloss/dz,
+   and the row's loss -sum y log softmax(z), with log softmax(z) = z - logsumexp(z)
+   (logsumexp from the softmax's own sum of exponentials). */
+static T FM_FN(fm_softmax_cross_entropy_row)(const T *z, T *a, const T *y, T *g,
+                                             ptrdiff_t M, T scale)
+{
+    T mx = FM_FN(fm_row_max)(z, M), s = 0, r, lse, total = 0, sum_y = 0;
+    for (ptrdiff_t j = 0; j < M; j++) {
+        a[j] = (T)exp(z[j] - mx);
+        s = s + a[j];
+    }
+    lse = mx + (T)log(s);
+    r = 1.0 / s;
+    for (ptrdiff_t j = 0; j < M; j++)
+        a[j] = a[j] * r;
+    for (ptrdiff_t j = 0; j < M; j++) {
+        total = total + y[j] * (lse - z[j]);
+        sum_y = sum_y + y[j];
+    }
+    for (ptrdiff_t j = 0; j < M; j++)
+        g[j] = scale * (a[j] * sum_y - y[j]);
+    return total;
+}
+
+/* The loss of one row of a = act(z) (any pairing but cross-entropy on softmax);
+   writes g = scale * dloss/dz. */
 static T FM_FN(fm_loss_row)(int loss, int act, const T *z, const T *a, const T *y, T *g,
                             ptrdiff_t M, T scale, T clip)
 {
-    T total = 0, mx, s, sum_y, p;
-    if (loss == FM_CROSS_ENTROPY && act == FM_SOFTMAX) {
-        /* -sum y log softmax(z), with log softmax(z) = z - logsumexp(z). */
-        mx = FM_FN(fm_row_max)(z, M);
-        s = 0;
-        for (ptrdiff_t j = 0; j < M; j++)
-            s = s + (T)exp(z[j] - mx);
-        s = mx + (T)log(s);
-        sum_y = 0;
-        for (ptrdiff_t j = 0; j < M; j++) {
-            total = total + y[j] * (s - z[j]);
-            sum_y = sum_y + y[j];
-        }
-        for (ptrdiff_t j = 0; j < M; j++)
-            g[j] = scale * (a[j] * sum_y - y[j]);
-        return total;
-    }
+    T total = 0, p;
     if (loss == FM_CROSS_ENTROPY && act == FM_SIGMOID) {
         /* -sum y log sigmoid(z) = sum y softplus(-z) */
         for (ptrdiff_t j = 0; j < M; j++) {
@@ -145,6 +154,14 @@ void FM_FN(fm_loss_grad)(int loss, int act, ptrdiff_t n, ptrdiff_t M, const T *z
 #pragma omp parallel for schedule(static)
 #endif
     for (ptrdiff_t i = 0; i < n; i++) {
+        /* Cross-entropy on softmax takes each exponential once; its softmax is
+           fm_activate_row's, bit for bit. */
+        const T *zi = z + i * M, *yi = y + i * M;
+        if (loss == FM_CROSS_ENTROPY && act == FM_SOFTMAX) {
+            row_loss[i] =
+                FM_FN(fm_softmax_cross_entropy_row)(zi, a + i * M, yi, g + i * M, M, scale);
+            continue;
+        }
         FM_FN(fm_activate_row)(act, z + i * M, a + i * M, M);
         row_loss[i] = FM_FN(fm_loss_row)(loss, act, z + i * M, a + i * M, y + i * M,
                                          g + i * M, M, scale, clip);
