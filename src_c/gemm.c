@@ -24,6 +24,10 @@
 #define FM_MAX_MR 8
 #define FM_MAX_NR 32
 
+/* Columns of a thin product (see FM_THIN_UKR): every level's thin kernel has
+   this many lanes. */
+#define FM_THIN_LANES 16
+
 /* Cache blocking: KC values of K per packed panel (about L1 with one B
    micro-panel, L2 with the A block), MC rows per packed A block, NC columns per
    packed B block. KC alone fixes the summation order. */
@@ -316,21 +320,76 @@ FM_VEC_UKR(fm_ukr_avx2_s, float, 8, 6, 2, "avx2,fma", _mm256_fmadd_ps, _mm256_se
 FM_VEC_UKR(fm_ukr_avx2_d, double, 4, 6, 2, "avx2,fma", _mm256_fmadd_pd, _mm256_set1_pd)
 FM_VEC_UKR(fm_ukr_avx512_s, float, 16, 8, 2, "avx512f", _mm512_fmadd_ps, _mm512_set1_ps)
 FM_VEC_UKR(fm_ukr_avx512_d, double, 8, 8, 2, "avx512f", _mm512_fmadd_pd, _mm512_set1_pd)
+
+/* Thin products, at most FM_THIN_LANES columns (an output layer of 10 classes): a
+   32-wide microkernel would leave most of its lanes idle, and the product
+   computed as its transpose needs its wide operand transposed while packing.
+   These keep R rows of C in registers, NV vectors of VW lanes each, and read a
+   row-major A where it lies (each row along k, one broadcast at a time); bp
+   holds kc rows of op(B), each zero-padded to NV * VW lanes. Each element of C
+   is summed as the microkernels sum it (acc = fma(a, b, acc), k ascending from
+   zero, then added to C or stored), so the bits are the same. Rows past `rows`
+   repeat the last one and are not stored. */
+#define FM_THIN_UKR(NAME, T, VW, NV, R, TARGET, VFMA, SET1)                            \
+    __attribute__((target(TARGET))) static void NAME(                                  \
+        ptrdiff_t rows, ptrdiff_t kc, const T *a, ptrdiff_t lda, const T *restrict bp, \
+        T *restrict c, ptrdiff_t ldc, ptrdiff_t n, int accumulate)                     \
+    {                                                                                  \
+        typedef T vec __attribute__((vector_size((VW) * sizeof(T))));                  \
+        vec acc[R][NV];                                                                \
+        const T *ar[R];                                                                \
+        _Pragma("GCC unroll 16") for (int r = 0; r < (R); r++) {                       \
+            ar[r] = a + (r < rows ? r : rows - 1) * lda;                               \
+            _Pragma("GCC unroll 4") for (int v = 0; v < (NV); v++)                     \
+                acc[r][v] = (vec){0};                                                  \
+        }                                                                              \
+        for (ptrdiff_t k = 0; k < kc; k++, bp += (NV) * (VW)) {                        \
+            vec bv[NV];                                                                \
+            _Pragma("GCC unroll 4") for (int v = 0; v < (NV); v++)                     \
+                bv[v] = *(const vec *)(bp + v * (VW));                                 \
+            _Pragma("GCC unroll 16") for (int r = 0; r < (R); r++) {                   \
+                vec ai = (vec)SET1(ar[r][k]);                                          \
+                _Pragma("GCC unroll 4") for (int v = 0; v < (NV); v++)                 \
+                    acc[r][v] = (vec)VFMA(ai, bv[v], acc[r][v]);                       \
+            }                                                                          \
+        }                                                                              \
+        for (int r = 0; r < (R) && r < rows; r++) {                                    \
+            T t[(NV) * (VW)] __attribute__((aligned(64)));                             \
+            T *cr = c + r * ldc;                                                       \
+            memcpy(t, acc[r], sizeof(t));                                              \
+            for (ptrdiff_t j = 0; j < n; j++)                                          \
+                cr[j] = accumulate ? cr[j] + t[j] : t[j];                              \
+        }                                                                              \
+    }
+
+FM_THIN_UKR(fm_thin_avx2_s, float, 8, 2, 6, "avx2,fma", _mm256_fmadd_ps, _mm256_set1_ps)
+FM_THIN_UKR(fm_thin_avx2_d, double, 4, 4, 3, "avx2,fma", _mm256_fmadd_pd, _mm256_set1_pd)
+FM_THIN_UKR(fm_thin_avx512_s, float, 16, 1, 8, "avx512f", _mm512_fmadd_ps, _mm512_set1_ps)
+FM_THIN_UKR(fm_thin_avx512_d, double, 8, 2, 8, "avx512f", _mm512_fmadd_pd, _mm512_set1_pd)
 #endif
 
 typedef void (*fm_ukr_s)(ptrdiff_t, const float *, const float *, float *, ptrdiff_t, int);
 typedef void (*fm_ukr_d)(ptrdiff_t, const double *, const double *, double *, ptrdiff_t,
                          int);
 
-typedef struct { int mr, nr; fm_ukr_s ukr; } fm_kernel_s;
-typedef struct { int mr, nr; fm_ukr_d ukr; } fm_kernel_d;
+typedef void (*fm_thin_s)(ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, const float *,
+                          float *, ptrdiff_t, ptrdiff_t, int);
+typedef void (*fm_thin_d)(ptrdiff_t, ptrdiff_t, const double *, ptrdiff_t, const double *,
+                          double *, ptrdiff_t, ptrdiff_t, int);
+
+/* A level's microkernel (mr x nr) and thin kernel (thin_r rows of FM_THIN_LANES
+   columns; NULL where the level has none). */
+typedef struct { int mr, nr; fm_ukr_s ukr; fm_thin_s thin; int thin_r; } fm_kernel_s;
+typedef struct { int mr, nr; fm_ukr_d ukr; fm_thin_d thin; int thin_r; } fm_kernel_d;
 
 static fm_kernel_s fm_kernel_for_s(int level)
 {
-    fm_kernel_s k = {4, 4, fm_ukr_scalar_s};
+    fm_kernel_s k = {4, 4, fm_ukr_scalar_s, NULL, 0};
 #if FM_X86_SIMD
-    if (level == FM_LEVEL_AVX2) { k.mr = 6; k.nr = 16; k.ukr = fm_ukr_avx2_s; }
-    if (level == FM_LEVEL_AVX512) { k.mr = 8; k.nr = 32; k.ukr = fm_ukr_avx512_s; }
+    if (level == FM_LEVEL_AVX2)
+        k = (fm_kernel_s){6, 16, fm_ukr_avx2_s, fm_thin_avx2_s, 6};
+    if (level == FM_LEVEL_AVX512)
+        k = (fm_kernel_s){8, 32, fm_ukr_avx512_s, fm_thin_avx512_s, 8};
 #else
     (void)level;
 #endif
@@ -339,10 +398,12 @@ static fm_kernel_s fm_kernel_for_s(int level)
 
 static fm_kernel_d fm_kernel_for_d(int level)
 {
-    fm_kernel_d k = {4, 4, fm_ukr_scalar_d};
+    fm_kernel_d k = {4, 4, fm_ukr_scalar_d, NULL, 0};
 #if FM_X86_SIMD
-    if (level == FM_LEVEL_AVX2) { k.mr = 6; k.nr = 8; k.ukr = fm_ukr_avx2_d; }
-    if (level == FM_LEVEL_AVX512) { k.mr = 8; k.nr = 16; k.ukr = fm_ukr_avx512_d; }
+    if (level == FM_LEVEL_AVX2)
+        k = (fm_kernel_d){6, 8, fm_ukr_avx2_d, fm_thin_avx2_d, 3};
+    if (level == FM_LEVEL_AVX512)
+        k = (fm_kernel_d){8, 16, fm_ukr_avx512_d, fm_thin_avx512_d, 8};
 #else
     (void)level;
 #endif
@@ -685,8 +746,8 @@ int fm_sgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
              float *C, ptrdiff_t ldc, const fm_epilogue *ep)
 {
     fm_kernel_s k = fm_kernel_for_s(fm_gemm_level());
-    return fm_gemm_s(k.mr, k.nr, k.ukr, FM_BF16_NONE, trans_a, trans_b, M, N, K, A, lda, B,
-                     ldb, C, ldc, ep);
+    return fm_gemm_s(k.mr, k.nr, k.ukr, k.thin, k.thin_r, FM_BF16_NONE, trans_a, trans_b, M,
+                     N, K, A, lda, B, ldb, C, ldc, ep);
 }
 
 int fm_bgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
@@ -706,8 +767,9 @@ int fm_bgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
 #endif
         bf = FM_BF16_HARDWARE;
     }
-    return fm_gemm_s(k.mr, k.nr, k.ukr, bf, trans_a, trans_b, M, N, K, A, lda, B, ldb, C,
-                     ldc, ep);
+    /* (No thin kernel: bfloat16 operands are rounded while packing.) */
+    return fm_gemm_s(k.mr, k.nr, k.ukr, NULL, 0, bf, trans_a, trans_b, M, N, K, A, lda, B,
+                     ldb, C, ldc, ep);
 }
 
 int fm_dgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
@@ -715,6 +777,6 @@ int fm_dgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
              double *C, ptrdiff_t ldc, const fm_epilogue *ep)
 {
     fm_kernel_d k = fm_kernel_for_d(fm_gemm_level());
-    return fm_gemm_d(k.mr, k.nr, k.ukr, FM_BF16_NONE, trans_a, trans_b, M, N, K, A, lda, B,
-                     ldb, C, ldc, ep);
+    return fm_gemm_d(k.mr, k.nr, k.ukr, k.thin, k.thin_r, FM_BF16_NONE, trans_a, trans_b, M,
+                     N, K, A, lda, B, ldb, C, ldc, ep);
 }

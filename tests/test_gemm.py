@@ -220,8 +220,9 @@ def test_training_is_identical_at_each_level_within_rounding(level):
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
 @pytest.mark.parametrize("N", [1, 10, 17])
 def test_thin_products_computed_transposed_give_the_same_bits(level, N, ta, tb, dtype):
-    # Many rows and few columns: computed as the transpose (C^T = B^T A^T). Blocks of
-    # 64 rows are too short for that, and each row's sums do not depend on the others.
+    # Many rows and few columns: computed as the transpose (C^T = B^T A^T), or with
+    # the thin kernel (a row-major A). Blocks of 64 rows are too short for the
+    # transpose, and each row's sums do not depend on the others.
     rng = np.random.default_rng(N)
     M, K = 1000, 700
     a, b = operands(rng, M, N, K, dtype, ta, tb)
@@ -231,6 +232,34 @@ def test_thin_products_computed_transposed_give_the_same_bits(level, N, ta, tb, 
         part = np.empty((min(64, M - i), N), dtype)
         _cpu.matmul(a[i:i + 64], b, part)
         np.testing.assert_array_equal(whole[i:i + 64], part)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("tb", [False, True])
+@pytest.mark.parametrize("M,N,K", [(5, 10, 40), (8, 1, 1), (13, 7, 300), (300, 10, 512),
+                                   (129, 16, 700), (64, 17, 20)])
+def test_thin_kernels_give_the_portable_kernels_bits(level, M, N, K, tb, dtype, threads):
+    # Products of at most 16 columns with a row-major A run the level's thin kernel
+    # (rows in registers, op(A) read in place): each element summed as the portable
+    # 4x4 kernel sums it. Fewer rows than the kernel's, one k, two and three blocks
+    # of k, ragged row groups, 17 columns (the general path), split between threads,
+    # with the fused bias and activation.
+    rng = np.random.default_rng(M + N + K)
+    a, b = operands(rng, M, N, K, dtype, False, tb)
+    bias = rng.uniform(-1, 1, N).astype(dtype)
+    results = []
+    for name in (level, "scalar"):
+        _cpu.set_gemm_level(name)
+        fastmlp.set_num_threads(2)
+        plain, fused = np.empty((M, N), dtype), np.empty((M, N), dtype)
+        _cpu.matmul(a, b, plain)
+        CPU.dense_forward(np.ascontiguousarray(a), np.ascontiguousarray(b), bias, fused,
+                          activation_id("tanh"))
+        results.append((plain, fused))
+    _cpu.set_gemm_level(level)
+    for one, other in zip(*results):
+        np.testing.assert_array_equal(one, other)
+    assert max_rel_err(results[0][0], a.astype(np.float64) @ b) < tol(dtype, K)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
