@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 
 WORKER = """
 import json, sys
@@ -32,9 +34,13 @@ print(json.dumps(seconds[1:]))
 
 
 def run_workers(n: int, data: str, epochs: int) -> list:
-    """Start n workers at once; each one's epoch seconds after its first."""
+    """Start n workers at once; each one's epoch seconds after its first. They run in
+    the temporary folder, so that they import the installed fastmlp and not a source
+    tree in the current folder."""
+    data = os.path.abspath(data)
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, data, str(epochs)],
-                              stdout=subprocess.PIPE, text=True) for _ in range(n)]
+                              stdout=subprocess.PIPE, text=True, cwd=tempfile.gettempdir())
+             for _ in range(n)]
     out = []
     for p in procs:
         stdout, _ = p.communicate()
