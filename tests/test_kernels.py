@@ -212,6 +212,14 @@ def test_cpu_ceilings_measure_every_footprint():
     assert [fp for fp, _ in ceil["bandwidth"]] == list(BANDWIDTH_FOOTPRINTS)
     assert all(gbs > 0 for _, gbs in ceil["bandwidth"])
     assert ceil["gflops"] > 0 and ceil["gflops_1thread"] > 0
-    # A kernel is held to the bandwidth of the smallest footprint that holds it.
-    assert bandwidth_at(ceil, 1) == ceil["bandwidth"][0][1]
-    assert bandwidth_at(ceil, BANDWIDTH_FOOTPRINTS[-1] + 1) == ceil["gbs"]
+    # A kernel is held to the bandwidth interpolated at its footprint: the measured
+    # figure at a measured footprint, between the two around it elsewhere, the end
+    # figures beyond them.
+    curve = ceil["bandwidth"]
+    assert bandwidth_at(ceil, 1) == curve[0][1]
+    assert bandwidth_at(ceil, BANDWIDTH_FOOTPRINTS[-1] + 1) == ceil["gbs"] == curve[-1][1]
+    for (f0, g0), (f1, g1) in zip(curve, curve[1:]):
+        assert bandwidth_at(ceil, f1) == pytest.approx(g1)
+        assert min(g0, g1) <= bandwidth_at(ceil, 2 * f0) <= max(g0, g1)
+    two = {"bandwidth": [[1 << 20, 100.0], [1 << 22, 25.0]], "gbs": 25.0}
+    assert bandwidth_at(two, 1 << 21) == pytest.approx(50.0)  # halfway in logarithms

@@ -9,7 +9,7 @@ softmax, RMSprop, float32; ``--layers`` for another) and random data:
   its arithmetic (GFLOP/s) and memory traffic (GB/s, each operand read or
   written once) as a fraction of the machine's measured ceilings, and its
   roofline bound: the longer of its flops at the FMA peak and its bytes at the
-  bandwidth of the memory level that holds them (``%roof`` is that bound over
+  streaming bandwidth measured at their footprint (``%roof`` is that bound over
   the time taken);
 * **step and epoch**: a ``fit`` epoch over ``--samples`` samples after a warm-up
   epoch, the time per step that gives, and that step against the sum of the
@@ -19,8 +19,8 @@ softmax, RMSprop, float32; ``--layers`` for another) and random data:
   of independent float32 FMA chains (the FMA peak, at the thread count in use
   and at one thread) and the streaming bandwidth (the better of a copy and a
   read-only pass, all repetitions in one parallel region) at footprints from
-  32 KiB (the first-level cache) to 128 MiB (main memory): a kernel whose
-  operands fit in a cache is held to that cache's bandwidth.
+  32 KiB (the first-level cache) to 128 MiB (main memory): a kernel is held to
+  the bandwidth interpolated at its own footprint.
 
 The report ends with the batch size from which the GPU's epoch is faster than
 the CPU's. ``--json`` writes everything, ``--plot`` a PNG (needs matplotlib,
@@ -31,6 +31,7 @@ the CPU's. ``--json`` writes everything, ``--plot`` a PNG (needs matplotlib,
 
 from __future__ import annotations
 
+import math
 import platform
 import statistics
 import time
@@ -97,12 +98,21 @@ def cpu_ceilings(seconds=0.2) -> dict:
 
 
 def bandwidth_at(ceil, nbytes) -> float:
-    """The copy bandwidth (GB/s) of the smallest measured footprint that holds
-    ``nbytes`` (the ceiling of a kernel that moves that much); one figure on the GPU."""
-    for footprint, gbs in ceil.get("bandwidth", ()):
-        if nbytes <= footprint:
-            return gbs
-    return ceil["gbs"]
+    """The streaming bandwidth (GB/s) at a footprint of ``nbytes`` (the ceiling of a
+    kernel that moves that much): interpolated, in logarithms of both, between the
+    two measured footprints around it, or the first or last measurement beyond
+    them; one figure on the GPU. (Holding a kernel to the next larger footprint's
+    figure, as before, put a 51 MB gather under the 128 MiB figure: 148% of it.)"""
+    curve = ceil.get("bandwidth", ())
+    if not curve:
+        return ceil["gbs"]
+    if nbytes <= curve[0][0]:
+        return curve[0][1]
+    for (f0, g0), (f1, g1) in zip(curve, curve[1:]):
+        if nbytes <= f1:
+            t = math.log(nbytes / f0) / math.log(f1 / f0)
+            return math.exp((1 - t) * math.log(g0) + t * math.log(g1))
+    return curve[-1][1]
 
 
 def cuda_ceilings(be) -> dict:
@@ -263,8 +273,8 @@ def run(backends=("cpu", "cuda"), batch_sizes=(32, 128, 1024, 8192), layers=KERA
             for label, call, flops, nbytes in step_kernels(be, layers, batch):
                 sec = timer(call, repeats)
                 bw = bandwidth_at(ceil, nbytes)
-                # The roofline bound: the time at the FMA peak or at the bandwidth of the
-                # memory level that holds the kernel's operands, whichever is longer.
+                # The roofline bound: the time at the FMA peak or at the streaming
+                # bandwidth at the kernel's footprint, whichever is longer.
                 bound = max(flops / (ceil["gflops"] * 1e9), nbytes / (bw * 1e9))
                 kernels.append({"kernel": label, "us": sec * 1e6,
                                 "gflops": flops / sec / 1e9, "gbs": nbytes / sec / 1e9,
