@@ -29,8 +29,8 @@ from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import fastmlp  # noqa: E402
+from fastmlp import _cpu, cli, datasets  # noqa: E402
 from fastmlp import bf16 as bf16_ops  # noqa: E402
-from fastmlp import cli, datasets  # noqa: E402
 from fastmlp.backends import get_backend  # noqa: E402
 from fastmlp.functions import ACTIVATIONS, activation_id  # noqa: E402
 
@@ -370,8 +370,10 @@ REF, CPU = get_backend("numpy"), get_backend("cpu")
 @example(32, 50, 1, "float32", "linear", False, 1)  # a bias gradient that cancels
 def test_fuzz_dense_kernels(n, k, m, dtype, act, gather, seed):
     """The compiled forward (with its activation and row gather) and weight-gradient
-    kernels against the numpy reference, on random shapes; with bfloat16 operands
-    the weight gradient also equals the exact reference of the compiled order."""
+    kernels against the numpy reference, on random shapes, and bit for bit the
+    portable kernels' results (the thin kernel, the transposed thin products and
+    the threads' shares included); with bfloat16 operands the weight gradient also
+    equals the exact reference of the compiled order."""
     bf16 = dtype == "bf16"
     dtype = "float32" if bf16 else dtype
     rng = np.random.default_rng(seed)
@@ -380,11 +382,22 @@ def test_fuzz_dense_kernels(n, k, m, dtype, act, gather, seed):
     g = rng.uniform(-1, 1, (n, m)).astype(dtype)
     idx = rng.permutation(n + 3)[:n].astype(np.int64) if gather else None
     res = {}
-    for be in (REF, CPU):
+
+    def run(be):
         z, gW, gb = np.empty((n, m), dtype), np.empty((k, m), dtype), np.empty(m, dtype)
         be.dense_forward(x if gather else x[:n], W, b, z, activation_id(act), idx, bf16)
         be.dense_backward_weight(x if gather else x[:n], g, gW, gb, idx, bf16)
-        res[be.name] = (z, gW, gb)
+        return z, gW, gb
+
+    for be in (REF, CPU):
+        res[be.name] = run(be)
+    best = _cpu.gemm_level()
+    try:
+        _cpu.set_gemm_level("scalar")
+        for got, portable in zip(res["cpu"], run(CPU)):
+            np.testing.assert_array_equal(got, portable)
+    finally:
+        _cpu.set_gemm_level(best)
     assert max_rel_err(res["cpu"][0], res["numpy"][0]) < tol(dtype, k + m)
     # The gradients are sums over the batch, which may cancel: each is held to the
     # rounding bound of its terms' magnitudes, n units of them.
