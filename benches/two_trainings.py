@@ -26,9 +26,12 @@ import fastmlp
 from fastmlp import datasets, recipes
 (x, y), _ = datasets.load("fashion-mnist", sys.argv[1], download=False, verbose=False)
 r = recipes.get("keras")
-model, x, t = r.build(), r.inputs(x.reshape(len(x), -1)), r.targets(y)
-seconds = [model.fit(x, t, epochs=1, batch_size=r.batch_size, optimizer=opt, verbose=0)
-           .epoch_seconds[0] for opt in [r.make_optimizer()] for _ in range(int(sys.argv[2]))]
+model, opt = r.build(), r.make_optimizer()
+x, t = r.inputs(x.reshape(len(x), -1)), r.targets(y)
+seconds = []
+for _ in range(int(sys.argv[2])):
+    h = model.fit(x, t, epochs=1, batch_size=r.batch_size, optimizer=opt, verbose=0)
+    seconds.append(h.epoch_seconds[0])
 print(json.dumps(seconds[1:]))
 """
 

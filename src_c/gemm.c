@@ -186,14 +186,16 @@ void fm_gemm_set_shares(const double *w, int team)
 static const double *fm_share_weights(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, int key,
                                       int team, fm_share **slot)
 {
-    uint64_t h = ((uint64_t)M * 0x9E3779B97F4A7C15u) ^ ((uint64_t)N * 0xC2B2AE3D27D4EB4Fu) ^
-                 ((uint64_t)K * 0x165667B19E3779F9u) ^ (uint64_t)key;
-    fm_share *s = &fm_shares[(h ^ h >> 29) % FM_SHARE_SLOTS];
+    uint64_t h;
+    fm_share *s;
     *slot = NULL;
     if (team < 2 || team > FM_SHARE_TEAM)
         return NULL;
     if (fm_fixed_team)
         return fm_fixed_team == team ? fm_fixed_w : NULL;
+    h = ((uint64_t)M * 0x9E3779B97F4A7C15u) ^ ((uint64_t)N * 0xC2B2AE3D27D4EB4Fu) ^
+        ((uint64_t)K * 0x165667B19E3779F9u) ^ (uint64_t)key;
+    s = &fm_shares[(h ^ h >> 29) % FM_SHARE_SLOTS];
     if (s->team != team || s->M != M || s->N != N || s->K != K || s->key != key) {
         s->M = M, s->N = N, s->K = K, s->key = key, s->team = team;
         for (int t = 0; t < team; t++)

@@ -262,8 +262,6 @@ static int FM_FN(fm_gemm_thin)(FM_FN(fm_thin_fn) thin, int r, int tb, ptrdiff_t 
 {
     ptrdiff_t kcb = fm_balanced(K, FM_KC, 4), groups = (M + r - 1) / r;
     int threads = fm_threads_for(M, N, K), failed = 0;
-    int per_tile = ep != NULL && ep->kind != FM_EPI_NONE && ep->kind != FM_EPI_HOOK;
-    int hook = ep != NULL && ep->kind == FM_EPI_HOOK;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads) if (threads > 1) reduction(| : failed)
 #endif
@@ -292,10 +290,8 @@ static int FM_FN(fm_gemm_thin)(FM_FN(fm_thin_fn) thin, int r, int tb, ptrdiff_t 
             for (ptrdiff_t g = lo; g < hi; g++) {
                 ptrdiff_t i0 = g * r, rows = fm_min(r, M - i0);
                 thin(rows, kc, A + i0 * lda + pc, lda, bp, C + i0 * ldc, ldc, N, pc > 0);
-                if (last && per_tile)
+                if (last && ep != NULL)  /* any kind, the hook's included */
                     FM_FN(fm_epilogue_tile)(ep, C, ldc, i0, 0, rows, N);
-                else if (last && hook)
-                    ep->hook(ep->ctx, i0, 0, rows, N, C + i0 * ldc, ldc);
             }
         }
     }

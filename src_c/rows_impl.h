@@ -20,19 +20,27 @@ static T FM_FN(fm_row_max)(const T *z, ptrdiff_t M)
 #include "act_impl.h"
 #undef FM_ONE
 
+/* a = softmax(z) for one row, as exp(z - max) over their sum; returns that sum and
+   sets *mx to the row's max (logsumexp(z) = mx + log(sum)). */
+static T FM_FN(fm_softmax_row)(const T *z, T *a, ptrdiff_t M, T *mx)
+{
+    T s = 0, r;
+    *mx = FM_FN(fm_row_max)(z, M);
+    for (ptrdiff_t j = 0; j < M; j++) {
+        a[j] = (T)exp(z[j] - *mx);
+        s = s + a[j];
+    }
+    r = 1.0 / s;
+    for (ptrdiff_t j = 0; j < M; j++)
+        a[j] = a[j] * r;
+    return s;
+}
+
 static void FM_FN(fm_activate_row)(int act, const T *z, T *a, ptrdiff_t M)
 {
-    T mx, s;
+    T mx;
     if (act == FM_SOFTMAX) {
-        mx = FM_FN(fm_row_max)(z, M);
-        s = 0;
-        for (ptrdiff_t j = 0; j < M; j++) {
-            a[j] = (T)exp(z[j] - mx);
-            s = s + a[j];
-        }
-        s = 1.0 / s;
-        for (ptrdiff_t j = 0; j < M; j++)
-            a[j] = a[j] * s;
+        FM_FN(fm_softmax_row)(z, a, M, &mx);
     } else if (act != FM_LINEAR || a != z) {
         for (ptrdiff_t j = 0; j < M; j++)
             a[j] = FM_FN(fm_act)(act, z[j]);
@@ -56,20 +64,12 @@ static void FM_FN(fm_activation_grad_row)(int act, const T *a, T *g, ptrdiff_t M
 }
 
 /* Softmax and its cross-entropy for one row: a = softmax(z), g = scale * dloss/dz,
-   and the row's loss -sum y log softmax(z), with log softmax(z) = z - logsumexp(z)
-   (logsumexp from the softmax's own sum of exponentials). */
+   and the row's loss -sum y log softmax(z). */
 static T FM_FN(fm_softmax_cross_entropy_row)(const T *z, T *a, const T *y, T *g,
                                              ptrdiff_t M, T scale)
 {
-    T mx = FM_FN(fm_row_max)(z, M), s = 0, r, lse, total = 0, sum_y = 0;
-    for (ptrdiff_t j = 0; j < M; j++) {
-        a[j] = (T)exp(z[j] - mx);
-        s = s + a[j];
-    }
-    lse = mx + (T)log(s);
-    r = 1.0 / s;
-    for (ptrdiff_t j = 0; j < M; j++)
-        a[j] = a[j] * r;
+    T mx, s = FM_FN(fm_softmax_row)(z, a, M, &mx), total = 0, sum_y = 0;
+    T lse = mx + (T)log(s);
     for (ptrdiff_t j = 0; j < M; j++) {
         total = total + y[j] * (lse - z[j]);
         sum_y = sum_y + y[j];
@@ -154,17 +154,15 @@ void FM_FN(fm_loss_grad)(int loss, int act, ptrdiff_t n, ptrdiff_t M, const T *z
 #pragma omp parallel for schedule(static)
 #endif
     for (ptrdiff_t i = 0; i < n; i++) {
-        /* Cross-entropy on softmax takes each exponential once; its softmax is
-           fm_activate_row's, bit for bit. */
+        /* Cross-entropy on softmax takes each exponential once. */
         const T *zi = z + i * M, *yi = y + i * M;
+        T *ai = a + i * M, *gi = g + i * M;
         if (loss == FM_CROSS_ENTROPY && act == FM_SOFTMAX) {
-            row_loss[i] =
-                FM_FN(fm_softmax_cross_entropy_row)(zi, a + i * M, yi, g + i * M, M, scale);
+            row_loss[i] = FM_FN(fm_softmax_cross_entropy_row)(zi, ai, yi, gi, M, scale);
             continue;
         }
-        FM_FN(fm_activate_row)(act, z + i * M, a + i * M, M);
-        row_loss[i] = FM_FN(fm_loss_row)(loss, act, z + i * M, a + i * M, y + i * M,
-                                         g + i * M, M, scale, clip);
+        FM_FN(fm_activate_row)(act, zi, ai, M);
+        row_loss[i] = FM_FN(fm_loss_row)(loss, act, zi, ai, yi, gi, M, scale, clip);
     }
     for (ptrdiff_t i = 0; i < n; i++) {
         sum = sum + row_loss[i];
