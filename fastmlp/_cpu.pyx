@@ -22,8 +22,8 @@ cdef extern from "cpu_features.h":
     int fm_get_max_threads() nogil
     void fm_set_num_threads(int n) nogil
     double fm_fma_peak(int level, long iters, int threads, double *seconds) nogil
-    double fm_copy_bandwidth(const float *src, float *dst, long n, int reps, int threads,
-                             double *seconds) nogil
+    double fm_stream_bandwidth(const float *src, float *dst, float *aux, long n, int reps,
+                               int threads, double *seconds) nogil
 
 cdef extern from "fm_ids.h":
     int FM_LINEAR
@@ -77,18 +77,26 @@ def fma_peak(str level, long iters, int threads):
     return flops, seconds
 
 
-def copy_bandwidth(const float[::1] src, float[::1] dst, int reps, int threads):
-    """(bytes, seconds) of ``threads`` threads copying their shares of ``src`` into
-    ``dst`` (as long), or with ``dst`` None only reading them, ``reps`` times in one
-    parallel region: the bandwidth of the memory level that holds the arrays."""
+def stream_bandwidth(const float[::1] src, float[::1] dst, float[::1] aux, int reps,
+                     int threads):
+    """(bytes, seconds) of ``threads`` threads streaming their shares of ``src``
+    ``reps`` times in one parallel region: copied into ``dst``; with ``dst`` None
+    only read; with ``aux`` too, ``src``, ``dst`` and ``aux`` read and ``dst`` and
+    ``aux`` written, the optimizer's pattern (``dst`` = ``src``/2 + ``dst``, ``aux``
+    += that). The bandwidth of the memory level that holds the arrays."""
     cdef double seconds = 0, nbytes
     cdef float *dp = NULL
-    if src.shape[0] == 0 or (dst is not None and dst.shape[0] < src.shape[0]):
-        raise ValueError("copy_bandwidth needs a non-empty src and a dst as long (or None)")
+    cdef float *ap = NULL
+    if src.shape[0] == 0 or (dst is not None and dst.shape[0] < src.shape[0]) or (
+            aux is not None and (dst is None or aux.shape[0] < src.shape[0])):
+        raise ValueError("stream_bandwidth needs a non-empty src, and a dst as long (or "
+                         "None), and an aux as long (or None) only with a dst")
     if dst is not None:
         dp = &dst[0]
+    if aux is not None:
+        ap = &aux[0]
     with nogil:
-        nbytes = fm_copy_bandwidth(&src[0], dp, src.shape[0], reps, threads, &seconds)
+        nbytes = fm_stream_bandwidth(&src[0], dp, ap, src.shape[0], reps, threads, &seconds)
     return nbytes, seconds
 
 

@@ -22,9 +22,10 @@ void fm_set_num_threads(int n);
 double fm_fma_peak(int level, long iters, int threads, double *seconds);
 
 /* Streaming bandwidth: `threads` threads copy their shares of src (n floats) to
-   dst, or with dst NULL only read them, `reps` times. Returns the bytes read and
-   written and sets *seconds. */
-double fm_copy_bandwidth(const float *src, float *dst, long n, int reps, int threads,
-                         double *seconds);
+   dst, or with dst NULL only read them, or with aux (and dst) read src, dst and
+   aux and write dst and aux (the optimizer's pattern), `reps` times. Returns the
+   bytes read and written and sets *seconds. */
+double fm_stream_bandwidth(const float *src, float *dst, float *aux, long n, int reps,
+                           int threads, double *seconds);
 
 #endif

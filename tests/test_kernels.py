@@ -6,7 +6,7 @@ from conftest import max_rel_err, tol, update_cases
 
 import fastmlp
 from fastmlp.backends import get_backend
-from fastmlp.functions import ACTIVATIONS, LOSS_OUTPUTS, LOSSES, activation_id, loss_id
+from fastmlp.functions import ACTIVATIONS, LOSS_OUTPUTS, LOSSES, RULES, activation_id, loss_id
 
 REF = get_backend("numpy")
 CPU = get_backend("cpu")
@@ -189,20 +189,52 @@ def test_kernels_identical_for_1_and_2_threads(dtype, threads):
 
 
 @pytest.mark.parametrize("threads_", [1, 2])
-def test_streaming_bandwidth_copies_or_reads_what_it_counts(threads_):
+def test_streaming_bandwidth_moves_what_it_counts(threads_):
     from fastmlp import _cpu
 
     src = np.arange(10_001, dtype=np.float32)
     dst = np.zeros_like(src)
-    nbytes, seconds = _cpu.copy_bandwidth(src, dst, 3, threads_)
+    nbytes, seconds = _cpu.stream_bandwidth(src, dst, None, 3, threads_)
     np.testing.assert_array_equal(dst, src)
     assert nbytes == 2 * src.nbytes * 3 and seconds > 0
-    nbytes, seconds = _cpu.copy_bandwidth(src, None, 3, threads_)
+    nbytes, seconds = _cpu.stream_bandwidth(src, None, None, 3, threads_)
     assert nbytes == src.nbytes * 3 and seconds > 0
-    with pytest.raises(ValueError, match="non-empty src and a dst as long"):
-        _cpu.copy_bandwidth(src, dst[:10], 1, threads_)
+    # The optimizer's pattern: dst = src / 2 + dst and aux += that, element by element.
+    b, c = np.ones_like(src), np.full_like(src, 2)
+    want_b, want_c = b.copy(), c.copy()
+    for _ in range(3):
+        want_b = src + np.float32(0.5) * want_b
+        want_c = want_c + want_b
+    nbytes, seconds = _cpu.stream_bandwidth(src, b, c, 3, threads_)
+    np.testing.assert_array_equal(b, want_b)
+    np.testing.assert_array_equal(c, want_c)
+    assert nbytes == 5 * src.nbytes * 3 and seconds > 0
+    with pytest.raises(ValueError, match="non-empty src, and a dst as long"):
+        _cpu.stream_bandwidth(src, dst[:10], None, 1, threads_)
     with pytest.raises(ValueError, match="non-empty src"):
-        _cpu.copy_bandwidth(src[:0], None, 1, threads_)
+        _cpu.stream_bandwidth(src[:0], None, None, 1, threads_)
+    with pytest.raises(ValueError, match="only with a dst"):
+        _cpu.stream_bandwidth(src, None, c, 1, threads_)
+    with pytest.raises(ValueError, match="an aux as long"):
+        _cpu.stream_bandwidth(src, b, c[:5], 1, threads_)
+
+
+def test_profile_counts_the_updates_traffic_and_footprint():
+    from fastmlp.tools.profile import _cost, _footprint
+
+    p, g, s1 = (np.zeros(1000, np.float32) for _ in range(3))
+    out = np.zeros_like(p)
+    rms = RULES.index("rmsprop")
+    args = (rms, p, g, s1, None, None, 0.0, 1000, out)
+    label, flops, nbytes = _cost("update", args, 0)
+    # p and g read, s1 read and written, out written; four distinct arrays.
+    assert nbytes == 5 * p.nbytes and _footprint("update", args, nbytes) == 4 * p.nbytes
+    in_place = args[:8] + (p,)
+    assert _footprint("update", in_place, nbytes) == 3 * p.nbytes
+    adam = (RULES.index("adam"), p, g, s1, np.zeros_like(p), None, 0.0, 1000, out)
+    _, _, nbytes = _cost("update", adam, 0)
+    assert nbytes == 7 * p.nbytes and _footprint("update", adam, nbytes) == 5 * p.nbytes
+    assert _footprint("take_rows", (None, None, out), 123) == 123
 
 
 def test_cpu_ceilings_measure_every_footprint():
