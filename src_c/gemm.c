@@ -86,13 +86,13 @@ static void *fm_scratch(size_t bytes)
 
 static ptrdiff_t fm_min(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
 
-/* A thread's scratch for blocks of mcb x kcb (A), kcb x ncb (B) and, where a
-   block of C is kept there, mcb x ncb: the A block, then C's and B's, each at a
-   64-byte boundary; returns the elements of A's part (and, with ncb for kcb,
-   C's). */
-static size_t fm_scratch_a_elems(ptrdiff_t mcb, ptrdiff_t kcb)
+/* A thread's scratch holds blocks of mcb x kcb (A), kcb x ncb (B) and, where a
+   block of C is kept there, mcb x ncb: the A block, then C's and B's, the next
+   starting at a multiple of 64 elements. The elements a rows x cols block takes
+   there: */
+static size_t fm_scratch_block(ptrdiff_t rows, ptrdiff_t cols)
 {
-    return ((size_t)mcb * kcb + 63) / 64 * 64;
+    return ((size_t)rows * cols + 63) / 64 * 64;
 }
 
 int fm_gemm_reserve(size_t elem)
@@ -102,7 +102,7 @@ int fm_gemm_reserve(size_t elem)
        NR). Done again only for more threads or a wider type on this thread's team. */
     static _Thread_local int done_threads;
     static _Thread_local size_t done_elem;
-    size_t bytes = (fm_scratch_a_elems(FM_MC, FM_KC) + fm_scratch_a_elems(FM_MC, FM_NC) +
+    size_t bytes = (fm_scratch_block(FM_MC, FM_KC) + fm_scratch_block(FM_MC, FM_NC) +
                     (size_t)FM_KC * FM_NC) * elem;
     int team = 1, failed = 0;
 #ifdef _OPENMP

@@ -166,8 +166,8 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
     int per_tile = ep != NULL && ep->kind != FM_EPI_NONE && ep->kind != FM_EPI_HOOK;
     int per_block = ep != NULL && ep->kind == FM_EPI_HOOK;
     int own_c = per_block && ep->c_unused && !ct && K <= kcb;
-    size_t a_elems = fm_scratch_a_elems(mcb, kcb), b_elems = (size_t)kcb * ncb;
-    size_t c_elems = own_c ? fm_scratch_a_elems(mcb, ncb) : 0;
+    size_t a_elems = fm_scratch_block(mcb, kcb), b_elems = (size_t)kcb * ncb;
+    size_t c_elems = own_c ? fm_scratch_block(mcb, ncb) : 0;
     T *Ap = fm_scratch((a_elems + c_elems + b_elems) * sizeof(T));
     T *Bp, *Cs;
     /* A hardware bfloat16 panel holds a pair of k values per element. */
