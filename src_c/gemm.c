@@ -34,6 +34,9 @@
 #define FM_KC 256
 #define FM_MC 144
 #define FM_NC 1024
+/* Blocks of packed B up to this size have their tiles taken a strip of rows at a
+   time (gemm_impl.h): it fits in the first-level cache beside A's panel. */
+#define FM_STRIP_B_BYTES (24 << 10)
 
 /* Below this many multiply-adds a product runs on one thread. */
 #define FM_PARALLEL_MIN_MACS (1 << 17)

@@ -190,46 +190,58 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
                 T *Cb = own_c ? Cs : C + ic * ldc + jc;
                 ptrdiff_t ldb = own_c ? ncb : ldc;
                 FM_FN(fm_pack)(bf, 0, ta, A, lda, ic, mc, pc, kc, Ks, mr, Ap);
-                for (ptrdiff_t jr = 0; jr < nc; jr += nr) {
-                    ptrdiff_t n = fm_min(nr, nc - jr);
-                    for (ptrdiff_t ir = 0; ir < mc; ir += mr) {
-                        ptrdiff_t m = fm_min(mr, mc - ir);
-                        const T *ap = Ap + ir * kc / kdiv, *bp = Bp + jr * kc / kdiv;
-                        if (ct) {
-                            /* The tile of C's transpose, read and written across C. */
-                            T *c = C + (jc + jr) * ldc + ic + ir;
-                            if (!first)
-                                for (ptrdiff_t i = 0; i < m; i++)
-                                    for (ptrdiff_t j = 0; j < n; j++)
-                                        tile[i * nr + j] = c[j * ldc + i];
-                            ukr(kc, ap, bp, tile, nr, !first);
+                /* The tiles, a column of panels of B at a time (its panel stays in
+                   the first-level cache over the panels of A), or, where the block
+                   of B fits there whole, a strip of mr rows at a time: C and the
+                   epilogue's operand are then read and written row after row, and
+                   the epilogue runs once per strip. (A shallow product, an input
+                   gradient from 10 classes, spent most of its time on the tiles'
+                   epilogues, each reading rows of a few panels' width.) The order
+                   of the tiles changes none of their bits. */
+                int strips = !ct && (size_t)kc * nc * sizeof(T) <= FM_STRIP_B_BYTES;
+                ptrdiff_t njr = (nc + nr - 1) / nr, nir = (mc + mr - 1) / mr;
+                for (ptrdiff_t t = 0; t < njr * nir; t++) {
+                    ptrdiff_t jr = (strips ? t % njr : t / nir) * nr;
+                    ptrdiff_t ir = (strips ? t / njr : t % nir) * mr;
+                    ptrdiff_t n = fm_min(nr, nc - jr), m = fm_min(mr, mc - ir);
+                    const T *ap = Ap + ir * kc / kdiv, *bp = Bp + jr * kc / kdiv;
+                    if (ct) {
+                        /* The tile of C's transpose, read and written across C. */
+                        T *c = C + (jc + jr) * ldc + ic + ir;
+                        if (!first)
                             for (ptrdiff_t i = 0; i < m; i++)
                                 for (ptrdiff_t j = 0; j < n; j++)
-                                    c[j * ldc + i] = tile[i * nr + j];
-                            if (last && per_tile) {
-                                fm_fp_leave(bf, csr);
-                                FM_FN(fm_epilogue_tile)(ep, C, ldc, jc + jr, ic + ir, n, m);
-                                fm_fp_enter(bf);
-                            }
-                            continue;
-                        }
-                        T *c = Cb + ir * ldb + jr;
-                        if (m == mr && n == nr) {
-                            ukr(kc, ap, bp, c, ldb, !first);
-                        } else {
-                            /* Edge tile: the same kernel on a full-size copy. */
-                            if (!first)
-                                for (ptrdiff_t i = 0; i < m; i++)
-                                    memcpy(tile + i * nr, c + i * ldb, n * sizeof(T));
-                            ukr(kc, ap, bp, tile, nr, !first);
-                            for (ptrdiff_t i = 0; i < m; i++)
-                                memcpy(c + i * ldb, tile + i * nr, n * sizeof(T));
-                        }
+                                    tile[i * nr + j] = c[j * ldc + i];
+                        ukr(kc, ap, bp, tile, nr, !first);
+                        for (ptrdiff_t i = 0; i < m; i++)
+                            for (ptrdiff_t j = 0; j < n; j++)
+                                c[j * ldc + i] = tile[i * nr + j];
                         if (last && per_tile) {
                             fm_fp_leave(bf, csr);
-                            FM_FN(fm_epilogue_tile)(ep, C, ldc, ic + ir, jc + jr, m, n);
+                            FM_FN(fm_epilogue_tile)(ep, C, ldc, jc + jr, ic + ir, n, m);
                             fm_fp_enter(bf);
                         }
+                        continue;
+                    }
+                    T *c = Cb + ir * ldb + jr;
+                    if (m == mr && n == nr) {
+                        ukr(kc, ap, bp, c, ldb, !first);
+                    } else {
+                        /* Edge tile: the same kernel on a full-size copy. */
+                        if (!first)
+                            for (ptrdiff_t i = 0; i < m; i++)
+                                memcpy(tile + i * nr, c + i * ldb, n * sizeof(T));
+                        ukr(kc, ap, bp, tile, nr, !first);
+                        for (ptrdiff_t i = 0; i < m; i++)
+                            memcpy(c + i * ldb, tile + i * nr, n * sizeof(T));
+                    }
+                    if (last && per_tile && (!strips || jr + n >= nc)) {
+                        fm_fp_leave(bf, csr);
+                        if (strips)
+                            FM_FN(fm_epilogue_tile)(ep, C, ldc, ic + ir, jc, m, nc);
+                        else
+                            FM_FN(fm_epilogue_tile)(ep, C, ldc, ic + ir, jc + jr, m, n);
+                        fm_fp_enter(bf);
                     }
                 }
                 if (last && per_block) {

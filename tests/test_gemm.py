@@ -65,9 +65,11 @@ def test_fused_forward(level, act, n, k, m, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ACTIVATIONS)
-@pytest.mark.parametrize("n,k,m", [(5, 3, 7), (130, 97, 51), (128, 512, 10)])
+@pytest.mark.parametrize("n,k,m", [(5, 3, 7), (130, 97, 51), (128, 512, 10), (300, 517, 10)])
 def test_fused_backward_input(level, act, n, k, m, dtype):
     # gx = (g @ W.T) * act'(z), with act' from the lower layer's output a = act(z).
+    # A shallow product (m of 10) takes its tiles a strip of rows at a time and
+    # applies act' once per strip: 300 rows are several blocks and an edge strip.
     rng = np.random.default_rng(n * k + m)
     g = rng.uniform(-1, 1, (n, m)).astype(dtype)
     W = rng.uniform(-1, 1, (k, m)).astype(dtype)
