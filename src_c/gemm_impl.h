@@ -166,8 +166,13 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
     int per_tile = ep != NULL && ep->kind != FM_EPI_NONE && ep->kind != FM_EPI_HOOK;
     int per_block = ep != NULL && ep->kind == FM_EPI_HOOK;
     int own_c = per_block && ep->c_unused && !ct && K <= kcb;
+    /* C's transpose summed over several blocks of k, in one block of rows: summed
+       in the scratch, in its own orientation, and written across C once, at the
+       end, instead of read and written across C element by element for every
+       block of k (a weight gradient of 10 classes at a large batch). */
+    int ct_sum = ct && K > kcb && i1 - i0 <= mcb;
     size_t a_elems = fm_scratch_block(mcb, kcb), b_elems = (size_t)kcb * ncb;
-    size_t c_elems = own_c ? fm_scratch_block(mcb, ncb) : 0;
+    size_t c_elems = own_c || ct_sum ? fm_scratch_block(mcb, ncb) : 0;
     T *Ap = fm_scratch((a_elems + c_elems + b_elems) * sizeof(T));
     T *Bp, *Cs;
     /* A hardware bfloat16 panel holds a pair of k values per element. */
@@ -187,8 +192,8 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
             for (ptrdiff_t ic = i0; ic < i1; ic += mcb) {
                 ptrdiff_t mc = fm_min(mcb, i1 - ic);
                 /* Where this block of C is summed: C itself, or the scratch. */
-                T *Cb = own_c ? Cs : C + ic * ldc + jc;
-                ptrdiff_t ldb = own_c ? ncb : ldc;
+                T *Cb = own_c || ct_sum ? Cs : C + ic * ldc + jc;
+                ptrdiff_t ldb = own_c || ct_sum ? ncb : ldc;
                 FM_FN(fm_pack)(bf, 0, ta, A, lda, ic, mc, pc, kc, Ks, mr, Ap);
                 /* The tiles, a column of panels of B at a time (its panel stays in
                    the first-level cache over the panels of A), or, where the block
@@ -205,7 +210,7 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
                     ptrdiff_t ir = (strips ? t / njr : t % nir) * mr;
                     ptrdiff_t n = fm_min(nr, nc - jr), m = fm_min(mr, mc - ir);
                     const T *ap = Ap + ir * kc / kdiv, *bp = Bp + jr * kc / kdiv;
-                    if (ct) {
+                    if (ct && !ct_sum) {
                         /* The tile of C's transpose, read and written across C. */
                         T *c = C + (jc + jr) * ldc + ic + ir;
                         if (!first)
@@ -235,7 +240,7 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
                         for (ptrdiff_t i = 0; i < m; i++)
                             memcpy(c + i * ldb, tile + i * nr, n * sizeof(T));
                     }
-                    if (last && per_tile && (!strips || jr + n >= nc)) {
+                    if (last && per_tile && !ct_sum && (!strips || jr + n >= nc)) {
                         fm_fp_leave(bf, csr);
                         if (strips)
                             FM_FN(fm_epilogue_tile)(ep, C, ldc, ic + ir, jc, m, nc);
@@ -243,6 +248,17 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
                             FM_FN(fm_epilogue_tile)(ep, C, ldc, ic + ir, jc + jr, m, n);
                         fm_fp_enter(bf);
                     }
+                }
+                if (last && ct_sum) {
+                    for (ptrdiff_t i = 0; i < mc; i++)
+                        for (ptrdiff_t j = 0; j < nc; j++)
+                            C[(jc + j) * ldc + ic + i] = Cb[i * ldb + j];
+                    if (per_tile || per_block) {
+                        fm_fp_leave(bf, csr);
+                        FM_FN(fm_epilogue_tile)(ep, C, ldc, jc, ic, nc, mc);
+                        fm_fp_enter(bf);
+                    }
+                    continue;
                 }
                 if (last && per_block) {
                     /* A hook runs once per finished block (long rows, few calls). */

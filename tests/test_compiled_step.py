@@ -84,6 +84,19 @@ def test_update_fused_into_split_products_is_bitwise_the_python_loop(opt, n_thre
     assert h1.history["loss"] == h2.history["loss"]
 
 
+def test_update_fused_into_a_transposed_gradient_summed_in_scratch(threads):
+    # The output layer's weight gradient (200 x 3) is computed as its transpose and,
+    # over batches of 600 (several blocks of k), summed in the scratch and written
+    # across the gradient once before its update hook runs.
+    results = [train([300, 200, 3], ["relu", "softmax"], "cross_entropy", "float32",
+                     optim.RMSprop(1e-3), 0.0, compiled, epochs=2, batch=600, n=1300)
+               for compiled in (True, False)]
+    (m1, h1), (m2, h2) = results
+    for a, b in zip(m1.get_weights(), m2.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(m1.optimizer.state, m2.optimizer.state)
+
+
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_compiled_step_same_bits_for_any_thread_count(n_threads, threads):
     # Products large enough to be split between threads.

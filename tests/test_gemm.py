@@ -289,6 +289,31 @@ def test_thin_fused_layers_computed_transposed_give_the_same_bits(level, act, dt
     np.testing.assert_allclose(out, reference_forward(x, W, b, act), rtol=tol(dtype, k))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_thin_deep_products_with_an_epilogue_computed_transposed(level, dtype):
+    # 3 columns over 600 values of k: where no thin kernel takes it (the portable
+    # level), computed as the transpose, summed over three blocks of k in the
+    # scratch and written across C once, then act' applied; blocks of 64 rows are
+    # computed as they are.
+    rng = np.random.default_rng(7)
+    n, k, m = 1000, 3, 600
+    g = rng.uniform(-1, 1, (n, m)).astype(dtype)
+    W = rng.uniform(-0.1, 0.1, (k, m)).astype(dtype)
+    a_low = np.empty((n, k), dtype)
+    REF.activation_forward(activation_id("relu"), rng.uniform(-1, 1, (n, k)).astype(dtype),
+                           a_low)
+    gx = np.empty((n, k), dtype)
+    CPU.dense_backward_input(g, W, gx, activation_id("relu"), a_low)
+    for i in range(0, n, 64):
+        rows = slice(i, i + 64)
+        h = np.empty_like(gx[rows])
+        CPU.dense_backward_input(g[rows], W, h, activation_id("relu"), a_low[rows])
+        np.testing.assert_array_equal(gx[rows], h)
+    ref = np.empty_like(gx)
+    REF.dense_backward_input(g, W, ref, activation_id("relu"), a_low)
+    assert max_rel_err(gx, ref) < tol(dtype, m)
+
+
 def reference_forward(x, W, b, act):
     out = np.empty((x.shape[0], W.shape[1]), x.dtype)
     REF.dense_forward(x, W, b, out, activation_id(act))
