@@ -277,25 +277,35 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
 }
 
 /* A thin product (N <= FM_THIN_LANES, a row-major A) with the level's thin
-   kernel: the threads split C's rows in groups of r; for each block of k (the
-   blocks of the general path: the same sums), each thread packs op(B)'s rows,
-   zero-padded to the lanes, and runs the kernel over its groups, reading A in
-   place; the epilogue runs on each group as its last block is added. (A
-   transposed A, a weight gradient's, would be read a row of A per k for every
-   group: at batch 8192 that took 1.11x the general path's time.) */
+   kernel: the threads split C's rows in groups of r; each thread packs op(B)'s
+   rows, zero-padded to the lanes, all of them for a large A (else a block of k at
+   a time), and runs the kernel over its groups, each group through the blocks of
+   k packed (the blocks of the general path: the same sums), reading A in place;
+   the epilogue runs on each group as its last block is added. (Block by block
+   over all the groups, A was read in a pass per block: at 8192 rows of 512 that
+   took 1.33x the time.) (A transposed A, a weight gradient's, would be read a row
+   of A per k for every group: at batch 8192 that took 1.11x the general path's
+   time.) */
 static int FM_FN(fm_gemm_thin)(FM_FN(fm_thin_fn) thin, int r, int tb, ptrdiff_t M,
                                ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t lda,
                                const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc,
                                const fm_epilogue *ep)
 {
     ptrdiff_t kcb = fm_balanced(K, FM_KC, 4), groups = (M + r - 1) / r;
+    /* The k values packed at once: all of them where A is larger than the scratch
+       budget (an A that small stays in cache from one block's pass to the next)
+       and they fit in the scratch; else a block. */
+    ptrdiff_t span = (size_t)M * K > (size_t)FM_KC * FM_NC &&
+                             (size_t)K * FM_THIN_LANES <= (size_t)FM_KC * FM_NC
+                         ? K
+                         : kcb;
     int threads = fm_threads_for(M, N, K), failed = 0;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads) if (threads > 1) reduction(| : failed)
 #endif
     {
         int t = 0, team = 1;
-        T *bp = fm_scratch((size_t)kcb * FM_THIN_LANES * sizeof(T));
+        T *bp = fm_scratch((size_t)span * FM_THIN_LANES * sizeof(T));
 #ifdef _OPENMP
         t = omp_get_thread_num();
         team = omp_get_num_threads();
@@ -303,23 +313,26 @@ static int FM_FN(fm_gemm_thin)(FM_FN(fm_thin_fn) thin, int r, int tb, ptrdiff_t 
         ptrdiff_t lo = groups * t / team, hi = groups * (t + 1) / team;
         if (bp == NULL)
             failed = 1;
-        for (ptrdiff_t pc = 0; bp != NULL && lo < hi && pc < K; pc += kcb) {
-            ptrdiff_t kc = fm_min(kcb, K - pc);
-            int last = pc + kc >= K;
-            memset(bp, 0, (size_t)kc * FM_THIN_LANES * sizeof(T));
+        for (ptrdiff_t ps = 0; bp != NULL && lo < hi && ps < K; ps += span) {
+            ptrdiff_t sk = fm_min(span, K - ps);
+            memset(bp, 0, (size_t)sk * FM_THIN_LANES * sizeof(T));
             if (tb)
                 for (ptrdiff_t j = 0; j < N; j++)
-                    for (ptrdiff_t k = 0; k < kc; k++)
-                        bp[k * FM_THIN_LANES + j] = B[j * ldb + pc + k];
+                    for (ptrdiff_t k = 0; k < sk; k++)
+                        bp[k * FM_THIN_LANES + j] = B[j * ldb + ps + k];
             else
-                for (ptrdiff_t k = 0; k < kc; k++)
+                for (ptrdiff_t k = 0; k < sk; k++)
                     for (ptrdiff_t j = 0; j < N; j++)
-                        bp[k * FM_THIN_LANES + j] = B[(pc + k) * ldb + j];
+                        bp[k * FM_THIN_LANES + j] = B[(ps + k) * ldb + j];
             for (ptrdiff_t g = lo; g < hi; g++) {
                 ptrdiff_t i0 = g * r, rows = fm_min(r, M - i0);
-                thin(rows, kc, A + i0 * lda + pc, lda, bp, C + i0 * ldc, ldc, N, pc > 0);
-                if (last && ep != NULL)  /* any kind, the hook's included */
-                    FM_FN(fm_epilogue_tile)(ep, C, ldc, i0, 0, rows, N);
+                for (ptrdiff_t pc = ps; pc < ps + sk; pc += kcb) {
+                    ptrdiff_t kc = fm_min(kcb, K - pc);
+                    thin(rows, kc, A + i0 * lda + pc, lda, bp + (pc - ps) * FM_THIN_LANES,
+                         C + i0 * ldc, ldc, N, pc > 0);
+                    if (pc + kc >= K && ep != NULL)  /* any kind, the hook's included */
+                        FM_FN(fm_epilogue_tile)(ep, C, ldc, i0, 0, rows, N);
+                }
             }
         }
     }

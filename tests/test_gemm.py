@@ -239,13 +239,15 @@ def test_thin_products_computed_transposed_give_the_same_bits(level, N, ta, tb, 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("tb", [False, True])
 @pytest.mark.parametrize("M,N,K", [(5, 10, 40), (8, 1, 1), (13, 7, 300), (300, 10, 512),
-                                   (129, 16, 700), (64, 17, 20)])
+                                   (129, 16, 700), (64, 17, 20), (600, 10, 512),
+                                   (403, 7, 700)])
 def test_thin_kernels_give_the_portable_kernels_bits(level, M, N, K, tb, dtype, threads):
     # Products of at most 16 columns with a row-major A run the level's thin kernel
     # (rows in registers, op(A) read in place): each element summed as the portable
     # 4x4 kernel sums it. Fewer rows than the kernel's, one k, two and three blocks
     # of k, ragged row groups, 17 columns (the general path), split between threads,
-    # with the fused bias and activation.
+    # with the fused bias and activation; the last two have A large enough for all
+    # of op(B) to be packed at once, each group going through its blocks of k.
     rng = np.random.default_rng(M + N + K)
     a, b = operands(rng, M, N, K, dtype, False, tb)
     bias = rng.uniform(-1, 1, N).astype(dtype)
