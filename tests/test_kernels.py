@@ -220,21 +220,23 @@ def test_streaming_bandwidth_moves_what_it_counts(threads_):
 
 
 def test_profile_counts_the_updates_traffic_and_footprint():
-    from fastmlp.tools.profile import _cost, _footprint
+    from fastmlp.tools.profile import _cost
 
     p, g, s1 = (np.zeros(1000, np.float32) for _ in range(3))
     out = np.zeros_like(p)
     rms = RULES.index("rmsprop")
     args = (rms, p, g, s1, None, None, 0.0, 1000, out)
-    label, flops, nbytes = _cost("update", args, 0)
+    label, flops, nbytes, footprint = _cost("update", args, 0)
     # p and g read, s1 read and written, out written; four distinct arrays.
-    assert nbytes == 5 * p.nbytes and _footprint("update", args, nbytes) == 4 * p.nbytes
+    assert nbytes == 5 * p.nbytes and footprint == 4 * p.nbytes
     in_place = args[:8] + (p,)
-    assert _footprint("update", in_place, nbytes) == 3 * p.nbytes
+    assert _cost("update", in_place, 0)[3] == 3 * p.nbytes
     adam = (RULES.index("adam"), p, g, s1, np.zeros_like(p), None, 0.0, 1000, out)
-    _, _, nbytes = _cost("update", adam, 0)
-    assert nbytes == 7 * p.nbytes and _footprint("update", adam, nbytes) == 5 * p.nbytes
-    assert _footprint("take_rows", (None, None, out), 123) == 123
+    _, _, nbytes, footprint = _cost("update", adam, 0)
+    assert nbytes == 7 * p.nbytes and footprint == 5 * p.nbytes
+    batch = np.zeros((4, 5), np.float32)
+    _, _, nbytes, footprint = _cost("take_rows", (None, None, batch), 0)
+    assert footprint == nbytes == 2 * batch.nbytes
 
 
 def test_cpu_ceilings_measure_every_footprint():

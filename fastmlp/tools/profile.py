@@ -185,9 +185,26 @@ def _network(layers):
 
 
 def _cost(name, args, layer):
-    """(label, flops, bytes) of one recorded kernel call on layer ``layer`` (from 1),
-    each operand read or written once; its footprint (the bytes of the distinct
-    arrays it touches) is the same but for the update (:func:`_footprint`)."""
+    """(label, flops, bytes, footprint) of one recorded kernel call on layer ``layer``
+    (from 1): bytes with each operand read or written once, and the footprint, the
+    bytes of the distinct arrays it touches, which are the bytes but for the update
+    (it reads and writes its state arrays in place, and writes the new parameters
+    over the old or into another array, ``out``)."""
+    label, flops, nbytes = _traffic(name, args, layer)
+    if name != "update":
+        return label, flops, nbytes, nbytes
+    p, out = args[1], args[8] if len(args) > 8 else None
+    arrays = 2 + _states(args) + (out is not None and out is not p)
+    return label, flops, nbytes, p.nbytes * arrays
+
+
+def _states(args):
+    """The optimizer state arrays a recorded update call passes."""
+    return sum(s is not None for s in args[3:5])
+
+
+def _traffic(name, args, layer):
+    """(label, flops, bytes) of a recorded call, each operand read or written once."""
     if name == "dense_forward":
         x, W, b, out, act = args[:5]
         n, (k, m), w = out.shape[0], W.shape, out.itemsize
@@ -212,25 +229,14 @@ def _cost(name, args, layer):
     if name == "update":
         # Parameters and gradient read, each state array read and written, the new
         # parameters written.
-        p, states = args[1], sum(s is not None for s in args[3:5])
+        p = args[1]
         return (f"{RULES[args[0]]} update ({p.size:,} parameters)", 7 * p.size,
-                p.nbytes * (3 + 2 * states))
+                p.nbytes * (3 + 2 * _states(args)))
     if name == "take_rows":
         out = args[2]
         return f"gather ({out.shape[0]}x{out.shape[1]})", 0, 2 * out.nbytes
     a = args[1]
     return f"{name.replace('_', ' ')} ({ACTIVATIONS[args[0]]})", a.size, 2 * a.nbytes
-
-
-def _footprint(name, args, nbytes):
-    """The bytes of the distinct arrays a recorded call touches: its traffic but for
-    the update, which reads and writes its state arrays in place, and writes the
-    new parameters over the old or into another array (``out``)."""
-    if name != "update":
-        return nbytes
-    p, out = args[1], args[8] if len(args) > 8 else None
-    arrays = 2 + sum(s is not None for s in args[3:5]) + (out is not None and out is not p)
-    return p.nbytes * arrays
 
 
 def step_kernels(be, layers, batch, seed=0):
@@ -251,10 +257,10 @@ def step_kernels(be, layers, batch, seed=0):
         seen[name] = seen.get(name, 0) + 1
         layer = {"dense_forward": seen[name], "dense_backward_weight": L + 1 - seen[name],
                  "dense_backward_input": L - seen[name]}.get(name, 0)
-        label, flops, nbytes = _cost(name, args, layer)
+        label, flops, nbytes, footprint = _cost(name, args, layer)
         fn = getattr(be, name)
         ops.append((label, lambda fn=fn, args=args, kwargs=kwargs: fn(*args, **kwargs), flops,
-                    nbytes, _footprint(name, args, nbytes)))
+                    nbytes, footprint))
     return ops
 
 
