@@ -349,6 +349,19 @@ cdef extern from "rows.h":
     void fm_loss_grad_d(int loss, int act, Py_ssize_t n, Py_ssize_t M, const double *z,
                         double *a, const double *y, double *g, double *row_loss,
                         double *total, long *hits) nogil
+    long fm_exp_mismatches(unsigned int first, unsigned int last, unsigned int step) nogil
+
+
+def exp_mismatches(unsigned int first=0, unsigned int last=0xFFFFFFFF, unsigned int step=1):
+    """How many of the floats with bit patterns first, first + step, ... up to last
+    get a different float from softmax's exp (fm_exp_to_float) than from the C
+    library's ``(float)exp((double)x)``."""
+    cdef long n
+    if step == 0 or last < first:
+        raise ValueError("need step > 0 and last >= first")
+    with nogil:
+        n = fm_exp_mismatches(first, last, step)
+    return n
 
 
 def activation_forward(int act, const floating[:, ::1] z, floating[:, ::1] a):

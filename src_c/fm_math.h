@@ -13,6 +13,8 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 /* sigmoid(z) = 1 / (1 + exp(-z)), taking exp of a non-positive number only, so
    that nothing overflows. ONE is the literal 1 of the path (1 or 1.0). */
@@ -52,6 +54,64 @@
         }                                                                              \
         return ja == jy;                                                               \
     }
+
+/* e^x rounded to float, for a float x: the float that (float)exp((double)x) gives,
+   without the C library. Range reduction x = k ln2 + r (ln2 in two parts, the first
+   with trailing zeros so that k times it is exact), e^r by its Taylor polynomial to
+   r^12 / 12! (|r| <= ln2 / 2: truncation below 2^-47), times 2^k; basic double
+   operations only (no fused multiply-add: the extension is compiled with
+   -ffp-contract=off), so every machine and level gives the same bits. Measured on
+   every one of the 2^32 floats, it gives the same float as glibc 2.36's exp, its
+   double within 3 units in the last place of glibc's: the row kernels' softmax
+   keeps the bits it had, and no longer depends on the C library's version
+   (fm_exp_mismatches in rows.h checks a range of floats against the C library).
+   rows.c runs it over a row's values in vectors. */
+static inline float fm_exp_to_float(float xf)
+{
+    /* Adding 1.5 * 2^52 rounds to an integer k, in the low bits of the sum. */
+    const double shift = 6755399441055744.0;
+    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    uint32_t u, mag, nan, low, high, c;
+    double x, t, k, r, p, scale;
+    uint64_t bits;
+    float f;
+    /* Special values by masks on the bits, not branches, so that a loop of it
+       vectorizes: beyond -110 and 100 float's result is 0 or inf whatever the exact
+       value, so x is held there; a NaN gives itself, quieted (as the library does). */
+    memcpy(&u, &xf, sizeof u);
+    mag = u & 0x7fffffffu;
+    nan = 0u - (uint32_t)(mag > 0x7f800000u);
+    low = 0u - ((u >> 31) & (uint32_t)(mag > 0x42dc0000u));   /* below -110 */
+    high = 0u - ((~u >> 31) & (uint32_t)(mag > 0x42c80000u)); /* above 100 */
+    c = (u & ~(low | high)) | (0xc2dc0000u & low) | (0x42c80000u & high);
+    memcpy(&f, &c, sizeof f);
+    x = f;
+    t = x * 1.44269504088896338700e+00 + shift;
+    k = t - shift;
+    r = (x - k * ln2_hi) - k * ln2_lo;
+    p = 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    /* 2^k from the sum's bits: k + 1023 (mod 2^12) into the exponent field. */
+    memcpy(&bits, &t, sizeof bits);
+    bits = (bits + 1023) << 52;
+    memcpy(&scale, &bits, sizeof scale);
+    f = (float)(p * scale);
+    memcpy(&c, &f, sizeof c);
+    c = (c & ~nan) | ((u | 0x00400000u) & nan);
+    memcpy(&f, &c, sizeof f);
+    return f;
+}
 
 /* float in float (the epilogue), float through double (the row kernels), double. */
 FM_DEFINE_SIGMOID(fm_sigmoid_s, float, 1, expf)

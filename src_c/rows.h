@@ -12,11 +12,13 @@
    Rows are split between threads; each row is computed by one thread in a
    fixed order, and the sums run serially in row order, so the results are
    bitwise identical for any number of threads. exp, log and tanh are taken in
-   double (see fm_math.h). The functions trust their arguments. */
+   double (see fm_math.h), softmax's exp of a float by fm_exp_to_float (the same
+   floats). The functions trust their arguments. */
 #ifndef FASTMLP_ROWS_H
 #define FASTMLP_ROWS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "fm_ids.h"
 
@@ -29,5 +31,10 @@ void fm_loss_grad_s(int loss, int act, ptrdiff_t n, ptrdiff_t M, const float *z,
 void fm_loss_grad_d(int loss, int act, ptrdiff_t n, ptrdiff_t M, const double *z,
                     double *a, const double *y, double *g, double *row_loss, double *total,
                     long *hits);
+
+/* The floats whose bit patterns are first, first + step, ... up to last for which
+   fm_exp_to_float (fm_math.h) and the C library's (float)exp((double)x) differ
+   (for the tests: none are known). */
+long fm_exp_mismatches(uint32_t first, uint32_t last, uint32_t step);
 
 #endif

@@ -1,7 +1,7 @@
 /* The type-generic part of rows.c, included once per type with T, SUF,
-   FM_SIGMOID_FN, FM_TANH_FN and FM_SOFTPLUS_FN defined. Not a public header. Literals are
-   written as 1.0 where the kernels have always computed in double before
-   rounding to T. */
+   FM_SIGMOID_FN, FM_TANH_FN and FM_SOFTPLUS_FN defined, after fm_exp_row##SUF and
+   fm_min. Not a public header. Literals are written as 1.0 where the kernels have
+   always computed in double before rounding to T. */
 
 #define FM_CAT_(a, b) a##b
 #define FM_CAT(a, b) FM_CAT_(a, b)
@@ -20,29 +20,41 @@ static T FM_FN(fm_row_max)(const T *z, ptrdiff_t M)
 #include "act_impl.h"
 #undef FM_ONE
 
-/* a = softmax(z) for one row, as exp(z - max) over their sum; returns that sum and
-   sets *mx to the row's max (logsumexp(z) = mx + log(sum)). */
-static T FM_FN(fm_softmax_row)(const T *z, T *a, ptrdiff_t M, T *mx)
+/* Rows taken at once by the softmax kernels, so that their exponentials run in
+   vectors over many values (a row has as few as 10). */
+#define FM_ROWS_AT_ONCE 64
+
+/* a = softmax(z) for `rows` rows (at most FM_ROWS_AT_ONCE), each as exp(z - max)
+   over their sum; sets mx[i] to row i's max and s[i] to that sum (logsumexp(z) =
+   mx + log(sum)). */
+static void FM_FN(fm_softmax_rows)(const T *z, T *a, ptrdiff_t rows, ptrdiff_t M, T *mx,
+                                   T *s)
 {
-    T s = 0, r;
-    *mx = FM_FN(fm_row_max)(z, M);
-    for (ptrdiff_t j = 0; j < M; j++) {
-        a[j] = (T)exp(z[j] - *mx);
-        s = s + a[j];
+    for (ptrdiff_t i = 0; i < rows; i++) {
+        mx[i] = FM_FN(fm_row_max)(z + i * M, M);
+        for (ptrdiff_t j = 0; j < M; j++)
+            a[i * M + j] = z[i * M + j] - mx[i];
     }
-    r = 1.0 / s;
-    for (ptrdiff_t j = 0; j < M; j++)
-        a[j] = a[j] * r;
-    return s;
+    FM_FN(fm_exp_row)(rows * M, a);
+    for (ptrdiff_t i = 0; i < rows; i++) {
+        T *ai = a + i * M, si = 0, r;
+        for (ptrdiff_t j = 0; j < M; j++)
+            si = si + ai[j];
+        r = 1.0 / si;
+        for (ptrdiff_t j = 0; j < M; j++)
+            ai[j] = ai[j] * r;
+        s[i] = si;
+    }
 }
 
-static void FM_FN(fm_activate_row)(int act, const T *z, T *a, ptrdiff_t M)
+/* a = act(z) for `rows` rows (at most FM_ROWS_AT_ONCE). */
+static void FM_FN(fm_activate_rows)(int act, const T *z, T *a, ptrdiff_t rows, ptrdiff_t M)
 {
-    T mx;
+    T mx[FM_ROWS_AT_ONCE], s[FM_ROWS_AT_ONCE];
     if (act == FM_SOFTMAX) {
-        FM_FN(fm_softmax_row)(z, a, M, &mx);
+        FM_FN(fm_softmax_rows)(z, a, rows, M, mx, s);
     } else if (act != FM_LINEAR || a != z) {
-        for (ptrdiff_t j = 0; j < M; j++)
+        for (ptrdiff_t j = 0; j < rows * M; j++)
             a[j] = FM_FN(fm_act)(act, z[j]);
     }
 }
@@ -63,12 +75,13 @@ static void FM_FN(fm_activation_grad_row)(int act, const T *a, T *g, ptrdiff_t M
     }
 }
 
-/* Softmax and its cross-entropy for one row: a = softmax(z), g = scale * dloss/dz,
-   and the row's loss -sum y log softmax(z). */
-static T FM_FN(fm_softmax_cross_entropy_row)(const T *z, T *a, const T *y, T *g,
-                                             ptrdiff_t M, T scale)
+/* Cross-entropy on softmax for one row, given a = softmax(z), its row max mx and
+   sum s (fm_softmax_rows): g = scale * dloss/dz, and the row's loss -sum y log
+   softmax(z). */
+static T FM_FN(fm_softmax_cross_entropy_row)(const T *z, const T *a, const T *y, T *g,
+                                             ptrdiff_t M, T scale, T mx, T s)
 {
-    T mx, s = FM_FN(fm_softmax_row)(z, a, M, &mx), total = 0, sum_y = 0;
+    T total = 0, sum_y = 0;
     T lse = mx + (T)log(s);
     for (ptrdiff_t j = 0; j < M; j++) {
         total = total + y[j] * (lse - z[j]);
@@ -130,8 +143,9 @@ void FM_FN(fm_activation_forward)(int act, ptrdiff_t n, ptrdiff_t M, const T *z,
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static)
 #endif
-    for (ptrdiff_t i = 0; i < n; i++)
-        FM_FN(fm_activate_row)(act, z + i * M, a + i * M, M);
+    for (ptrdiff_t i = 0; i < n; i += FM_ROWS_AT_ONCE)
+        FM_FN(fm_activate_rows)(act, z + i * M, a + i * M, fm_min(FM_ROWS_AT_ONCE, n - i),
+                                M);
 }
 
 void FM_FN(fm_activation_backward)(int act, ptrdiff_t n, ptrdiff_t M, const T *a, T *g)
@@ -153,16 +167,23 @@ void FM_FN(fm_loss_grad)(int loss, int act, ptrdiff_t n, ptrdiff_t M, const T *z
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static)
 #endif
-    for (ptrdiff_t i = 0; i < n; i++) {
+    for (ptrdiff_t i0 = 0; i0 < n; i0 += FM_ROWS_AT_ONCE) {
+        ptrdiff_t rows = fm_min(FM_ROWS_AT_ONCE, n - i0);
+        T mx[FM_ROWS_AT_ONCE], s[FM_ROWS_AT_ONCE];
         /* Cross-entropy on softmax takes each exponential once. */
-        const T *zi = z + i * M, *yi = y + i * M;
-        T *ai = a + i * M, *gi = g + i * M;
-        if (loss == FM_CROSS_ENTROPY && act == FM_SOFTMAX) {
-            row_loss[i] = FM_FN(fm_softmax_cross_entropy_row)(zi, ai, yi, gi, M, scale);
-            continue;
+        int ce_softmax = loss == FM_CROSS_ENTROPY && act == FM_SOFTMAX;
+        if (ce_softmax)
+            FM_FN(fm_softmax_rows)(z + i0 * M, a + i0 * M, rows, M, mx, s);
+        else
+            FM_FN(fm_activate_rows)(act, z + i0 * M, a + i0 * M, rows, M);
+        for (ptrdiff_t i = i0; i < i0 + rows; i++) {
+            const T *zi = z + i * M, *yi = y + i * M, *ai = a + i * M;
+            T *gi = g + i * M;
+            row_loss[i] = ce_softmax ? FM_FN(fm_softmax_cross_entropy_row)(
+                                           zi, ai, yi, gi, M, scale, mx[i - i0], s[i - i0])
+                                     : FM_FN(fm_loss_row)(loss, act, zi, ai, yi, gi, M,
+                                                          scale, clip);
         }
-        FM_FN(fm_activate_row)(act, zi, ai, M);
-        row_loss[i] = FM_FN(fm_loss_row)(loss, act, zi, ai, yi, gi, M, scale, clip);
     }
     for (ptrdiff_t i = 0; i < n; i++) {
         sum = sum + row_loss[i];

@@ -74,9 +74,9 @@ CASES = [(loss, out, m) for loss in LOSSES for out in LOSS_OUTPUTS[loss] for m i
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("loss,act,m", CASES)
-def test_losses(loss, act, m, dtype):
-    rng = np.random.default_rng(loss_id(loss) * 10 + activation_id(act))
-    n = 37
+@pytest.mark.parametrize("n", [37, 150])  # one block of rows for the exponentials, and three
+def test_losses(loss, act, m, n, dtype):
+    rng = np.random.default_rng(loss_id(loss) * 10 + activation_id(act) + n)
     z = rand(rng, (n, m), dtype, -5, 5)
     y = np.zeros((n, m), dtype)
     if m == 1:
@@ -95,6 +95,28 @@ def test_losses(loss, act, m, dtype):
     assert abs(got[0] - ref[0]) <= tol(dtype, m + n) * abs(ref[0])
     for r, c in zip(ref[2:], got[2:]):
         assert max_rel_err(c, r) < tol(dtype, m)
+
+
+def _float_bits(v):
+    return int(np.float32(v).view(np.uint32))
+
+
+def test_softmax_exp_gives_the_c_librarys_floats():
+    # The float32 softmax takes e^x by fastmlp's own function, which must give the
+    # float that (float)exp((double)x) gives (measured: on all 2^32 floats): a
+    # sample across every float, and every float where e^x becomes subnormal, zero
+    # and infinite, at 0, and the special values (tests/test_exp.py: every float).
+    from fastmlp import _cpu
+
+    assert _cpu.exp_mismatches(0, 0xFFFFFFFF, 997) == 0
+    for lo, hi in [(-86.0, -88.0), (-103.0, -105.0), (-109.0, -111.0), (88.0, 89.0),
+                   (99.0, 101.0), (-0.5, -0.5001), (0.0, 1e-44), (-0.0, -1e-44)]:
+        first, last = sorted((_float_bits(lo), _float_bits(hi)))
+        assert _cpu.exp_mismatches(first, last, 1) == 0, (lo, hi)
+    for bits in (0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00001, 0x7F800001, 0xFF812345):
+        assert _cpu.exp_mismatches(bits, bits, 1) == 0, hex(bits)
+    with pytest.raises(ValueError, match="step > 0"):
+        _cpu.exp_mismatches(0, 10, 0)
 
 
 @pytest.mark.parametrize("backend", [REF, CPU], ids=["numpy", "cpu"])
