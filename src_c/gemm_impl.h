@@ -9,6 +9,7 @@
 #define FM_FN(name) FM_CAT(name, SUF)
 
 typedef void (*FM_FN(fm_ukr_fn))(ptrdiff_t, const T *, const T *, T *, ptrdiff_t, int);
+typedef void (*FM_FN(fm_thin_t_fn))(ptrdiff_t, const T *, ptrdiff_t, const T *, T *, int);
 typedef void (*FM_FN(fm_thin_fn))(ptrdiff_t, ptrdiff_t, const T *, ptrdiff_t, const T *,
                                   T *, ptrdiff_t, ptrdiff_t, int);
 
@@ -339,8 +340,69 @@ static int FM_FN(fm_gemm_thin)(FM_FN(fm_thin_fn) thin, int r, int tb, ptrdiff_t 
     return failed ? -1 : 0;
 }
 
+/* A thin weight gradient (a transposed A, a row-major B, N <= FM_THIN_T_ROWS) with
+   the level's kernel: the threads split C's rows in runs of w; each thread packs B
+   (all of it, each row zero-padded to FM_THIN_T_ROWS) and sums each run over the
+   blocks of k (those of the general path: the same sums) in a buffer in C's
+   transposed orientation, then writes it into C and runs the epilogue or hook on it.
+   The last thread also takes the rows past the whole runs, copied a block of k at a
+   time into a run zero-padded to w. Instead of packing A^T (a layer's activations,
+   512 x 8192 at a large batch) for 10 multiply-adds per value, A's rows are read in
+   place. */
+static int FM_FN(fm_gemm_thin_t)(FM_FN(fm_thin_t_fn) thin_t, int w, ptrdiff_t M,
+                                 ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t lda,
+                                 const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc,
+                                 const fm_epilogue *ep)
+{
+    ptrdiff_t kcb = fm_balanced(K, FM_KC, 4), runs = (M + w - 1) / w, whole = M / w;
+    int threads = fm_threads_for(M, N, K), failed = 0;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) if (threads > 1) reduction(| : failed)
+#endif
+    {
+        int t = 0, team = 1;
+        T *bp = fm_scratch(((size_t)K * FM_THIN_T_ROWS + (size_t)kcb * w) * sizeof(T));
+        T *edge = bp + K * FM_THIN_T_ROWS;
+        T acc[FM_THIN_T_ROWS * 32] __attribute__((aligned(64)));
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+        team = omp_get_num_threads();
+#endif
+        ptrdiff_t lo = whole * t / team, hi = t == team - 1 ? runs : whole * (t + 1) / team;
+        if (bp == NULL)
+            failed = 1;
+        else if (lo < hi)
+            for (ptrdiff_t k = 0; k < K; k++)
+                for (ptrdiff_t j = 0; j < FM_THIN_T_ROWS; j++)
+                    bp[k * FM_THIN_T_ROWS + j] = j < N ? B[k * ldb + j] : 0;
+        for (ptrdiff_t run = lo; bp != NULL && run < hi; run++) {
+            ptrdiff_t r0 = run * w, m = fm_min(w, M - r0);
+            for (ptrdiff_t pc = 0; pc < K; pc += kcb) {
+                ptrdiff_t kc = fm_min(kcb, K - pc);
+                const T *a = A + pc * lda + r0;
+                ptrdiff_t ld = lda;
+                if (m < w) {
+                    for (ptrdiff_t k = 0; k < kc; k++)
+                        for (ptrdiff_t i = 0; i < w; i++)
+                            edge[k * w + i] = i < m ? a[k * lda + i] : 0;
+                    a = edge;
+                    ld = w;
+                }
+                thin_t(kc, a, ld, bp + pc * FM_THIN_T_ROWS, acc, pc > 0);
+            }
+            for (ptrdiff_t i = 0; i < m; i++)
+                for (ptrdiff_t j = 0; j < N; j++)
+                    C[(r0 + i) * ldc + j] = acc[j * w + i];
+            if (ep != NULL)
+                FM_FN(fm_epilogue_tile)(ep, C, ldc, r0, 0, m, N);
+        }
+    }
+    return failed ? -1 : 0;
+}
+
 static int FM_FN(fm_gemm)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, FM_FN(fm_thin_fn) thin,
-                          int thin_r, int bf, int ta, int tb, ptrdiff_t M, ptrdiff_t N,
+                          int thin_r, FM_FN(fm_thin_t_fn) thin_t, int thin_t_w, int bf,
+                          int ta, int tb, ptrdiff_t M, ptrdiff_t N,
                           ptrdiff_t K, const T *A, ptrdiff_t lda, const T *B, ptrdiff_t ldb,
                           T *C, ptrdiff_t ldc, const fm_epilogue *ep)
 {
@@ -357,6 +419,8 @@ static int FM_FN(fm_gemm)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, FM_FN(fm_thin_fn
     }
     if (thin != NULL && !bf && !ta && N <= FM_THIN_LANES && M >= thin_r)
         return FM_FN(fm_gemm_thin)(thin, thin_r, tb, M, N, K, A, lda, B, ldb, C, ldc, ep);
+    if (thin_t != NULL && !bf && ta && !tb && N <= FM_THIN_T_ROWS && M >= thin_t_w)
+        return FM_FN(fm_gemm_thin_t)(thin_t, thin_t_w, M, N, K, A, lda, B, ldb, C, ldc, ep);
     /* A thin C (few columns, many rows) is computed as its transpose,
        C^T = op(B)^T op(A)^T, when that wastes fewer of the microkernel's lanes:
        the same products summed in the same order (a fused multiply-add does not

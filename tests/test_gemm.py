@@ -267,6 +267,35 @@ def test_thin_kernels_give_the_portable_kernels_bits(level, M, N, K, tb, dtype, 
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M,N,K", [(512, 10, 128), (512, 10, 1024), (1000, 10, 700),
+                                   (33, 7, 300), (784, 1, 50), (100, 10, 1), (64, 10, 513),
+                                   (40, 11, 20)])
+def test_thin_weight_gradients_give_the_portable_kernels_bits(level, M, N, K, dtype, threads):
+    # A^T B with at most 10 columns (an output layer's weight gradient) runs the level's
+    # thin weight-gradient kernel (runs of C's rows, A's rows read in place): each
+    # element summed as the portable 4x4 kernel sums it. One block of k and several,
+    # rows past the last whole run (1000 = 31 x 32 + 8; 33), one k, one column, and
+    # 11 columns (the general path); split between two threads.
+    rng = np.random.default_rng(M + N + K)
+    x = rng.uniform(-1, 1, (K, M)).astype(dtype)
+    g = rng.uniform(-1, 1, (K, N)).astype(dtype)
+    results = []
+    for name in (level, "scalar"):
+        _cpu.set_gemm_level(name)
+        fastmlp.set_num_threads(2)
+        c = np.empty((M, N), dtype)
+        _cpu.matmul(x.T, g, c)
+        gW, gb = np.empty((M, N), dtype), np.empty(N, dtype)
+        CPU.dense_backward_weight(x, g, gW, gb)
+        results.append((c, gW))
+    _cpu.set_gemm_level(level)
+    for one, other in zip(*results):
+        np.testing.assert_array_equal(one, other)
+    np.testing.assert_array_equal(results[0][0], results[0][1])
+    assert max_rel_err(results[0][0], x.T.astype(np.float64) @ g) < tol(dtype, K)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ["relu", "sigmoid"])
 def test_thin_fused_layers_computed_transposed_give_the_same_bits(level, act, dtype):
     rng = np.random.default_rng(3)
