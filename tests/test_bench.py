@@ -115,4 +115,4 @@ def test_sweep_measures_every_contender(monkeypatch):
         r["peak_frac"]["torch-bf16"] = 0.1
     lines = sweep.format_sweep(res)
     assert "cpu-bf16 time / torch-bf16" in lines[0] and lines[1].rstrip().endswith("0.50")
-    assert sweep.flops_per_sample([784, 512, 10]) == 6 * (784 * 512 + 512 * 10)
+    assert sweep.flops_per_sample([784, 512, 10]) == 4 * 784 * 512 + 6 * 512 * 10
