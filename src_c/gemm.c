@@ -102,15 +102,22 @@ static size_t fm_scratch_block(ptrdiff_t rows, ptrdiff_t cols)
     return ((size_t)rows * cols + 63) / 64 * 64;
 }
 
+/* The elements of scratch that fm_gemm_reserve holds for each thread: the most a
+   thread's share of the general path asks for (its blocks are at most FM_MC x FM_KC
+   and FM_KC x FM_NC: fm_balanced keeps them within these multiples of every MR and
+   NR). The thin kernels take their paths only where they need no more. */
+static size_t fm_scratch_reserved(void)
+{
+    return fm_scratch_block(FM_MC, FM_KC) + fm_scratch_block(FM_MC, FM_NC) +
+           (size_t)FM_KC * FM_NC;
+}
+
 int fm_gemm_reserve(size_t elem)
 {
-    /* The most a thread's share asks for: its blocks are at most FM_MC x FM_KC and
-       FM_KC x FM_NC (fm_balanced keeps them within these multiples of every MR and
-       NR). Done again only for more threads or a wider type on this thread's team. */
+    /* Done again only for more threads or a wider type on this thread's team. */
     static _Thread_local int done_threads;
     static _Thread_local size_t done_elem;
-    size_t bytes = (fm_scratch_block(FM_MC, FM_KC) + fm_scratch_block(FM_MC, FM_NC) +
-                    (size_t)FM_KC * FM_NC) * elem;
+    size_t bytes = fm_scratch_reserved() * elem;
     int team = 1, failed = 0;
 #ifdef _OPENMP
     team = omp_get_max_threads();

@@ -419,7 +419,11 @@ static int FM_FN(fm_gemm)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, FM_FN(fm_thin_fn
     }
     if (thin != NULL && !bf && !ta && N <= FM_THIN_LANES && M >= thin_r)
         return FM_FN(fm_gemm_thin)(thin, thin_r, tb, M, N, K, A, lda, B, ldb, C, ldc, ep);
-    if (thin_t != NULL && !bf && ta && !tb && N <= FM_THIN_T_ROWS && M >= thin_t_w)
+    /* (All of B and a block of A's rows packed: within the reserved scratch, so that a
+       step's fused update cannot fail half-way, up to a depth of 43,000 or so.) */
+    if (thin_t != NULL && !bf && ta && !tb && N <= FM_THIN_T_ROWS && M >= thin_t_w &&
+        (size_t)K * FM_THIN_T_ROWS + (size_t)fm_balanced(K, FM_KC, 4) * thin_t_w <=
+            fm_scratch_reserved())
         return FM_FN(fm_gemm_thin_t)(thin_t, thin_t_w, M, N, K, A, lda, B, ldb, C, ldc, ep);
     /* A thin C (few columns, many rows) is computed as its transpose,
        C^T = op(B)^T op(A)^T, when that wastes fewer of the microkernel's lanes:

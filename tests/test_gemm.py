@@ -269,13 +269,14 @@ def test_thin_kernels_give_the_portable_kernels_bits(level, M, N, K, tb, dtype, 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("M,N,K", [(512, 10, 128), (512, 10, 1024), (1000, 10, 700),
                                    (33, 7, 300), (784, 1, 50), (100, 10, 1), (64, 10, 513),
-                                   (40, 11, 20)])
+                                   (40, 11, 20), (32, 10, 50000)])
 def test_thin_weight_gradients_give_the_portable_kernels_bits(level, M, N, K, dtype, threads):
     # A^T B with at most 10 columns (an output layer's weight gradient) runs the level's
     # thin weight-gradient kernel (runs of C's rows, A's rows read in place): each
     # element summed as the portable 4x4 kernel sums it. One block of k and several,
     # rows past the last whole run (1000 = 31 x 32 + 8; 33), one k, one column, and
-    # 11 columns (the general path); split between two threads.
+    # 11 columns and a depth of 50,000 (the general path: B packed whole would not fit
+    # the reserved scratch); split between two threads.
     rng = np.random.default_rng(M + N + K)
     x = rng.uniform(-1, 1, (K, M)).astype(dtype)
     g = rng.uniform(-1, 1, (K, N)).astype(dtype)
