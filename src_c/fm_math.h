@@ -55,6 +55,8 @@
         return ja == jy;                                                               \
     }
 
+static inline ptrdiff_t fm_min(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
+
 /* e^x rounded to float, for a float x: the float that (float)exp((double)x) gives,
    without the C library. Range reduction x = k ln2 + r (ln2 in two parts, the first
    with trailing zeros so that k times it is exact), e^r by its Taylor polynomial to

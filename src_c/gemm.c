@@ -29,7 +29,9 @@
 #define FM_THIN_LANES 16
 /* Columns of a thin weight gradient (see FM_THIN_T_UKR): an output layer of 10. */
 #define FM_THIN_T_ROWS 10
-/* Rows of A fetched ahead by the thin weight-gradient kernel. */
+/* The most of C's rows a thin weight-gradient kernel takes at once (AVX-512 float's
+   2 vectors of 16), and the rows of A it fetches ahead. */
+#define FM_THIN_T_MAX_W 32
 #define FM_THIN_T_AHEAD 8
 
 /* Cache blocking: KC values of K per packed panel (about L1 with one B
@@ -90,8 +92,6 @@ static void *fm_scratch(size_t bytes)
     }
     return fm_scratch_buf;
 }
-
-static ptrdiff_t fm_min(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
 
 /* A thread's scratch holds blocks of mcb x kcb (A), kcb x ncb (B) and, where a
    block of C is kept there, mcb x ncb: the A block, then C's and B's, the next

@@ -363,7 +363,7 @@ static int FM_FN(fm_gemm_thin_t)(FM_FN(fm_thin_t_fn) thin_t, int w, ptrdiff_t M,
         int t = 0, team = 1;
         T *bp = fm_scratch(((size_t)K * FM_THIN_T_ROWS + (size_t)kcb * w) * sizeof(T));
         T *edge = bp + K * FM_THIN_T_ROWS;
-        T acc[FM_THIN_T_ROWS * 32] __attribute__((aligned(64)));
+        T acc[FM_THIN_T_ROWS * FM_THIN_T_MAX_W] __attribute__((aligned(64)));
 #ifdef _OPENMP
         t = omp_get_thread_num();
         team = omp_get_num_threads();

@@ -9,8 +9,6 @@
 #include "fm_clones.h"
 #include "fm_math.h"
 
-static ptrdiff_t fm_min(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
-
 /* x = e^x over n values, as softmax needs them: floats by fm_exp_to_float, in
    vectors (the same bits at every level: basic double operations only), doubles
    by the C library. */

@@ -1,6 +1,6 @@
 /* The type-generic part of rows.c, included once per type with T, SUF,
-   FM_SIGMOID_FN, FM_TANH_FN and FM_SOFTPLUS_FN defined, after fm_exp_row##SUF and
-   fm_min. Not a public header. Literals are written as 1.0 where the kernels have
+   FM_SIGMOID_FN, FM_TANH_FN and FM_SOFTPLUS_FN defined, after fm_exp_row##SUF. Not a
+   public header. Literals are written as 1.0 where the kernels have
    always computed in double before rounding to T. */
 
 #define FM_CAT_(a, b) a##b
@@ -47,10 +47,11 @@ static void FM_FN(fm_softmax_rows)(const T *z, T *a, ptrdiff_t rows, ptrdiff_t M
     }
 }
 
-/* a = act(z) for `rows` rows (at most FM_ROWS_AT_ONCE). */
-static void FM_FN(fm_activate_rows)(int act, const T *z, T *a, ptrdiff_t rows, ptrdiff_t M)
+/* a = act(z) for `rows` rows (at most FM_ROWS_AT_ONCE); for softmax also each row's
+   max and sum in mx and s (fm_softmax_rows). */
+static void FM_FN(fm_activate_rows)(int act, const T *z, T *a, ptrdiff_t rows, ptrdiff_t M,
+                                    T *mx, T *s)
 {
-    T mx[FM_ROWS_AT_ONCE], s[FM_ROWS_AT_ONCE];
     if (act == FM_SOFTMAX) {
         FM_FN(fm_softmax_rows)(z, a, rows, M, mx, s);
     } else if (act != FM_LINEAR || a != z) {
@@ -143,9 +144,11 @@ void FM_FN(fm_activation_forward)(int act, ptrdiff_t n, ptrdiff_t M, const T *z,
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static)
 #endif
-    for (ptrdiff_t i = 0; i < n; i += FM_ROWS_AT_ONCE)
+    for (ptrdiff_t i = 0; i < n; i += FM_ROWS_AT_ONCE) {
+        T mx[FM_ROWS_AT_ONCE], s[FM_ROWS_AT_ONCE];
         FM_FN(fm_activate_rows)(act, z + i * M, a + i * M, fm_min(FM_ROWS_AT_ONCE, n - i),
-                                M);
+                                M, mx, s);
+    }
 }
 
 void FM_FN(fm_activation_backward)(int act, ptrdiff_t n, ptrdiff_t M, const T *a, T *g)
@@ -164,18 +167,15 @@ void FM_FN(fm_loss_grad)(int loss, int act, ptrdiff_t n, ptrdiff_t M, const T *z
 {
     T scale = (T)1 / (T)n, clip = sizeof(T) == sizeof(float) ? 1e-7 : 1e-15, sum = 0;
     long count = 0;
+    /* Cross-entropy on softmax takes each exponential once. */
+    int ce_softmax = loss == FM_CROSS_ENTROPY && act == FM_SOFTMAX;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static)
 #endif
     for (ptrdiff_t i0 = 0; i0 < n; i0 += FM_ROWS_AT_ONCE) {
         ptrdiff_t rows = fm_min(FM_ROWS_AT_ONCE, n - i0);
         T mx[FM_ROWS_AT_ONCE], s[FM_ROWS_AT_ONCE];
-        /* Cross-entropy on softmax takes each exponential once. */
-        int ce_softmax = loss == FM_CROSS_ENTROPY && act == FM_SOFTMAX;
-        if (ce_softmax)
-            FM_FN(fm_softmax_rows)(z + i0 * M, a + i0 * M, rows, M, mx, s);
-        else
-            FM_FN(fm_activate_rows)(act, z + i0 * M, a + i0 * M, rows, M);
+        FM_FN(fm_activate_rows)(act, z + i0 * M, a + i0 * M, rows, M, mx, s);
         for (ptrdiff_t i = i0; i < i0 + rows; i++) {
             const T *zi = z + i * M, *yi = y + i * M, *ai = a + i * M;
             T *gi = g + i * M;
