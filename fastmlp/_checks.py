@@ -28,6 +28,12 @@ def float_dtype(dtype) -> np.dtype:
     return policy(dtype)[1]
 
 
+def all_finite(x: np.ndarray) -> bool:
+    """Whether a float array holds no NaN or Inf: from its min and max, which a NaN
+    or an infinity reaches, so that no temporary as large as x is made."""
+    return bool(np.isfinite(x.min()) and np.isfinite(x.max()))
+
+
 def features(x, n_features: int, dtype, name="x") -> np.ndarray:
     """x as a C-contiguous (N, n_features) array of ``dtype``; (N, 28, 28) is flattened."""
     x = np.asarray(x)
@@ -45,7 +51,7 @@ def features(x, n_features: int, dtype, name="x") -> np.ndarray:
         raise ValueError(f"{name} has {got} features per sample (shape {x.shape}), "
                          f"the model expects {n_features}")
     x = np.ascontiguousarray(x.reshape(x.shape[0], got), dtype=dtype)
-    if not np.isfinite(x).all():
+    if not all_finite(x):
         bad = int(np.argwhere(~np.isfinite(x))[0, 0])
         raise ValueError(f"{name} contains NaN or Inf (first in sample {bad})")
     return x
@@ -67,7 +73,7 @@ def targets(y, n_samples: int, n_outputs: int, dtype, name="y") -> np.ndarray:
         if y.shape[1] != n_outputs:
             raise ValueError(f"{name} has {y.shape[1]} columns, the model has {n_outputs} outputs")
         y = np.ascontiguousarray(y, dtype=dtype)
-        if not np.isfinite(y).all():
+        if not all_finite(y):
             raise ValueError(f"{name} contains NaN or Inf")
         return y
     labels = labels_1d(y.reshape(n_samples), max(n_outputs, 2), name)

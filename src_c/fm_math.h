@@ -43,14 +43,17 @@
 #define FM_DEFINE_HIT(NAME, T)                                                         \
     static inline int NAME(const T *a, const T *y, ptrdiff_t M)                        \
     {                                                                                  \
+        /* The first index of each row's max, by selects rather than branches (the   \
+           maxima of a batch's rows fall at random places). */                        \
         ptrdiff_t ja = 0, jy = 0;                                                      \
+        T ba = a[0], by = y[0];                                                        \
         if (M == 1)                                                                    \
             return (a[0] >= 0.5) == (y[0] >= 0.5);                                     \
         for (ptrdiff_t j = 1; j < M; j++) {                                            \
-            if (a[j] > a[ja])                                                          \
-                ja = j;                                                                \
-            if (y[j] > y[jy])                                                          \
-                jy = j;                                                                \
+            ja = a[j] > ba ? j : ja;                                                   \
+            ba = a[j] > ba ? a[j] : ba;                                                \
+            jy = y[j] > by ? j : jy;                                                   \
+            by = y[j] > by ? y[j] : by;                                                \
         }                                                                              \
         return ja == jy;                                                               \
     }

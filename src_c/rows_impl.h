@@ -11,8 +11,7 @@ static T FM_FN(fm_row_max)(const T *z, ptrdiff_t M)
 {
     T mx = z[0];
     for (ptrdiff_t j = 1; j < M; j++)
-        if (z[j] > mx)
-            mx = z[j];
+        mx = z[j] > mx ? z[j] : mx; /* a select, not a branch */
     return mx;
 }
 
@@ -170,7 +169,7 @@ void FM_FN(fm_loss_grad)(int loss, int act, ptrdiff_t n, ptrdiff_t M, const T *z
     /* Cross-entropy on softmax takes each exponential once. */
     int ce_softmax = loss == FM_CROSS_ENTROPY && act == FM_SOFTMAX;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) reduction(+ : count)
 #endif
     for (ptrdiff_t i0 = 0; i0 < n; i0 += FM_ROWS_AT_ONCE) {
         ptrdiff_t rows = fm_min(FM_ROWS_AT_ONCE, n - i0);
@@ -183,12 +182,13 @@ void FM_FN(fm_loss_grad)(int loss, int act, ptrdiff_t n, ptrdiff_t M, const T *z
                                            zi, ai, yi, gi, M, scale, mx[i - i0], s[i - i0])
                                      : FM_FN(fm_loss_row)(loss, act, zi, ai, yi, gi, M,
                                                           scale, clip);
+            count += FM_FN(fm_hit)(ai, yi, M);
         }
     }
-    for (ptrdiff_t i = 0; i < n; i++) {
+    /* The sum in sample order, whatever the thread count (a count of hits is exact
+       in any order). */
+    for (ptrdiff_t i = 0; i < n; i++)
         sum = sum + row_loss[i];
-        count += FM_FN(fm_hit)(a + i * M, y + i * M, M);
-    }
     *total = sum;
     *hits = count;
 }
