@@ -60,6 +60,15 @@ def test_nan_or_inf_in_x(model, data, bad):
         model.evaluate(x, y)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_inf_in_a_target_matrix(model, data, bad):
+    x, y = data
+    t = np.eye(3)[y]
+    t[3, 0] = bad
+    with pytest.raises(ValueError, match="y contains NaN or Inf"):
+        model.fit(x, t, verbose=0)
+
+
 def test_empty_x(model):
     with pytest.raises(ValueError, match="empty"):
         model.fit(np.ones((0, 6)), np.ones(0, int), verbose=0)
