@@ -91,7 +91,7 @@ extensions = [
                  "src_c/gemm_impl.h", "src_c/fm_clones.h", "src_c/cpu_features.h",
                  "src_c/rows.h", "src_c/rows_impl.h",
                  "src_c/update.h", "src_c/numdiff.h", "src_c/numdiff_impl.h",
-                 "src_c/step.h", "src_c/step_impl.h"],
+                 "src_c/step.h", "src_c/step_impl.h", "src_c/fm_team.h"],
         include_dirs=[numpy.get_include(), "src_c"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )

@@ -47,6 +47,20 @@
 /* Below this many multiply-adds a product runs on one thread. */
 #define FM_PARALLEL_MIN_MACS (1 << 17)
 
+/* The paths of a planned product (fm_gemm_plan's path): nothing to do (an empty
+   C), C zero (K = 0), the thin kernel, the thin weight-gradient kernel, or the
+   packed microkernels. */
+enum { FM_PATH_NONE, FM_PATH_ZERO, FM_PATH_THIN, FM_PATH_THIN_T, FM_PATH_GENERAL };
+
+static double fm_wtime(void)
+{
+#ifdef _OPENMP
+    return omp_get_wtime();
+#else
+    return 0;
+#endif
+}
+
 static int fm_level = -1;
 
 int fm_gemm_best_level(void)
@@ -840,18 +854,18 @@ void fm_bf16_set_hardware(int mode)
 #undef FM_SIGMOID_FN
 #undef FM_TANH_FN
 
-int fm_sgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
-             const float *A, ptrdiff_t lda, const float *B, ptrdiff_t ldb,
-             float *C, ptrdiff_t ldc, const fm_epilogue *ep)
+void fm_sgemm_plan(fm_gemm_plan *pl, int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N,
+                   ptrdiff_t K, const float *A, ptrdiff_t lda, const float *B,
+                   ptrdiff_t ldb, float *C, ptrdiff_t ldc, const fm_epilogue *ep)
 {
     fm_kernel_s k = fm_kernel_for_s(fm_gemm_level());
-    return fm_gemm_s(k.mr, k.nr, k.ukr, k.thin, k.thin_r, k.thin_t, k.thin_t_w,
-                     FM_BF16_NONE, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, ep);
+    fm_gemm_plan_for_s(pl, k.mr, k.nr, k.ukr, k.thin, k.thin_r, k.thin_t, k.thin_t_w,
+                       FM_BF16_NONE, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, ep);
 }
 
-int fm_bgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
-             const float *A, ptrdiff_t lda, const float *B, ptrdiff_t ldb,
-             float *C, ptrdiff_t ldc, const fm_epilogue *ep)
+void fm_bgemm_plan(fm_gemm_plan *pl, int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N,
+                   ptrdiff_t K, const float *A, ptrdiff_t lda, const float *B,
+                   ptrdiff_t ldb, float *C, ptrdiff_t ldc, const fm_epilogue *ep)
 {
     fm_kernel_s k = fm_kernel_for_s(fm_gemm_level());
     int bf = FM_BF16_EMULATED;
@@ -867,15 +881,60 @@ int fm_bgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
         bf = FM_BF16_HARDWARE;
     }
     /* (No thin kernel: bfloat16 operands are rounded while packing.) */
-    return fm_gemm_s(k.mr, k.nr, k.ukr, NULL, 0, NULL, 0, bf, trans_a, trans_b, M, N, K, A,
-                     lda, B, ldb, C, ldc, ep);
+    fm_gemm_plan_for_s(pl, k.mr, k.nr, k.ukr, NULL, 0, NULL, 0, bf, trans_a, trans_b, M, N,
+                       K, A, lda, B, ldb, C, ldc, ep);
 }
 
-int fm_dgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
-             const double *A, ptrdiff_t lda, const double *B, ptrdiff_t ldb,
-             double *C, ptrdiff_t ldc, const fm_epilogue *ep)
+void fm_dgemm_plan(fm_gemm_plan *pl, int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N,
+                   ptrdiff_t K, const double *A, ptrdiff_t lda, const double *B,
+                   ptrdiff_t ldb, double *C, ptrdiff_t ldc, const fm_epilogue *ep)
 {
     fm_kernel_d k = fm_kernel_for_d(fm_gemm_level());
-    return fm_gemm_d(k.mr, k.nr, k.ukr, k.thin, k.thin_r, k.thin_t, k.thin_t_w,
-                     FM_BF16_NONE, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, ep);
+    fm_gemm_plan_for_d(pl, k.mr, k.nr, k.ukr, k.thin, k.thin_r, k.thin_t, k.thin_t_w,
+                       FM_BF16_NONE, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, ep);
 }
+
+void fm_gemm_run(fm_gemm_plan *pl, int t, int team)
+{
+    if (pl->dbl)
+        fm_gemm_run_for_d(pl, t, team);
+    else
+        fm_gemm_run_for_s(pl, t, team);
+}
+
+int fm_gemm_done(fm_gemm_plan *pl)
+{
+    fm_share *s = pl->slot;
+    /* (Unless a product planned since took the slot for another shape.) */
+    if (s != NULL && pl->got == pl->threads && s->M == pl->M && s->N == pl->N &&
+        s->K == pl->K && s->key == pl->kind && s->team == pl->threads)
+        fm_share_update(s, pl->start, pl->spent);
+    return pl->failed ? -1 : 0;
+}
+
+int fm_gemm_alone(fm_gemm_plan *pl)
+{
+#ifdef _OPENMP
+#pragma omp parallel num_threads(pl->threads) if (pl->threads > 1)
+    fm_gemm_run(pl, omp_get_thread_num(), omp_get_num_threads());
+#else
+    fm_gemm_run(pl, 0, 1);
+#endif
+    return fm_gemm_done(pl);
+}
+
+/* fm_sgemm, fm_bgemm and fm_dgemm: the product planned, then run on a team of its
+   own. */
+#define FM_GEMM_ALONE(NAME, T)                                                         \
+    int NAME(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, \
+             ptrdiff_t lda, const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc,            \
+             const fm_epilogue *ep)                                                    \
+    {                                                                                  \
+        fm_gemm_plan pl;                                                               \
+        NAME##_plan(&pl, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, ep);       \
+        return fm_gemm_alone(&pl);                                                     \
+    }
+FM_GEMM_ALONE(fm_sgemm, float)
+FM_GEMM_ALONE(fm_bgemm, float)
+FM_GEMM_ALONE(fm_dgemm, double)
+#undef FM_GEMM_ALONE

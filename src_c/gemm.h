@@ -66,6 +66,47 @@ int fm_bgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
              const float *A, ptrdiff_t lda, const float *B, ptrdiff_t ldb,
              float *C, ptrdiff_t ldc, const fm_epilogue *ep);
 
+/* Teams of up to this many threads split a product's tiles by adaptive shares
+   (gemm.c); larger ones evenly. */
+#define FM_SHARE_TEAM 16
+
+/* A product prepared for the threads of a parallel region that runs several
+   kernels in turn (the compiled step): fm_sgemm_plan, fm_bgemm_plan and
+   fm_dgemm_plan take the arguments of fm_sgemm, fm_bgemm and fm_dgemm; then each
+   thread t of the region's team calls fm_gemm_run(plan, t, team), the product
+   being complete once all have returned (the caller's barrier); then the thread
+   that planned it calls fm_gemm_done, which returns what fm_sgemm would (0, or -1
+   when scratch memory could not be allocated). The operands and the epilogue must
+   stay in place until then. fm_sgemm is exactly plan, run on a team of its own,
+   done: the same tiles with the same sums, so the same bits. The fields are
+   gemm.c's. */
+typedef struct {
+    int dbl, path, mr, nr, thin_r, thin_t_w, bf, ta, tb, ct, split_n, kind, threads;
+    int got, shared, failed;
+    void (*ukr)(void), (*thin)(void), (*thin_t)(void);
+    ptrdiff_t M, N, K, Kp, kcb, mcb, ncb, tiles, lda, ldb, ldc;
+    const void *A, *B;
+    void *C;
+    const fm_epilogue *ep;
+    void *slot;
+    ptrdiff_t start[FM_SHARE_TEAM + 1];
+    double spent[FM_SHARE_TEAM];
+} fm_gemm_plan;
+
+void fm_sgemm_plan(fm_gemm_plan *pl, int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N,
+                   ptrdiff_t K, const float *A, ptrdiff_t lda, const float *B,
+                   ptrdiff_t ldb, float *C, ptrdiff_t ldc, const fm_epilogue *ep);
+void fm_bgemm_plan(fm_gemm_plan *pl, int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N,
+                   ptrdiff_t K, const float *A, ptrdiff_t lda, const float *B,
+                   ptrdiff_t ldb, float *C, ptrdiff_t ldc, const fm_epilogue *ep);
+void fm_dgemm_plan(fm_gemm_plan *pl, int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N,
+                   ptrdiff_t K, const double *A, ptrdiff_t lda, const double *B,
+                   ptrdiff_t ldb, double *C, ptrdiff_t ldc, const fm_epilogue *ep);
+void fm_gemm_run(fm_gemm_plan *pl, int t, int team);
+int fm_gemm_done(fm_gemm_plan *pl);
+/* A planned product run on a team of its own; returns what fm_gemm_done does. */
+int fm_gemm_alone(fm_gemm_plan *pl);
+
 /* Whether this CPU and build have the bfloat16 instruction; whether fm_bgemm uses
    it (1: switched on, and the level is avx512; 2: its paired layout with a
    portable kernel in its place, for tests); and the switch: 0 (at start), 1 (only
@@ -73,10 +114,6 @@ int fm_bgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
 int fm_bf16_hardware_supported(void);
 int fm_bf16_hardware(void);
 void fm_bf16_set_hardware(int on);
-
-/* Teams of up to this many threads split a product's tiles by adaptive shares
-   (gemm.c); larger ones evenly. */
-#define FM_SHARE_TEAM 16
 
 /* For the tests: teams of `team` threads split every product's tiles by the fixed
    shares w (team values summing to 1) instead of adaptive ones; team 0 restores

@@ -282,15 +282,15 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
    rows, zero-padded to the lanes, all of them for a large A (else a block of k at
    a time), and runs the kernel over its groups, each group through the blocks of
    k packed (the blocks of the general path: the same sums), reading A in place;
-   the epilogue runs on each group as its last block is added. (Block by block
-   over all the groups, A was read in a pass per block: at 8192 rows of 512 that
-   took 1.33x the time.) (A transposed A, a weight gradient's, would be read a row
-   of A per k for every group: at batch 8192 that took 1.11x the general path's
-   time.) */
+   the epilogue runs on each group as its last block is added. This is thread t's
+   share on a team of `team`. (Block by block over all the groups, A was read in a
+   pass per block: at 8192 rows of 512 that took 1.33x the time.) (A transposed A,
+   a weight gradient's, would be read a row of A per k for every group: at batch
+   8192 that took 1.11x the general path's time.) */
 static int FM_FN(fm_gemm_thin)(FM_FN(fm_thin_fn) thin, int r, int tb, ptrdiff_t M,
                                ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t lda,
                                const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc,
-                               const fm_epilogue *ep)
+                               const fm_epilogue *ep, int t, int team)
 {
     ptrdiff_t kcb = fm_balanced(K, FM_KC, 4), groups = (M + r - 1) / r;
     /* The k values packed at once: all of them where A is larger than the scratch
@@ -300,44 +300,33 @@ static int FM_FN(fm_gemm_thin)(FM_FN(fm_thin_fn) thin, int r, int tb, ptrdiff_t 
                              (size_t)K * FM_THIN_LANES <= (size_t)FM_KC * FM_NC
                          ? K
                          : kcb;
-    int threads = fm_threads_for(M, N, K), failed = 0;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads) if (threads > 1) reduction(| : failed)
-#endif
-    {
-        int t = 0, team = 1;
-        T *bp = fm_scratch((size_t)span * FM_THIN_LANES * sizeof(T));
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-        team = omp_get_num_threads();
-#endif
-        ptrdiff_t lo = groups * t / team, hi = groups * (t + 1) / team;
-        if (bp == NULL)
-            failed = 1;
-        for (ptrdiff_t ps = 0; bp != NULL && lo < hi && ps < K; ps += span) {
-            ptrdiff_t sk = fm_min(span, K - ps);
-            memset(bp, 0, (size_t)sk * FM_THIN_LANES * sizeof(T));
-            if (tb)
-                for (ptrdiff_t j = 0; j < N; j++)
-                    for (ptrdiff_t k = 0; k < sk; k++)
-                        bp[k * FM_THIN_LANES + j] = B[j * ldb + ps + k];
-            else
+    T *bp = fm_scratch((size_t)span * FM_THIN_LANES * sizeof(T));
+    ptrdiff_t lo = groups * t / team, hi = groups * (t + 1) / team;
+    if (bp == NULL)
+        return -1;
+    for (ptrdiff_t ps = 0; lo < hi && ps < K; ps += span) {
+        ptrdiff_t sk = fm_min(span, K - ps);
+        memset(bp, 0, (size_t)sk * FM_THIN_LANES * sizeof(T));
+        if (tb)
+            for (ptrdiff_t j = 0; j < N; j++)
                 for (ptrdiff_t k = 0; k < sk; k++)
-                    for (ptrdiff_t j = 0; j < N; j++)
-                        bp[k * FM_THIN_LANES + j] = B[(ps + k) * ldb + j];
-            for (ptrdiff_t g = lo; g < hi; g++) {
-                ptrdiff_t i0 = g * r, rows = fm_min(r, M - i0);
-                for (ptrdiff_t pc = ps; pc < ps + sk; pc += kcb) {
-                    ptrdiff_t kc = fm_min(kcb, K - pc);
-                    thin(rows, kc, A + i0 * lda + pc, lda, bp + (pc - ps) * FM_THIN_LANES,
-                         C + i0 * ldc, ldc, N, pc > 0);
-                    if (pc + kc >= K && ep != NULL)  /* any kind, the hook's included */
-                        FM_FN(fm_epilogue_tile)(ep, C, ldc, i0, 0, rows, N);
-                }
+                    bp[k * FM_THIN_LANES + j] = B[j * ldb + ps + k];
+        else
+            for (ptrdiff_t k = 0; k < sk; k++)
+                for (ptrdiff_t j = 0; j < N; j++)
+                    bp[k * FM_THIN_LANES + j] = B[(ps + k) * ldb + j];
+        for (ptrdiff_t g = lo; g < hi; g++) {
+            ptrdiff_t i0 = g * r, rows = fm_min(r, M - i0);
+            for (ptrdiff_t pc = ps; pc < ps + sk; pc += kcb) {
+                ptrdiff_t kc = fm_min(kcb, K - pc);
+                thin(rows, kc, A + i0 * lda + pc, lda, bp + (pc - ps) * FM_THIN_LANES,
+                     C + i0 * ldc, ldc, N, pc > 0);
+                if (pc + kc >= K && ep != NULL)  /* any kind, the hook's included */
+                    FM_FN(fm_epilogue_tile)(ep, C, ldc, i0, 0, rows, N);
             }
         }
     }
-    return failed ? -1 : 0;
+    return 0;
 }
 
 /* A thin weight gradient (a transposed A, a row-major B, N <= FM_THIN_T_ROWS) with
@@ -348,161 +337,185 @@ static int FM_FN(fm_gemm_thin)(FM_FN(fm_thin_fn) thin, int r, int tb, ptrdiff_t 
    The last thread also takes the rows past the whole runs, copied a block of k at a
    time into a run zero-padded to w. Instead of packing A^T (a layer's activations,
    512 x 8192 at a large batch) for 10 multiply-adds per value, A's rows are read in
-   place. */
+   place. This is thread t's share on a team of `team`. */
 static int FM_FN(fm_gemm_thin_t)(FM_FN(fm_thin_t_fn) thin_t, int w, ptrdiff_t M,
                                  ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t lda,
                                  const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc,
-                                 const fm_epilogue *ep)
+                                 const fm_epilogue *ep, int t, int team)
 {
     ptrdiff_t kcb = fm_balanced(K, FM_KC, 4), runs = (M + w - 1) / w, whole = M / w;
-    int threads = fm_threads_for(M, N, K), failed = 0;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads) if (threads > 1) reduction(| : failed)
-#endif
-    {
-        int t = 0, team = 1;
-        T *bp = fm_scratch(((size_t)K * FM_THIN_T_ROWS + (size_t)kcb * w) * sizeof(T));
-        T *edge = bp + K * FM_THIN_T_ROWS;
-        T acc[FM_THIN_T_ROWS * FM_THIN_T_MAX_W] __attribute__((aligned(64)));
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-        team = omp_get_num_threads();
-#endif
-        ptrdiff_t lo = whole * t / team, hi = t == team - 1 ? runs : whole * (t + 1) / team;
-        if (bp == NULL)
-            failed = 1;
-        else if (lo < hi)
-            for (ptrdiff_t k = 0; k < K; k++)
-                for (ptrdiff_t j = 0; j < FM_THIN_T_ROWS; j++)
-                    bp[k * FM_THIN_T_ROWS + j] = j < N ? B[k * ldb + j] : 0;
-        for (ptrdiff_t run = lo; bp != NULL && run < hi; run++) {
-            ptrdiff_t r0 = run * w, m = fm_min(w, M - r0);
-            for (ptrdiff_t pc = 0; pc < K; pc += kcb) {
-                ptrdiff_t kc = fm_min(kcb, K - pc);
-                const T *a = A + pc * lda + r0;
-                ptrdiff_t ld = lda;
-                if (m < w) {
-                    for (ptrdiff_t k = 0; k < kc; k++)
-                        for (ptrdiff_t i = 0; i < w; i++)
-                            edge[k * w + i] = i < m ? a[k * lda + i] : 0;
-                    a = edge;
-                    ld = w;
-                }
-                thin_t(kc, a, ld, bp + pc * FM_THIN_T_ROWS, acc, pc > 0);
+    T *bp = fm_scratch(((size_t)K * FM_THIN_T_ROWS + (size_t)kcb * w) * sizeof(T));
+    T *edge = bp + K * FM_THIN_T_ROWS;
+    T acc[FM_THIN_T_ROWS * FM_THIN_T_MAX_W] __attribute__((aligned(64)));
+    ptrdiff_t lo = whole * t / team, hi = t == team - 1 ? runs : whole * (t + 1) / team;
+    if (bp == NULL)
+        return -1;
+    if (lo < hi)
+        for (ptrdiff_t k = 0; k < K; k++)
+            for (ptrdiff_t j = 0; j < FM_THIN_T_ROWS; j++)
+                bp[k * FM_THIN_T_ROWS + j] = j < N ? B[k * ldb + j] : 0;
+    for (ptrdiff_t run = lo; run < hi; run++) {
+        ptrdiff_t r0 = run * w, m = fm_min(w, M - r0);
+        for (ptrdiff_t pc = 0; pc < K; pc += kcb) {
+            ptrdiff_t kc = fm_min(kcb, K - pc);
+            const T *a = A + pc * lda + r0;
+            ptrdiff_t ld = lda;
+            if (m < w) {
+                for (ptrdiff_t k = 0; k < kc; k++)
+                    for (ptrdiff_t i = 0; i < w; i++)
+                        edge[k * w + i] = i < m ? a[k * lda + i] : 0;
+                a = edge;
+                ld = w;
             }
-            for (ptrdiff_t i = 0; i < m; i++)
-                for (ptrdiff_t j = 0; j < N; j++)
-                    C[(r0 + i) * ldc + j] = acc[j * w + i];
-            if (ep != NULL)
-                FM_FN(fm_epilogue_tile)(ep, C, ldc, r0, 0, m, N);
+            thin_t(kc, a, ld, bp + pc * FM_THIN_T_ROWS, acc, pc > 0);
         }
+        for (ptrdiff_t i = 0; i < m; i++)
+            for (ptrdiff_t j = 0; j < N; j++)
+                C[(r0 + i) * ldc + j] = acc[j * w + i];
+        if (ep != NULL)
+            FM_FN(fm_epilogue_tile)(ep, C, ldc, r0, 0, m, N);
     }
-    return failed ? -1 : 0;
+    return 0;
 }
 
-static int FM_FN(fm_gemm)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, FM_FN(fm_thin_fn) thin,
-                          int thin_r, FM_FN(fm_thin_t_fn) thin_t, int thin_t_w, int bf,
-                          int ta, int tb, ptrdiff_t M, ptrdiff_t N,
-                          ptrdiff_t K, const T *A, ptrdiff_t lda, const T *B, ptrdiff_t ldb,
-                          T *C, ptrdiff_t ldc, const fm_epilogue *ep)
+/* Prepares the product (gemm.h's fm_gemm_plan) for the level's kernels: which path
+   it takes, on how many threads, and each thread's share of the tiles. */
+static void FM_FN(fm_gemm_plan_for)(fm_gemm_plan *pl, int mr, int nr, FM_FN(fm_ukr_fn) ukr,
+                                    FM_FN(fm_thin_fn) thin, int thin_r,
+                                    FM_FN(fm_thin_t_fn) thin_t, int thin_t_w, int bf,
+                                    int ta, int tb, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                                    const T *A, ptrdiff_t lda, const T *B, ptrdiff_t ldb,
+                                    T *C, ptrdiff_t ldc, const fm_epilogue *ep)
 {
-    ptrdiff_t kcb, mcb, ncb, mt, nt, Kp;
-    int threads, failed = 0, split_n;
+    ptrdiff_t mt, nt;
+    *pl = (fm_gemm_plan){.dbl = sizeof(T) == sizeof(double), .path = FM_PATH_NONE,
+                         .mr = mr, .nr = nr, .thin_r = thin_r, .thin_t_w = thin_t_w,
+                         .bf = bf, .ta = ta, .tb = tb, .threads = 1,
+                         .ukr = (void (*)(void))ukr, .thin = (void (*)(void))thin,
+                         .thin_t = (void (*)(void))thin_t, .M = M, .N = N, .K = K,
+                         .lda = lda, .ldb = ldb, .ldc = ldc, .A = A, .B = B, .C = C,
+                         .ep = ep};
     if (M <= 0 || N <= 0)
-        return 0;
+        return;
     if (K <= 0) {
-        for (ptrdiff_t i = 0; i < M; i++)
-            memset(C + i * ldc, 0, N * sizeof(T));
-        if (ep != NULL && ep->kind != FM_EPI_NONE)
-            FM_FN(fm_epilogue_tile)(ep, C, ldc, 0, 0, M, N);
-        return 0;
+        pl->path = FM_PATH_ZERO;
+        return;
     }
-    if (thin != NULL && !bf && !ta && N <= FM_THIN_LANES && M >= thin_r)
-        return FM_FN(fm_gemm_thin)(thin, thin_r, tb, M, N, K, A, lda, B, ldb, C, ldc, ep);
+    pl->threads = fm_threads_for(M, N, K);
+    if (thin != NULL && !bf && !ta && N <= FM_THIN_LANES && M >= thin_r) {
+        pl->path = FM_PATH_THIN;
+        return;
+    }
     /* (All of B and a block of A's rows packed: within the reserved scratch, so that a
        step's fused update cannot fail half-way, up to a depth of 43,000 or so.) */
     if (thin_t != NULL && !bf && ta && !tb && N <= FM_THIN_T_ROWS && M >= thin_t_w &&
         (size_t)K * FM_THIN_T_ROWS + (size_t)fm_balanced(K, FM_KC, 4) * thin_t_w <=
-            fm_scratch_reserved())
-        return FM_FN(fm_gemm_thin_t)(thin_t, thin_t_w, M, N, K, A, lda, B, ldb, C, ldc, ep);
+            fm_scratch_reserved()) {
+        pl->path = FM_PATH_THIN_T;
+        return;
+    }
+    pl->path = FM_PATH_GENERAL;
     /* A thin C (few columns, many rows) is computed as its transpose,
        C^T = op(B)^T op(A)^T, when that wastes fewer of the microkernel's lanes:
        the same products summed in the same order (a fused multiply-add does not
        depend on its factors' order), so the bits are the same. */
-    int ct = fm_lane_waste(N, nr) > fm_lane_waste(M, mr) && N < nr && M >= 4 * nr;
-    if (ct) {
-        const T *t = A;
-        ptrdiff_t n = N, l = lda;
-        int f = ta;
-        A = B, lda = ldb, ta = !tb;
-        B = t, ldb = l, tb = !f;
-        N = M, M = n;
+    pl->ct = fm_lane_waste(N, nr) > fm_lane_waste(M, mr) && N < nr && M >= 4 * nr;
+    if (pl->ct) {
+        pl->A = B, pl->lda = ldb, pl->ta = !tb;
+        pl->B = A, pl->ldb = lda, pl->tb = !ta;
+        pl->M = N, pl->N = M;
+        M = pl->M, N = pl->N;
     }
     /* kcb depends on K alone: the summation order is fixed. bfloat16 products take
        k in pairs, a zero pair member past an odd K. */
-    Kp = bf ? K + (K & 1) : K;
-    kcb = fm_balanced(Kp, FM_KC, 4);
-    mcb = fm_balanced(M, FM_MC, mr);
-    ncb = fm_balanced(N, FM_NC, nr);
+    pl->Kp = bf ? K + (K & 1) : K;
+    pl->kcb = fm_balanced(pl->Kp, FM_KC, 4);
+    pl->mcb = fm_balanced(M, FM_MC, mr);
+    pl->ncb = fm_balanced(N, FM_NC, nr);
     mt = (M + mr - 1) / mr;
     nt = (N + nr - 1) / nr;
-    threads = fm_threads_for(M, N, K);
     /* Each thread packs its share of the operand whose rows or columns are split,
        and all of the other: where both split evenly, split the one that makes the
        smaller sum (the longer of M and N). The split changes no sum. */
-    split_n = nt >= mt || nt >= 2 * threads;
-    if (mt >= 2 * threads && nt >= 2 * threads)
-        split_n = N >= M;
+    pl->split_n = nt >= mt || nt >= 2 * pl->threads;
+    if (mt >= 2 * pl->threads && nt >= 2 * pl->threads)
+        pl->split_n = N >= M;
+    pl->tiles = pl->split_n ? nt : mt;
     /* Each thread's run of the tiles, by the shares this shape had (see
-       fm_share_weights), and when each thread finished it. */
-    ptrdiff_t tiles = split_n ? nt : mt, start[FM_SHARE_TEAM + 1];
-    double spent[FM_SHARE_TEAM], t0 = 0;
-    int got = 1;
+       fm_share_weights). */
     fm_share *slot;
-    int kind = split_n | ct << 1 | ta << 2 | tb << 3 | bf << 4;
-    const double *w = fm_share_weights(M, N, K, kind, threads, &slot);
-    if (w != NULL)
-        fm_share_starts(w, threads, tiles, start);
-#ifdef _OPENMP
-    t0 = omp_get_wtime();
-#pragma omp parallel num_threads(threads) if (threads > 1) reduction(| : failed)
-#endif
-    {
-        int t = 0, team = 1;
-        ptrdiff_t lo, hi;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-        team = omp_get_num_threads();
-#endif
-        if (w != NULL && team == threads) {
-            lo = start[t];
-            hi = start[t + 1];
+    pl->kind = pl->split_n | pl->ct << 1 | pl->ta << 2 | pl->tb << 3 | bf << 4;
+    const double *w = fm_share_weights(M, N, K, pl->kind, pl->threads, &slot);
+    pl->slot = slot;
+    if (w != NULL) {
+        fm_share_starts(w, pl->threads, pl->tiles, pl->start);
+        pl->shared = 1;
+    }
+}
+
+/* Thread t's share of a planned product on a team of `team` (threads past the
+   plan's count have none). */
+static void FM_FN(fm_gemm_run_for)(fm_gemm_plan *pl, int t, int team)
+{
+    const T *A = pl->A, *B = pl->B;
+    T *C = pl->C;
+    const fm_epilogue *ep = pl->ep;
+    ptrdiff_t M = pl->M, N = pl->N, lo, hi;
+    int failed = 0, by_shares;
+    team = team < pl->threads ? team : pl->threads;
+    if (t >= team || pl->path == FM_PATH_NONE)
+        return;
+    if (t == 0)
+        pl->got = team;
+    switch (pl->path) {
+    case FM_PATH_ZERO:
+        if (t != 0)
+            return;
+        for (ptrdiff_t i = 0; i < M; i++)
+            memset(C + i * pl->ldc, 0, N * sizeof(T));
+        if (ep != NULL && ep->kind != FM_EPI_NONE)
+            FM_FN(fm_epilogue_tile)(ep, C, pl->ldc, 0, 0, M, N);
+        return;
+    case FM_PATH_THIN:
+        failed = FM_FN(fm_gemm_thin)((FM_FN(fm_thin_fn))pl->thin, pl->thin_r, pl->tb, M, N,
+                                     pl->K, A, pl->lda, B, pl->ldb, C, pl->ldc, ep, t, team);
+        break;
+    case FM_PATH_THIN_T:
+        failed = FM_FN(fm_gemm_thin_t)((FM_FN(fm_thin_t_fn))pl->thin_t, pl->thin_t_w, M, N,
+                                       pl->K, A, pl->lda, B, pl->ldb, C, pl->ldc, ep, t,
+                                       team);
+        break;
+    default: {
+        /* How long each thread took, from its start to its end, for the shares. */
+        double t0 = fm_wtime();
+        by_shares = pl->shared && team == pl->threads;
+        if (by_shares) {
+            lo = pl->start[t];
+            hi = pl->start[t + 1];
         } else {
-            lo = tiles * t / team;
-            hi = tiles * (t + 1) / team;
+            lo = pl->tiles * t / team;
+            hi = pl->tiles * (t + 1) / team;
         }
         if (lo < hi) {
-            if (split_n)
-                failed |= FM_FN(fm_gemm_part)(mr, nr, ukr, bf, ta, tb, ct, 0, M, lo * nr,
-                                              fm_min(hi * nr, N), Kp, K, kcb, mcb,
-                                              fm_min(ncb, (hi - lo) * nr), A, lda, B, ldb,
-                                              C, ldc, ep);
+            if (pl->split_n)
+                failed = FM_FN(fm_gemm_part)(
+                    pl->mr, pl->nr, (FM_FN(fm_ukr_fn))pl->ukr, pl->bf, pl->ta, pl->tb, pl->ct,
+                    0, M, lo * pl->nr, fm_min(hi * pl->nr, N), pl->Kp, pl->K, pl->kcb,
+                    pl->mcb, fm_min(pl->ncb, (hi - lo) * pl->nr), A, pl->lda, B, pl->ldb, C,
+                    pl->ldc, ep);
             else
-                failed |= FM_FN(fm_gemm_part)(mr, nr, ukr, bf, ta, tb, ct, lo * mr,
-                                              fm_min(hi * mr, M), 0, N, Kp, K, kcb,
-                                              fm_min(mcb, (hi - lo) * mr), ncb, A, lda, B,
-                                              ldb, C, ldc, ep);
+                failed = FM_FN(fm_gemm_part)(
+                    pl->mr, pl->nr, (FM_FN(fm_ukr_fn))pl->ukr, pl->bf, pl->ta, pl->tb, pl->ct,
+                    lo * pl->mr, fm_min(hi * pl->mr, M), 0, N, pl->Kp, pl->K, pl->kcb,
+                    fm_min(pl->mcb, (hi - lo) * pl->mr), pl->ncb, A, pl->lda, B, pl->ldb, C,
+                    pl->ldc, ep);
         }
-#ifdef _OPENMP
-        if (w != NULL && team == threads)
-            spent[t] = omp_get_wtime() - t0;
-        if (t == 0)
-            got = team;
-#endif
+        if (by_shares)
+            pl->spent[t] = fm_wtime() - t0;
     }
-    if (slot != NULL && got == threads)
-        fm_share_update(slot, start, spent);
-    return failed ? -1 : 0;
+    }
+    if (failed)
+        __atomic_store_n(&pl->failed, 1, __ATOMIC_RELAXED);
 }
 
 #undef FM_FN

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "fm_math.h"
+#include "fm_team.h"
 #include "gemm.h"
 
 #ifdef _OPENMP
@@ -16,12 +17,6 @@
 #define omp_get_max_threads() 1
 #endif
 
-#if defined(__GNUC__) || defined(__clang__)
-#include <sched.h>
-#define FM_SPIN_BARRIER 1
-#else
-#define FM_SPIN_BARRIER 0
-#endif
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #define FM_ND_X86 1
@@ -87,42 +82,6 @@ typedef struct {
     int fast;           /* every change within the series' range */
 } fm_unit;
 
-/* A barrier for the threads of one parallel region, met twice per sample. It
-   spins for a few microseconds, then yields the core at each look: when another
-   program keeps the cores busy, a waiting thread must not burn the time slice
-   its partner needs (OpenMP's own barrier, spinning far longer, made each sample
-   7 times slower with a second 2-thread process on 2 cores). */
-#define FM_BARRIER_SPINS 4000
-
-typedef struct {
-    int n, count, sense;
-} fm_barrier;
-
-static void barrier_wait(fm_barrier *b, int *sense)
-{
-#if FM_SPIN_BARRIER
-    const int s = !*sense;
-    *sense = s;
-    if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == b->n) {
-        __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&b->sense, s, __ATOMIC_RELEASE);
-        return;
-    }
-    for (long spins = 0; __atomic_load_n(&b->sense, __ATOMIC_ACQUIRE) != s; spins++) {
-        if (spins < FM_BARRIER_SPINS) {
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
-        } else {
-            sched_yield();
-        }
-    }
-#else
-    (void)b;
-    (void)sense;
-#pragma omp barrier
-#endif
-}
 
 
 
@@ -461,7 +420,7 @@ ptrdiff_t fm_numdiff_train(fm_mlp1 *net, const double *X, const double *T,
                 }
                 dmax = max_abs(x, N) * h;
             }
-            barrier_wait(&barrier, &sense);
+            fm_barrier_wait(&barrier, &sense);
             if (stop)
                 break;
             p.K = K;
@@ -485,7 +444,7 @@ ptrdiff_t fm_numdiff_train(fm_mlp1 *net, const double *X, const double *T,
                 }
                 sd(W1T + j * N, g, N, lr, x, x_next, &s1[j], &s1_next[j]);
             }
-            barrier_wait(&barrier, &sense);
+            fm_barrier_wait(&barrier, &sense);
             if (tid == 0) {
                 forward_top(net, s1, a, z2, y);
                 if (analytic)

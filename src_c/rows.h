@@ -32,6 +32,25 @@ void fm_loss_grad_d(int loss, int act, ptrdiff_t n, ptrdiff_t M, const double *z
                     double *a, const double *y, double *g, double *row_loss, double *total,
                     long *hits);
 
+/* A thread's part of the above, for a team that runs several kernels in one
+   parallel region (the compiled step): rows [i0, i1) of a batch of n (best in
+   runs of FM_ROWS_UNIT rows, which the softmax kernels take at once).
+   fm_loss_grad_rows returns its rows' hits, and fm_loss_sum gives *total from all
+   of row_loss once every part is done. */
+#define FM_ROWS_UNIT 64
+#define FM_ROWS_DECLARE(T, SUF)                                                         \
+    void fm_activation_forward_rows##SUF(int act, ptrdiff_t i0, ptrdiff_t i1,          \
+                                         ptrdiff_t M, const T *z, T *a);               \
+    void fm_activation_backward_rows##SUF(int act, ptrdiff_t i0, ptrdiff_t i1,         \
+                                          ptrdiff_t M, const T *a, T *g);              \
+    long fm_loss_grad_rows##SUF(int loss, int act, ptrdiff_t n, ptrdiff_t i0,          \
+                                ptrdiff_t i1, ptrdiff_t M, const T *z, T *a, const T *y, \
+                                T *g, T *row_loss);                                    \
+    double fm_loss_sum##SUF(ptrdiff_t n, const T *row_loss);
+FM_ROWS_DECLARE(float, _s)
+FM_ROWS_DECLARE(double, _d)
+#undef FM_ROWS_DECLARE
+
 /* The floats whose bit patterns are first, first + step, ... up to last for which
    fm_exp_to_float (fm_math.h) and the C library's (float)exp((double)x) differ
    (for the tests: none are known). */

@@ -21,7 +21,7 @@ static T FM_FN(fm_row_max)(const T *z, ptrdiff_t M)
 
 /* Rows taken at once by the softmax kernels, so that their exponentials run in
    vectors over many values (a row has as few as 10). */
-#define FM_ROWS_AT_ONCE 64
+#define FM_ROWS_AT_ONCE FM_ROWS_UNIT
 
 /* a = softmax(z) for `rows` rows (at most FM_ROWS_AT_ONCE), each as exp(z - max)
    over their sum; sets mx[i] to row i's max and s[i] to that sum (logsumexp(z) =
@@ -138,16 +138,32 @@ static T FM_FN(fm_loss_row)(int loss, int act, const T *z, const T *a, const T *
     return total / (T)M;
 }
 
+void FM_FN(fm_activation_forward_rows)(int act, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t M,
+                                       const T *z, T *a)
+{
+    for (ptrdiff_t i = i0; i < i1; i += FM_ROWS_AT_ONCE) {
+        T mx[FM_ROWS_AT_ONCE], s[FM_ROWS_AT_ONCE];
+        FM_FN(fm_activate_rows)(act, z + i * M, a + i * M, fm_min(FM_ROWS_AT_ONCE, i1 - i),
+                                M, mx, s);
+    }
+}
+
 void FM_FN(fm_activation_forward)(int act, ptrdiff_t n, ptrdiff_t M, const T *z, T *a)
 {
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static)
 #endif
-    for (ptrdiff_t i = 0; i < n; i += FM_ROWS_AT_ONCE) {
-        T mx[FM_ROWS_AT_ONCE], s[FM_ROWS_AT_ONCE];
-        FM_FN(fm_activate_rows)(act, z + i * M, a + i * M, fm_min(FM_ROWS_AT_ONCE, n - i),
-                                M, mx, s);
-    }
+    for (ptrdiff_t i = 0; i < n; i += FM_ROWS_AT_ONCE)
+        FM_FN(fm_activation_forward_rows)(act, i, fm_min(i + FM_ROWS_AT_ONCE, n), M, z, a);
+}
+
+void FM_FN(fm_activation_backward_rows)(int act, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t M,
+                                        const T *a, T *g)
+{
+    if (act == FM_LINEAR)
+        return;
+    for (ptrdiff_t i = i0; i < i1; i++)
+        FM_FN(fm_activation_grad_row)(act, a + i * M, g + i * M, M);
 }
 
 void FM_FN(fm_activation_backward)(int act, ptrdiff_t n, ptrdiff_t M, const T *a, T *g)
@@ -161,35 +177,51 @@ void FM_FN(fm_activation_backward)(int act, ptrdiff_t n, ptrdiff_t M, const T *a
         FM_FN(fm_activation_grad_row)(act, a + i * M, g + i * M, M);
 }
 
-void FM_FN(fm_loss_grad)(int loss, int act, ptrdiff_t n, ptrdiff_t M, const T *z, T *a,
-                         const T *y, T *g, T *row_loss, double *total, long *hits)
+long FM_FN(fm_loss_grad_rows)(int loss, int act, ptrdiff_t n, ptrdiff_t i0, ptrdiff_t i1,
+                              ptrdiff_t M, const T *z, T *a, const T *y, T *g, T *row_loss)
 {
-    T scale = (T)1 / (T)n, clip = sizeof(T) == sizeof(float) ? 1e-7 : 1e-15, sum = 0;
+    T scale = (T)1 / (T)n, clip = sizeof(T) == sizeof(float) ? 1e-7 : 1e-15;
     long count = 0;
     /* Cross-entropy on softmax takes each exponential once. */
     int ce_softmax = loss == FM_CROSS_ENTROPY && act == FM_SOFTMAX;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) reduction(+ : count)
-#endif
-    for (ptrdiff_t i0 = 0; i0 < n; i0 += FM_ROWS_AT_ONCE) {
-        ptrdiff_t rows = fm_min(FM_ROWS_AT_ONCE, n - i0);
+    for (ptrdiff_t r0 = i0; r0 < i1; r0 += FM_ROWS_AT_ONCE) {
+        ptrdiff_t rows = fm_min(FM_ROWS_AT_ONCE, i1 - r0);
         T mx[FM_ROWS_AT_ONCE], s[FM_ROWS_AT_ONCE];
-        FM_FN(fm_activate_rows)(act, z + i0 * M, a + i0 * M, rows, M, mx, s);
-        for (ptrdiff_t i = i0; i < i0 + rows; i++) {
+        FM_FN(fm_activate_rows)(act, z + r0 * M, a + r0 * M, rows, M, mx, s);
+        for (ptrdiff_t i = r0; i < r0 + rows; i++) {
             const T *zi = z + i * M, *yi = y + i * M, *ai = a + i * M;
             T *gi = g + i * M;
             row_loss[i] = ce_softmax ? FM_FN(fm_softmax_cross_entropy_row)(
-                                           zi, ai, yi, gi, M, scale, mx[i - i0], s[i - i0])
+                                           zi, ai, yi, gi, M, scale, mx[i - r0], s[i - r0])
                                      : FM_FN(fm_loss_row)(loss, act, zi, ai, yi, gi, M,
                                                           scale, clip);
             count += FM_FN(fm_hit)(ai, yi, M);
         }
     }
-    /* The sum in sample order, whatever the thread count (a count of hits is exact
-       in any order). */
+    return count;
+}
+
+double FM_FN(fm_loss_sum)(ptrdiff_t n, const T *row_loss)
+{
+    /* In sample order, whatever the thread count. */
+    T sum = 0;
     for (ptrdiff_t i = 0; i < n; i++)
         sum = sum + row_loss[i];
-    *total = sum;
+    return sum;
+}
+
+void FM_FN(fm_loss_grad)(int loss, int act, ptrdiff_t n, ptrdiff_t M, const T *z, T *a,
+                         const T *y, T *g, T *row_loss, double *total, long *hits)
+{
+    long count = 0;
+    /* A count of hits is exact in any order. */
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) reduction(+ : count)
+#endif
+    for (ptrdiff_t i0 = 0; i0 < n; i0 += FM_ROWS_AT_ONCE)
+        count += FM_FN(fm_loss_grad_rows)(loss, act, n, i0, fm_min(i0 + FM_ROWS_AT_ONCE, n),
+                                          M, z, a, y, g, row_loss);
+    *total = FM_FN(fm_loss_sum)(n, row_loss);
     *hits = count;
 }
 

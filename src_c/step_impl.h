@@ -1,9 +1,17 @@
 /* The type-generic part of step.c (the dense layer's kernels and the step), included
-   once per type with T, SUF and FM_GEMM defined. Not a public header. */
+   once per type with T, SUF and FM_PLAN defined. Not a public header. */
 
 #define FM_SCAT_(a, b) a##b
 #define FM_SCAT(a, b) FM_SCAT_(a, b)
 #define FM_SFN(name) FM_SCAT(name, SUF)
+
+/* Rows [i0, i1) of fm_take_rows. */
+static void FM_SFN(fm_take_rows_part)(const T *src, const ptrdiff_t *rows, ptrdiff_t i0,
+                                      ptrdiff_t i1, ptrdiff_t w, T *out)
+{
+    for (ptrdiff_t i = i0; i < i1; i++)
+        memcpy(out + i * w, src + rows[i] * w, (size_t)w * sizeof(T));
+}
 
 void FM_SFN(fm_take_rows)(const T *src, const ptrdiff_t *rows, ptrdiff_t m, ptrdiff_t w,
                           T *out)
@@ -13,15 +21,48 @@ void FM_SFN(fm_take_rows)(const T *src, const ptrdiff_t *rows, ptrdiff_t m, ptrd
 #pragma omp parallel for schedule(static) if (m * w >= 65536)
 #endif
     for (i = 0; i < m; i++)
-        memcpy(out + i * w, src + rows[i] * w, (size_t)w * sizeof(T));
+        FM_SFN(fm_take_rows_part)(src, rows, i, i + 1, w, out);
+}
+
+/* The products of a dense layer, planned (gemm.h): its forward product with the
+   bias and an elementwise activation fused (softmax runs after it), its input
+   gradient with act' fused (softmax's after it), and its weight gradient. */
+static void FM_SFN(fm_plan_forward)(fm_gemm_plan *pl, fm_epilogue *ep, ptrdiff_t n,
+                                    ptrdiff_t K, ptrdiff_t M, const T *x, const T *W,
+                                    const T *b, T *out, int act, int bf16)
+{
+    *ep = (fm_epilogue){.kind = FM_EPI_BIAS_ACT,
+                        .act = act == FM_SOFTMAX ? FM_LINEAR : act, .bias = b};
+    FM_PLAN(bf16, pl, 0, 0, n, M, K, x, K, W, M, out, M, ep);
+}
+
+static void FM_SFN(fm_plan_input)(fm_gemm_plan *pl, fm_epilogue *ep, ptrdiff_t n,
+                                  ptrdiff_t K, ptrdiff_t M, const T *g, const T *W, T *gx,
+                                  int act, const T *a, int bf16)
+{
+    *ep = (fm_epilogue){.kind = FM_EPI_NONE, .act = act, .ldo = K};
+    if (act != FM_LINEAR) {
+        ep->act_out = a;
+        if (act != FM_SOFTMAX)
+            ep->kind = FM_EPI_MUL_DACT;
+    }
+    FM_PLAN(bf16, pl, 0, 1, n, K, M, g, M, W, M, gx, K, ep);
+}
+
+static void FM_SFN(fm_plan_weight)(fm_gemm_plan *pl, ptrdiff_t n, ptrdiff_t K, ptrdiff_t M,
+                                   const T *x, const T *g, T *gW, int bf16,
+                                   const fm_epilogue *ep)
+{
+    FM_PLAN(bf16, pl, 1, 0, K, M, n, x, K, g, M, gW, M, ep);
 }
 
 int FM_SFN(fm_dense_forward)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,
                              const T *W, const T *b, T *out, int act, int bf16)
 {
-    fm_epilogue ep = {.kind = FM_EPI_BIAS_ACT, .act = act == FM_SOFTMAX ? FM_LINEAR : act,
-                      .bias = b};
-    if (FM_GEMM(bf16, 0, 0, n, M, K, x, K, W, M, out, M, &ep) != 0)
+    fm_gemm_plan pl;
+    fm_epilogue ep;
+    FM_SFN(fm_plan_forward)(&pl, &ep, n, K, M, x, W, b, out, act, bf16);
+    if (fm_gemm_alone(&pl) != 0)
         return -1;
     if (act == FM_SOFTMAX)
         FM_SFN(fm_activation_forward)(act, n, M, out, out);
@@ -31,49 +72,43 @@ int FM_SFN(fm_dense_forward)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,
 int FM_SFN(fm_dense_backward_input)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *g,
                                     const T *W, T *gx, int act, const T *a, int bf16)
 {
-    fm_epilogue ep = {.kind = FM_EPI_NONE, .act = act, .ldo = K};
-    if (act != FM_LINEAR) {
-        ep.act_out = a;
-        if (act != FM_SOFTMAX)
-            ep.kind = FM_EPI_MUL_DACT;
-    }
-    if (FM_GEMM(bf16, 0, 1, n, K, M, g, M, W, M, gx, K, &ep) != 0)
+    fm_gemm_plan pl;
+    fm_epilogue ep;
+    FM_SFN(fm_plan_input)(&pl, &ep, n, K, M, g, W, gx, act, a, bf16);
+    if (fm_gemm_alone(&pl) != 0)
         return -1;
     if (act == FM_SOFTMAX)
         FM_SFN(fm_activation_backward)(act, n, K, a, gx);
     return 0;
 }
 
-/* gb[j] = the sum of g[i][j] over the n rows, i ascending. */
-FM_CLONE_BODY FM_SCAT(FM_SFN(fm_column_sums), _body)(ptrdiff_t n, ptrdiff_t M, const T *g,
-                                                     T *gb)
+/* gb[j] = the sum of g[i][j] over the n rows, i ascending, for `cols` columns of a
+   g whose rows are ld apart. */
+FM_CLONE_BODY FM_SCAT(FM_SFN(fm_column_sums), _body)(ptrdiff_t n, ptrdiff_t cols,
+                                                     ptrdiff_t ld, const T *g, T *gb)
 {
-    for (ptrdiff_t j = 0; j < M; j++)
+    for (ptrdiff_t j = 0; j < cols; j++)
         gb[j] = 0;
     for (ptrdiff_t i = 0; i < n; i++) {
-        const T *gi = g + i * M;
-        for (ptrdiff_t j = 0; j < M; j++)
+        const T *gi = g + i * ld;
+        for (ptrdiff_t j = 0; j < cols; j++)
             gb[j] += gi[j];
     }
 }
 
-FM_LEVEL_CLONES(FM_SFN(fm_column_sums), (ptrdiff_t n, ptrdiff_t M, const T *g, T *gb),
-                (n, M, g, gb))
-
-/* fm_dense_backward_weight with an epilogue on gW as its product finishes it. */
-static int FM_SFN(fm_weight_grad)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,
-                                  const T *g, T *gW, T *gb, int bf16, const fm_epilogue *ep)
-{
-    if (FM_GEMM(bf16, 1, 0, K, M, n, x, K, g, M, gW, M, ep) != 0)
-        return -1;
-    FM_SFN(fm_column_sums)(n, M, g, gb);
-    return 0;
-}
+FM_LEVEL_CLONES(FM_SFN(fm_column_sums),
+                (ptrdiff_t n, ptrdiff_t cols, ptrdiff_t ld, const T *g, T *gb),
+                (n, cols, ld, g, gb))
 
 int FM_SFN(fm_dense_backward_weight)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,
                                      const T *g, T *gW, T *gb, int bf16)
 {
-    return FM_SFN(fm_weight_grad)(n, K, M, x, g, gW, gb, bf16, NULL);
+    fm_gemm_plan pl;
+    FM_SFN(fm_plan_weight)(&pl, n, K, M, x, g, gW, bf16, NULL);
+    if (fm_gemm_alone(&pl) != 0)
+        return -1;
+    FM_SFN(fm_column_sums)(n, M, M, g, gb);
+    return 0;
 }
 
 /* The optimizer's update of one block of parameters (a weight matrix of ld
@@ -132,59 +167,145 @@ static ptrdiff_t FM_SFN(fm_b_at)(const fm_step_net *net, int i)
     return at;
 }
 
+/* A layer's part of a step: its three products planned, with their epilogues and
+   the update of its weights and bias. */
+typedef struct {
+    fm_gemm_plan fwd, wgt, inp;
+    fm_epilogue ef, ew, ei;
+    FM_SFN(fm_update_block) uw, ub;
+} FM_SFN(fm_layer_step);
+
+/* The step runs in one parallel region: every product is planned first (gemm.h),
+   then the team takes each kernel in turn, split as it would split it alone (the
+   same tiles, rows and columns, so the same bits), with a barrier (fm_team.h)
+   wherever a kernel reads what the one before wrote; thread 0 sums the loss in
+   sample order. A layer's weight gradient, its bias gradient and update and its
+   input gradient read nothing the others write, so they follow one another
+   without a barrier. */
 int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T *X,
                           const T *Y, const ptrdiff_t *rows, ptrdiff_t m, const T *p,
                           T *out, const fm_hyper *h, double *total, long *hits)
 {
     const int L = net->n_layers, last = L - 1;
     const ptrdiff_t *sz = net->sizes;
+    const int *act = net->act;
     T *const *a = (T *const *)ws->a;
     T *const *g = (T *const *)ws->g;
     T *xb = (T *)ws->x, *yb = (T *)ws->y, *z = (T *)ws->z, *grad = (T *)ws->grad;
+    FM_SFN(fm_layer_step) *ls;
+    fm_barrier bar = {0, 0, 0};
+    long hit_sum = 0;
+    /* 0 while the step goes on; 1 when the loss is not finite, -1 when a forward
+       product failed (both before anything is updated). */
+    int state = 0, failed = 0;
+    int team = 1;
     if (L < 1)
         return 0;
     /* The update is fused into the backward pass: no product may fail there. */
     if (fm_gemm_reserve(sizeof(T)) != 0)
         return -1;
-    FM_SFN(fm_take_rows)(X, rows, m, sz[0], xb);
-    FM_SFN(fm_take_rows)(Y, rows, m, sz[L], yb);
-    /* Forward: hidden layers fused with their activation, the last keeps its logits. */
+    ls = fm_step_memory((size_t)L * sizeof *ls);
+    if (ls == NULL)
+        return -1;
+    const fm_hyper plain = fm_hyper_undecayed(h);
     for (int i = 0; i < L; i++) {
         const T *inp = i == 0 ? xb : a[i - 1];
-        const T *W = p + FM_SFN(fm_w_at)(net, i), *b = p + FM_SFN(fm_b_at)(net, i);
-        if (FM_SFN(fm_dense_forward)(m, sz[i], sz[i + 1], inp, W, b, i < last ? a[i] : z,
-                                     i < last ? net->act[i] : FM_LINEAR, net->bf16))
-            return -1;
-    }
-    *total = 0;
-    *hits = 0;
-    FM_SFN(fm_loss_grad)(net->loss, net->act[last], m, sz[L], z, a[last], yb, g[last],
-                         (T *)ws->row_loss, total, hits);
-    if (!isfinite(*total))
-        return 1;
-    const fm_hyper plain = fm_hyper_undecayed(h);
-    /* Backward, from the output layer down, each layer's parameters updated as
-       soon as their gradient is known: a weight matrix block by block in its
-       gradient's epilogue, then the bias (each element as fm_update_* computes
-       it; the layer's input gradient reads the old weights, which stay in p). */
-    for (int i = last; i >= 0; i--) {
-        const T *inp = i == 0 ? xb : a[i - 1];
         ptrdiff_t w_at = FM_SFN(fm_w_at)(net, i), b_at = FM_SFN(fm_b_at)(net, i);
-        FM_SFN(fm_update_block) uw =
-            FM_SFN(fm_block)(net, ws, w_at, sz[i + 1], p, out, h, &plain);
-        FM_SFN(fm_update_block) ub = FM_SFN(fm_block)(net, ws, b_at, 0, p, out, h, &plain);
-        fm_epilogue ep = {.kind = FM_EPI_HOOK, .hook = FM_SFN(fm_update_rows), .ctx = &uw,
-                          .c_unused = 1};
-        if (FM_SFN(fm_weight_grad)(m, sz[i], sz[i + 1], inp, g[i], grad + w_at, grad + b_at,
-                                   net->bf16, &ep))
-            return -1;
-        FM_SFN(fm_update_rows)(&ub, 0, 0, 1, sz[i + 1], grad + b_at, 0);
-        if (i > 0 && FM_SFN(fm_dense_backward_input)(m, sz[i], sz[i + 1], g[i], p + w_at,
-                                                     g[i - 1], net->act[i - 1], a[i - 1],
-                                                     net->bf16))
-            return -1;
+        FM_SFN(fm_layer_step) *l = &ls[i];
+        /* Forward: hidden layers fused with their activation, the last keeps its
+           logits. */
+        FM_SFN(fm_plan_forward)(&l->fwd, &l->ef, m, sz[i], sz[i + 1], inp, p + w_at,
+                                p + b_at, i < last ? a[i] : z,
+                                i < last ? act[i] : FM_LINEAR, net->bf16);
+        /* Backward: the weights updated block by block in their gradient's
+           epilogue, the bias after its gradient (each element as fm_update_*
+           computes it); the input gradient reads the old weights, which stay in
+           p. */
+        l->uw = FM_SFN(fm_block)(net, ws, w_at, sz[i + 1], p, out, h, &plain);
+        l->ub = FM_SFN(fm_block)(net, ws, b_at, 0, p, out, h, &plain);
+        l->ew = (fm_epilogue){.kind = FM_EPI_HOOK, .hook = FM_SFN(fm_update_rows),
+                              .ctx = &l->uw, .c_unused = 1};
+        FM_SFN(fm_plan_weight)(&l->wgt, m, sz[i], sz[i + 1], inp, g[i], grad + w_at,
+                               net->bf16, &l->ew);
+        if (i > 0)
+            FM_SFN(fm_plan_input)(&l->inp, &l->ei, m, sz[i], sz[i + 1], g[i], p + w_at,
+                                  g[i - 1], act[i - 1], a[i - 1], net->bf16);
     }
-    return 0;
+#ifdef _OPENMP
+    team = omp_get_max_threads();
+#pragma omp parallel num_threads(team) if (team > 1)
+#endif
+    {
+        int t = 0, nt = 1, sense = 0;
+        ptrdiff_t lo, hi;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+        nt = omp_get_num_threads();
+#endif
+        /* Every thread sets the team's size before it first waits. */
+        __atomic_store_n(&bar.n, nt, __ATOMIC_RELAXED);
+        fm_team_share(m, 1, t, nt, &lo, &hi);
+        FM_SFN(fm_take_rows_part)(X, rows, lo, hi, sz[0], xb);
+        FM_SFN(fm_take_rows_part)(Y, rows, lo, hi, sz[L], yb);
+        fm_barrier_wait(&bar, &sense);
+        for (int i = 0; i < L; i++) {
+            fm_gemm_run(&ls[i].fwd, t, nt);
+            fm_barrier_wait(&bar, &sense);
+            if (i < last && act[i] == FM_SOFTMAX) {
+                fm_team_share(m, FM_ROWS_UNIT, t, nt, &lo, &hi);
+                FM_SFN(fm_activation_forward_rows)(act[i], lo, hi, sz[i + 1], a[i], a[i]);
+                fm_barrier_wait(&bar, &sense);
+            }
+        }
+        fm_team_share(m, FM_ROWS_UNIT, t, nt, &lo, &hi);
+        __atomic_fetch_add(&hit_sum,
+                           FM_SFN(fm_loss_grad_rows)(net->loss, act[last], m, lo, hi, sz[L],
+                                                     z, a[last], yb, g[last],
+                                                     (T *)ws->row_loss),
+                           __ATOMIC_RELAXED);
+        fm_barrier_wait(&bar, &sense);
+        if (t == 0) {
+            *total = FM_SFN(fm_loss_sum)(m, (const T *)ws->row_loss);
+            *hits = hit_sum;
+            for (int i = 0; i < L; i++)
+                if (ls[i].fwd.failed)
+                    state = -1;
+            if (state == 0 && !isfinite(*total))
+                state = 1;
+        }
+        fm_barrier_wait(&bar, &sense);
+        for (int i = last; state == 0 && i >= 0; i--) {
+            FM_SFN(fm_layer_step) *l = &ls[i];
+            ptrdiff_t b_at = FM_SFN(fm_b_at)(net, i);
+            fm_gemm_run(&l->wgt, t, nt);
+            /* The bias: this thread's columns, whole cache lines of them. */
+            fm_team_share(sz[i + 1], 64 / sizeof(T), t, nt, &lo, &hi);
+            if (lo < hi) {
+                FM_SFN(fm_column_sums)(m, hi - lo, sz[i + 1], g[i] + lo, grad + b_at + lo);
+                FM_SFN(fm_update_rows)(&l->ub, 0, lo, 1, hi - lo, grad + b_at + lo, 0);
+            }
+            if (i > 0) {
+                fm_gemm_run(&l->inp, t, nt);
+                fm_barrier_wait(&bar, &sense);
+                if (act[i - 1] == FM_SOFTMAX) {
+                    fm_team_share(m, FM_ROWS_UNIT, t, nt, &lo, &hi);
+                    FM_SFN(fm_activation_backward_rows)(act[i - 1], lo, hi, sz[i], a[i - 1],
+                                                        g[i - 1]);
+                    fm_barrier_wait(&bar, &sense);
+                }
+            }
+        }
+    }
+    /* The threads' shares of the products move toward the speeds just seen. */
+    for (int i = 0; i < L; i++) {
+        failed |= fm_gemm_done(&ls[i].fwd) != 0;
+        failed |= fm_gemm_done(&ls[i].wgt) != 0;
+        if (i > 0)
+            failed |= fm_gemm_done(&ls[i].inp) != 0;
+    }
+    if (state != 0)
+        return state;
+    return failed ? -1 : 0;
 }
 
 #undef FM_SFN

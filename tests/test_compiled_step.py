@@ -44,6 +44,17 @@ def train(layers, acts, loss, dtype, opt, l2, compiled, epochs=3, batch=16, n=10
     return model, h
 
 
+def assert_same_training(results):
+    """The two (model, history) pairs trained to the same bits."""
+    (m1, h1), (m2, h2) = results
+    for a, b in zip(m1.get_weights(), m2.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    if m1.optimizer.state is not None:
+        np.testing.assert_array_equal(m1.optimizer.state, m2.optimizer.state)
+    assert h1.history["loss"] == h2.history["loss"]
+    assert h1.history["accuracy"] == h2.history["accuracy"]
+
+
 @pytest.mark.parametrize("opt", OPTIMIZERS, ids=lambda o: o.name)
 @pytest.mark.parametrize("net", NETWORKS, ids=lambda n: "-".join(n[1]))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -51,14 +62,9 @@ def test_compiled_step_is_bitwise_the_python_loop(opt, net, dtype):
     # 100 samples in batches of 16: a short last batch in every shuffled epoch.
     results = [train(*net, dtype, optim.from_config(opt.get_config()), 1e-3, compiled)
                for compiled in (True, False)]
-    (m1, h1), (m2, h2) = results
-    for a, b in zip(m1.get_weights(), m2.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    if m1.optimizer.state is not None:
-        np.testing.assert_array_equal(m1.optimizer.state, m2.optimizer.state)
+    assert_same_training(results)
+    (m1, h1), (m2, _) = results
     assert m1.optimizer.iterations == m2.optimizer.iterations == h1.steps == 3 * 7
-    assert h1.history["loss"] == h2.history["loss"]
-    assert h1.history["accuracy"] == h2.history["accuracy"]
 
 
 @pytest.mark.parametrize("opt", [optim.RMSprop(1e-3), optim.AdamW(1e-3, weight_decay=0.1)],
@@ -77,11 +83,25 @@ def test_update_fused_into_split_products_is_bitwise_the_python_loop(opt, n_thre
                      optim.from_config(opt.get_config()), 1e-3, compiled, epochs=2,
                      batch=batch, n=1300)
                for compiled in (True, False)]
-    (m1, h1), (m2, h2) = results
-    for a, b in zip(m1.get_weights(), m2.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(m1.optimizer.state, m2.optimizer.state)
-    assert h1.history["loss"] == h2.history["loss"]
+    assert_same_training(results)
+
+
+@pytest.mark.parametrize("n_threads", [2, 3])
+@pytest.mark.parametrize("net", [
+    ([30, 70, 50, 4], ["sigmoid", "softmax", "softmax"], "cross_entropy"),
+    ([30, 70, 50, 1], ["tanh", "softmax", "sigmoid"], "binary_cross_entropy"),
+], ids=["hidden-softmax", "hidden-softmax-sigmoid-out"])
+def test_step_in_one_parallel_region_is_bitwise_the_python_loop(net, n_threads, threads):
+    # The compiled step runs its kernels in one parallel region, each split between
+    # the threads as the kernel alone splits it: the gathered rows, the loss's rows
+    # (in runs of 64: batches of 200 leave a short run), a hidden softmax forward and
+    # backward between barriers, and the bias gradients by columns. Three threads on
+    # the machine's cores split everything unevenly.
+    fastmlp.set_num_threads(n_threads)
+    results = [train(*net, "float32", optim.Adam(1e-3), 1e-3, compiled, epochs=2,
+                     batch=200, n=900)
+               for compiled in (True, False)]
+    assert_same_training(results)
 
 
 def test_update_fused_into_a_transposed_gradient_summed_in_scratch(threads):
@@ -91,10 +111,7 @@ def test_update_fused_into_a_transposed_gradient_summed_in_scratch(threads):
     results = [train([300, 200, 3], ["relu", "softmax"], "cross_entropy", "float32",
                      optim.RMSprop(1e-3), 0.0, compiled, epochs=2, batch=600, n=1300)
                for compiled in (True, False)]
-    (m1, h1), (m2, h2) = results
-    for a, b in zip(m1.get_weights(), m2.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(m1.optimizer.state, m2.optimizer.state)
+    assert_same_training(results)
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])
