@@ -4,7 +4,9 @@
    backend, except that the update is fused into the backward pass (each block of
    a weight gradient updates its weights as the product finishes it, each bias
    after its gradient) instead of a pass of its own; the update is elementwise,
-   so the results are bitwise those of that loop.
+   so the results are bitwise those of that loop. The kernels run in one OpenMP
+   parallel region, each split between the threads as it splits alone
+   (step_impl.h).
 
    A network of L weight layers has widths sizes[0..L] and activations act[0..L-1];
    its flat parameter vector is [W1, ..., WL, b1, ..., bL] with Wi of
