@@ -246,9 +246,9 @@ static void fm_share_starts(const double *w, int team, ptrdiff_t tiles, ptrdiff_
     start[team] = tiles;
 }
 
-/* After a product: each thread's speed (tiles per second from the region's start
-   to its end) gives the shares that would have evened their ends; the slot's
-   shares move half-way there, no thread's below a quarter of an even share. */
+/* After a product: each thread's speed (tiles per second from its own start to its
+   end) gives the shares that would have made their times equal; the slot's shares
+   move half-way there, no thread's below a quarter of an even share. */
 static void fm_share_update(fm_share *s, const ptrdiff_t *start, const double *spent)
 {
     double v[FM_SHARE_TEAM], sum = 0, total = 0;
