@@ -453,6 +453,38 @@ static void FM_FN(fm_gemm_plan_for)(fm_gemm_plan *pl, int mr, int nr, FM_FN(fm_u
     }
 }
 
+/* Thread t's tiles of a planned product on the general path, on a team of `team`:
+   its run by the shares where the team is the plan's, else an even one. Returns 0,
+   or -1 when scratch memory could not be allocated. */
+static int FM_FN(fm_gemm_general)(fm_gemm_plan *pl, int t, int team)
+{
+    FM_FN(fm_ukr_fn) ukr = (FM_FN(fm_ukr_fn))pl->ukr;
+    ptrdiff_t M = pl->M, N = pl->N, mr = pl->mr, nr = pl->nr, lo, hi;
+    int by_shares = pl->shared && team == pl->threads, failed = 0;
+    /* How long the thread took, from its own start to its end, for the shares. */
+    double t0 = fm_wtime();
+    if (by_shares) {
+        lo = pl->start[t];
+        hi = pl->start[t + 1];
+    } else {
+        lo = pl->tiles * t / team;
+        hi = pl->tiles * (t + 1) / team;
+    }
+    if (lo < hi && pl->split_n)
+        failed = FM_FN(fm_gemm_part)(mr, nr, ukr, pl->bf, pl->ta, pl->tb, pl->ct, 0, M,
+                                     lo * nr, fm_min(hi * nr, N), pl->Kp, pl->K, pl->kcb,
+                                     pl->mcb, fm_min(pl->ncb, (hi - lo) * nr), pl->A,
+                                     pl->lda, pl->B, pl->ldb, pl->C, pl->ldc, pl->ep);
+    else if (lo < hi)
+        failed = FM_FN(fm_gemm_part)(mr, nr, ukr, pl->bf, pl->ta, pl->tb, pl->ct, lo * mr,
+                                     fm_min(hi * mr, M), 0, N, pl->Kp, pl->K, pl->kcb,
+                                     fm_min(pl->mcb, (hi - lo) * mr), pl->ncb, pl->A,
+                                     pl->lda, pl->B, pl->ldb, pl->C, pl->ldc, pl->ep);
+    if (by_shares)
+        pl->spent[t] = fm_wtime() - t0;
+    return failed;
+}
+
 /* Thread t's share of a planned product on a team of `team` (threads past the
    plan's count have none). */
 static void FM_FN(fm_gemm_run_for)(fm_gemm_plan *pl, int t, int team)
@@ -460,8 +492,8 @@ static void FM_FN(fm_gemm_run_for)(fm_gemm_plan *pl, int t, int team)
     const T *A = pl->A, *B = pl->B;
     T *C = pl->C;
     const fm_epilogue *ep = pl->ep;
-    ptrdiff_t M = pl->M, N = pl->N, lo, hi;
-    int failed = 0, by_shares;
+    ptrdiff_t M = pl->M, N = pl->N;
+    int failed = 0;
     team = team < pl->threads ? team : pl->threads;
     if (t >= team || pl->path == FM_PATH_NONE)
         return;
@@ -478,41 +510,16 @@ static void FM_FN(fm_gemm_run_for)(fm_gemm_plan *pl, int t, int team)
         return;
     case FM_PATH_THIN:
         failed = FM_FN(fm_gemm_thin)((FM_FN(fm_thin_fn))pl->thin, pl->thin_r, pl->tb, M, N,
-                                     pl->K, A, pl->lda, B, pl->ldb, C, pl->ldc, ep, t, team);
+                                     pl->K, A, pl->lda, B, pl->ldb, C, pl->ldc, ep, t,
+                                     team);
         break;
     case FM_PATH_THIN_T:
         failed = FM_FN(fm_gemm_thin_t)((FM_FN(fm_thin_t_fn))pl->thin_t, pl->thin_t_w, M, N,
                                        pl->K, A, pl->lda, B, pl->ldb, C, pl->ldc, ep, t,
                                        team);
         break;
-    default: {
-        /* How long each thread took, from its start to its end, for the shares. */
-        double t0 = fm_wtime();
-        by_shares = pl->shared && team == pl->threads;
-        if (by_shares) {
-            lo = pl->start[t];
-            hi = pl->start[t + 1];
-        } else {
-            lo = pl->tiles * t / team;
-            hi = pl->tiles * (t + 1) / team;
-        }
-        if (lo < hi) {
-            if (pl->split_n)
-                failed = FM_FN(fm_gemm_part)(
-                    pl->mr, pl->nr, (FM_FN(fm_ukr_fn))pl->ukr, pl->bf, pl->ta, pl->tb, pl->ct,
-                    0, M, lo * pl->nr, fm_min(hi * pl->nr, N), pl->Kp, pl->K, pl->kcb,
-                    pl->mcb, fm_min(pl->ncb, (hi - lo) * pl->nr), A, pl->lda, B, pl->ldb, C,
-                    pl->ldc, ep);
-            else
-                failed = FM_FN(fm_gemm_part)(
-                    pl->mr, pl->nr, (FM_FN(fm_ukr_fn))pl->ukr, pl->bf, pl->ta, pl->tb, pl->ct,
-                    lo * pl->mr, fm_min(hi * pl->mr, M), 0, N, pl->Kp, pl->K, pl->kcb,
-                    fm_min(pl->mcb, (hi - lo) * pl->mr), pl->ncb, A, pl->lda, B, pl->ldb, C,
-                    pl->ldc, ep);
-        }
-        if (by_shares)
-            pl->spent[t] = fm_wtime() - t0;
-    }
+    default:
+        failed = FM_FN(fm_gemm_general)(pl, t, team);
     }
     if (failed)
         __atomic_store_n(&pl->failed, 1, __ATOMIC_RELAXED);
