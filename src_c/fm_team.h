@@ -21,8 +21,9 @@
    numerical trainer 7 times slower with a second 2-thread process on 2 cores; in the
    compiled step, 500 spins gave the same times as 4,000, alone and beside a second
    training). Its writes and reads are ordered (release, acquire), so what a thread
-   wrote before the barrier is seen by every thread after it. n is the team's size;
-   count and sense start at 0, and each thread keeps its own sense, starting at 0. */
+   wrote before the barrier is seen by every thread after it. n is the team's size
+   (fm_barrier_join); count and sense start at 0, and each thread keeps its own
+   sense, starting at 0. */
 #define FM_BARRIER_SPINS 4000
 
 typedef struct {
@@ -53,6 +54,12 @@ static inline void fm_barrier_wait(fm_barrier *b, int *sense)
     (void)sense;
 #pragma omp barrier
 #endif
+}
+
+/* Each thread of a team of nt calls this before it first waits at b. */
+static inline void fm_barrier_join(fm_barrier *b, int nt)
+{
+    __atomic_store_n(&b->n, nt, __ATOMIC_RELAXED);
 }
 
 /* Thread t's share [*lo, *hi) of n items taken in units of `unit` (the last unit

@@ -209,6 +209,13 @@ void fm_gemm_set_shares(const double *w, int team)
         fm_fixed_w[t] = w[t];
 }
 
+/* Whether slot s holds the shares of this shape and kind (key) on a team of `team`. */
+static int fm_share_is(const fm_share *s, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, int key,
+                       int team)
+{
+    return s->team == team && s->M == M && s->N == N && s->K == K && s->key == key;
+}
+
 /* The shares for a product of this shape and kind (key) on a team of `team`, or
    NULL where the tiles are split evenly. */
 static const double *fm_share_weights(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, int key,
@@ -224,7 +231,7 @@ static const double *fm_share_weights(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, int
     h = ((uint64_t)M * 0x9E3779B97F4A7C15u) ^ ((uint64_t)N * 0xC2B2AE3D27D4EB4Fu) ^
         ((uint64_t)K * 0x165667B19E3779F9u) ^ (uint64_t)key;
     s = &fm_shares[(h ^ h >> 29) % FM_SHARE_SLOTS];
-    if (s->team != team || s->M != M || s->N != N || s->K != K || s->key != key) {
+    if (!fm_share_is(s, M, N, K, key, team)) {
         s->M = M, s->N = N, s->K = K, s->key = key, s->team = team;
         for (int t = 0; t < team; t++)
             s->w[t] = 1.0 / team;
@@ -906,8 +913,8 @@ int fm_gemm_done(fm_gemm_plan *pl)
 {
     fm_share *s = pl->slot;
     /* (Unless a product planned since took the slot for another shape.) */
-    if (s != NULL && pl->got == pl->threads && s->M == pl->M && s->N == pl->N &&
-        s->K == pl->K && s->key == pl->kind && s->team == pl->threads)
+    if (s != NULL && pl->got == pl->threads &&
+        fm_share_is(s, pl->M, pl->N, pl->K, pl->kind, pl->threads))
         fm_share_update(s, pl->start, pl->spent);
     return pl->failed ? -1 : 0;
 }

@@ -403,8 +403,7 @@ ptrdiff_t fm_numdiff_train(fm_mlp1 *net, const double *X, const double *T,
         const ptrdiff_t j_lo = H * tid / team, j_hi = H * (tid + 1) / team;
         int sense = 0;
         fm_point p;
-#pragma omp single
-        barrier.n = team;
+        fm_barrier_join(&barrier, team);
         for (ptrdiff_t s = 0; s < n; s++) {
             if (tid == 0) {
                 x = X + rows[s] * N;

@@ -173,8 +173,8 @@ void FM_FN(fm_activation_backward)(int act, ptrdiff_t n, ptrdiff_t M, const T *a
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static)
 #endif
-    for (ptrdiff_t i = 0; i < n; i++)
-        FM_FN(fm_activation_grad_row)(act, a + i * M, g + i * M, M);
+    for (ptrdiff_t i = 0; i < n; i += FM_ROWS_AT_ONCE)
+        FM_FN(fm_activation_backward_rows)(act, i, fm_min(i + FM_ROWS_AT_ONCE, n), M, a, g);
 }
 
 long FM_FN(fm_loss_grad_rows)(int loss, int act, ptrdiff_t n, ptrdiff_t i0, ptrdiff_t i1,

@@ -242,8 +242,7 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
         t = omp_get_thread_num();
         nt = omp_get_num_threads();
 #endif
-        /* Every thread sets the team's size before it first waits. */
-        __atomic_store_n(&bar.n, nt, __ATOMIC_RELAXED);
+        fm_barrier_join(&bar, nt);
         fm_team_share(m, 1, t, nt, &lo, &hi);
         FM_SFN(fm_take_rows_part)(X, rows, lo, hi, sz[0], xb);
         FM_SFN(fm_take_rows_part)(Y, rows, lo, hi, sz[L], yb);
