@@ -120,6 +120,7 @@ cdef extern from "gemm.h":
     int fm_gemm_level() nogil
     void fm_gemm_set_level(int level) nogil
     void fm_gemm_set_shares(const double *w, int team) nogil
+    void fm_gemm_set_a_in_place(int mode) nogil
     enum: FM_SHARE_TEAM
     int fm_bf16_hardware_supported() nogil
     int fm_bf16_hardware() nogil
@@ -164,6 +165,13 @@ def _set_tile_shares(shares=None):
     fm_gemm_set_shares(w, n)
 
 
+def _set_a_in_place(int mode):
+    """For the tests: the matrix products read A's panels where they lie by their
+    rule (0), never (1: always packed) or wherever they can (2). The bits are the
+    same."""
+    fm_gemm_set_a_in_place(mode)
+
+
 def _cap_from_environment():
     # FASTMLP_SIMD caps the microkernels' instruction set (for tests and comparisons).
     import os
@@ -204,6 +212,15 @@ cdef int _packed(int rc) except -1:
     return 0
 
 
+cdef bint _overlap(const floating[:, :] x, floating[:, ::1] out):
+    # Whether x's span of memory (first to last element) meets out's.
+    cdef const char *x0 = <const char *>&x[0, 0]
+    cdef const char *x1 = <const char *>&x[x.shape[0] - 1, x.shape[1] - 1]
+    cdef const char *o0 = <const char *>&out[0, 0]
+    cdef const char *o1 = <const char *>&out[out.shape[0] - 1, out.shape[1] - 1]
+    return x0 <= o1 and o0 <= x1
+
+
 def matmul(const floating[:, :] a, const floating[:, :] b, floating[:, ::1] out,
            bint bf16=False):
     """out = a @ b for row-major a and b, or transposed views of row-major arrays
@@ -219,6 +236,9 @@ def matmul(const floating[:, :] a, const floating[:, :] b, floating[:, ::1] out,
         raise ValueError("matmul needs row-major arrays or transposes of them")
     if a.shape[0] == 0 or out.shape[1] == 0:
         return
+    # (The operands are read while out is written.)
+    if (a.shape[1] and _overlap(a, out)) or (b.shape[0] and _overlap(b, out)):
+        raise ValueError("matmul's out must not share memory with its operands")
     cdef int rc
     with nogil:
         if floating is float:

@@ -277,9 +277,12 @@ static void fm_share_update(fm_share *s, const ptrdiff_t *start, const double *s
 }
 
 /* ---------------------------------------------------------------- microkernels
-   ukr(kc, a, b, c, ldc, accumulate): the MR x NR tile at c (leading dimension
-   ldc) is set to, or with `accumulate` increased by, the product of the packed
-   panels a (kc x MR, k-major) and b (kc x NR, k-major), k ascending. */
+   ukr(kc, a, ai, ak, b, c, ldc, accumulate): the MR x NR tile at c (leading
+   dimension ldc) is set to, or with `accumulate` increased by, the product of A's
+   MR x kc panel, element (i, k) at a[i * ai + k * ak], and the packed panel b
+   (kc x NR, k-major), k ascending. A's panel is packed (ai = 1, ak = MR) or read
+   where it lies (gemm_impl.h's fm_gemm_part): the same values in the same order,
+   so the same bits. */
 
 /* Every level accumulates with a fused multiply-add, acc = fma(a, b, acc), k
    ascending, so that each level gives the same bits: the SIMD kernels through
@@ -290,14 +293,14 @@ static void fm_share_update(fm_share *s, const ptrdiff_t *start, const double *s
 
 /* Portable C, no intrinsics: a 4 x 4 tile of scalars. */
 #define FM_SCALAR_UKR(NAME, T, FMA)                                                    \
-    static void NAME(ptrdiff_t kc, const T *restrict a, const T *restrict b,           \
-                     T *restrict c, ptrdiff_t ldc, int accumulate)                     \
+    static void NAME(ptrdiff_t kc, const T *restrict a, ptrdiff_t ai, ptrdiff_t ak,    \
+                     const T *restrict b, T *restrict c, ptrdiff_t ldc, int accumulate) \
     {                                                                                  \
         T acc[4][4] = {{0}};                                                           \
-        for (ptrdiff_t k = 0; k < kc; k++, a += 4, b += 4)                             \
+        for (ptrdiff_t k = 0; k < kc; k++, a += ak, b += 4)                            \
             for (int i = 0; i < 4; i++)                                                \
                 for (int j = 0; j < 4; j++)                                            \
-                    acc[i][j] = FMA(a[i], b[j], acc[i][j]);                            \
+                    acc[i][j] = FMA(a[i * ai], b[j], acc[i][j]);                       \
         for (int i = 0; i < 4; i++)                                                    \
             for (int j = 0; j < 4; j++)                                                \
                 c[i * ldc + j] = accumulate ? c[i * ldc + j] + acc[i][j] : acc[i][j];  \
@@ -316,8 +319,8 @@ FM_SCALAR_UKR(fm_ukr_scalar_d, double, fma)
    its broadcast (a scalar added to a zero vector would be one more addition). */
 #define FM_VEC_UKR(NAME, T, VW, MR, NV, TARGET, VFMA, SET1)                            \
     __attribute__((target(TARGET))) static void NAME(                                  \
-        ptrdiff_t kc, const T *restrict a, const T *restrict b, T *restrict c,         \
-        ptrdiff_t ldc, int accumulate)                                                 \
+        ptrdiff_t kc, const T *restrict a, ptrdiff_t ai, ptrdiff_t ak,                 \
+        const T *restrict b, T *restrict c, ptrdiff_t ldc, int accumulate)             \
     {                                                                                  \
         typedef T vec __attribute__((vector_size((VW) * sizeof(T))));                  \
         typedef T uvec __attribute__((vector_size((VW) * sizeof(T)),                   \
@@ -339,11 +342,11 @@ FM_SCALAR_UKR(fm_ukr_scalar_d, double, fma)
             _Pragma("GCC unroll 4") for (int v = 0; v < (NV); v++)                     \
                 bv[v] = *(const vec *)(b + v * (VW));                                  \
             _Pragma("GCC unroll 16") for (int i = 0; i < (MR); i++) {                  \
-                vec ai = (vec)SET1(a[i]);                                              \
+                vec av = (vec)SET1(a[i * ai]);                                         \
                 _Pragma("GCC unroll 4") for (int v = 0; v < (NV); v++)                 \
-                    acc[i][v] = (vec)VFMA(ai, bv[v], acc[i][v]);                       \
+                    acc[i][v] = (vec)VFMA(av, bv[v], acc[i][v]);                       \
             }                                                                          \
-            a += (MR);                                                                 \
+            a += ak;                                                                   \
             b += (NV) * (VW);                                                          \
         }                                                                              \
         _Pragma("GCC unroll 16") for (int i = 0; i < (MR); i++)                        \
@@ -360,6 +363,33 @@ FM_VEC_UKR(fm_ukr_avx2_s, float, 8, 6, 2, "avx2,fma", _mm256_fmadd_ps, _mm256_se
 FM_VEC_UKR(fm_ukr_avx2_d, double, 4, 6, 2, "avx2,fma", _mm256_fmadd_pd, _mm256_set1_pd)
 FM_VEC_UKR(fm_ukr_avx512_s, float, 16, 8, 2, "avx512f", _mm512_fmadd_ps, _mm512_set1_ps)
 FM_VEC_UKR(fm_ukr_avx512_d, double, 8, 8, 2, "avx512f", _mm512_fmadd_pd, _mm512_set1_pd)
+
+/* Whether the general path reads A's panels where they lie instead of packing them
+   (gemm_impl.h's fm_gemm_part), for an op(A) of depth K whose rows (ta = 0) or
+   columns (ta = 1) are lda elements of `size` bytes apart. Measured on the 2-core
+   Xeon (Emerald Rapids), float and double, AVX-512 and AVX2, against packing:
+   - a row-major A (a forward product's batch) is read a run of k values per row
+     of the panel: 0.90-0.98x the time at every shape tried, so always;
+   - a transposed A (a weight gradient's batch) gives each k step a row of A of its
+     own: 0.88-0.96x while A fits well within the second-level cache (100-640 KiB
+     of float), but 1.02-1.08x at 1-1.5 MiB, 1.18-1.94x at 2-3 MiB with rows of
+     8-12 KiB, and 1.16x for double at 25 MiB.
+   The keras recipe's fit (784-512-10, batch 128, 2 threads) took 0.95-0.98x the
+   time with both. The bits are the same either way. */
+#define FM_A_IN_PLACE_BYTES (768 << 10)
+static int fm_a_in_place_mode; /* fm_gemm_set_a_in_place's */
+
+void fm_gemm_set_a_in_place(int mode)
+{
+    fm_a_in_place_mode = mode == 1 || mode == 2 ? mode : 0;
+}
+
+static int fm_a_in_place(int ta, ptrdiff_t K, ptrdiff_t lda, size_t size)
+{
+    if (fm_a_in_place_mode != 0)
+        return fm_a_in_place_mode == 2;
+    return !ta || (size_t)K * (size_t)lda * size <= FM_A_IN_PLACE_BYTES;
+}
 
 /* Thin products, at most FM_THIN_LANES columns (an output layer of 10 classes): a
    32-wide microkernel would leave most of its lanes idle, and the product
@@ -467,9 +497,10 @@ FM_THIN_T_UKR(fm_thin_t_avx512_s, float, 16, 2, "avx512f", _mm512_fmadd_ps, _mm5
 FM_THIN_T_UKR(fm_thin_t_avx512_d, double, 8, 2, "avx512f", _mm512_fmadd_pd, _mm512_set1_pd)
 #endif
 
-typedef void (*fm_ukr_s)(ptrdiff_t, const float *, const float *, float *, ptrdiff_t, int);
-typedef void (*fm_ukr_d)(ptrdiff_t, const double *, const double *, double *, ptrdiff_t,
-                         int);
+typedef void (*fm_ukr_s)(ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, const float *,
+                         float *, ptrdiff_t, int);
+typedef void (*fm_ukr_d)(ptrdiff_t, const double *, ptrdiff_t, ptrdiff_t, const double *,
+                         double *, ptrdiff_t, int);
 
 typedef void (*fm_thin_s)(ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, const float *,
                           float *, ptrdiff_t, ptrdiff_t, int);
@@ -759,9 +790,10 @@ static void fm_pack_bf16_s(int hw, const float *src, ptrdiff_t s_r, ptrdiff_t s_
 #if FM_X86_SIMD
 /* vdpbf16ps on 8 rows x 32 columns; a and b hold kc / 2 pairs per row and column. */
 __attribute__((target("avx512f,avx512bf16"))) static void fm_ukr_avx512bf16_s(
-    ptrdiff_t kc, const float *restrict a, const float *restrict b, float *restrict c,
-    ptrdiff_t ldc, int accumulate)
+    ptrdiff_t kc, const float *restrict a, ptrdiff_t ai, ptrdiff_t ak,
+    const float *restrict b, float *restrict c, ptrdiff_t ldc, int accumulate)
 {
+    (void)ai, (void)ak; /* always packed */
     const uint32_t *ap = (const uint32_t *)a, *bp = (const uint32_t *)b;
     __m512 acc[8][2];
     for (int i = 0; i < 8; i++)
@@ -788,9 +820,11 @@ __attribute__((target("avx512f,avx512bf16"))) static void fm_ukr_avx512bf16_s(
 
 /* The instruction's paired layout with a portable kernel in its place, so that the
    layout is tested on every CPU: two float FMAs per pair, odd member first. */
-static void fm_ukr_pairs_s(ptrdiff_t kc, const float *restrict a, const float *restrict b,
-                           float *restrict c, ptrdiff_t ldc, int accumulate)
+static void fm_ukr_pairs_s(ptrdiff_t kc, const float *restrict a, ptrdiff_t ai,
+                           ptrdiff_t ak, const float *restrict b, float *restrict c,
+                           ptrdiff_t ldc, int accumulate)
 {
+    (void)ai, (void)ak; /* always packed */
     const uint32_t *ap = (const uint32_t *)a, *bp = (const uint32_t *)b;
     float acc[8][32] = {{0}};
     for (ptrdiff_t q = 0; q < kc / 2; q++, ap += 8, bp += 32)

@@ -82,7 +82,7 @@ int fm_bgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
    gemm.c's. */
 typedef struct {
     int dbl, path, mr, nr, thin_r, thin_t_w, bf, ta, tb, ct, split_n, kind, threads;
-    int got, shared, failed;
+    int got, shared, failed, a_in_place;
     void (*ukr)(void), (*thin)(void), (*thin_t)(void);
     ptrdiff_t M, N, K, Kp, kcb, mcb, ncb, tiles, lda, ldb, ldc;
     const void *A, *B;
@@ -119,6 +119,11 @@ void fm_bf16_set_hardware(int on);
    shares w (team values summing to 1) instead of adaptive ones; team 0 restores
    those. */
 void fm_gemm_set_shares(const double *w, int team);
+
+/* For the tests: the general path reads A's panels where they lie by its rule (0,
+   at start), never (1: always packed) or wherever it can (2); the bits are the
+   same. */
+void fm_gemm_set_a_in_place(int mode);
 
 /* The best level (FM_LEVEL_* of fm_ids.h) this CPU and build support, the level
    in use, and a setter (the caller keeps it at or below the best level). */

@@ -8,7 +8,8 @@
 #define FM_CAT(a, b) FM_CAT_(a, b)
 #define FM_FN(name) FM_CAT(name, SUF)
 
-typedef void (*FM_FN(fm_ukr_fn))(ptrdiff_t, const T *, const T *, T *, ptrdiff_t, int);
+typedef void (*FM_FN(fm_ukr_fn))(ptrdiff_t, const T *, ptrdiff_t, ptrdiff_t, const T *, T *,
+                                 ptrdiff_t, int);
 typedef void (*FM_FN(fm_thin_t_fn))(ptrdiff_t, const T *, ptrdiff_t, const T *, T *, int);
 typedef void (*FM_FN(fm_thin_fn))(ptrdiff_t, ptrdiff_t, const T *, ptrdiff_t, const T *,
                                   T *, ptrdiff_t, ptrdiff_t, int);
@@ -153,11 +154,14 @@ static void FM_FN(fm_pack)(int bf, int its_b, int trans, const T *X, ptrdiff_t l
 /* One thread's share: rows [i0, i1) and columns [j0, j1) of C, or, with ct, of
    C's transpose: the tile (i, j) is then element (j, i) of the matrix at C, and
    the epilogue is applied to it in C's own orientation. K is the depth of the
-   packed panels, Ks that of the operands (K rounded up to even for bfloat16). */
+   packed panels, Ks that of the operands (K rounded up to even for bfloat16).
+   With in_place, A's whole panels are read where they lie instead of packed
+   (gemm.c's fm_a_in_place says when). */
 static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int ta,
-                               int tb, int ct, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t j0,
-                               ptrdiff_t j1, ptrdiff_t K, ptrdiff_t Ks, ptrdiff_t kcb,
-                               ptrdiff_t mcb, ptrdiff_t ncb, const T *A, ptrdiff_t lda,
+                               int tb, int ct, int in_place, ptrdiff_t i0, ptrdiff_t i1,
+                               ptrdiff_t j0, ptrdiff_t j1, ptrdiff_t K, ptrdiff_t Ks,
+                               ptrdiff_t kcb, ptrdiff_t mcb, ptrdiff_t ncb, const T *A,
+                               ptrdiff_t lda,
                                const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc,
                                const fm_epilogue *ep)
 {
@@ -195,7 +199,12 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
                 /* Where this block of C is summed: C itself, or the scratch. */
                 T *Cb = own_c || ct_sum ? Cs : C + ic * ldc + jc;
                 ptrdiff_t ldb = own_c || ct_sum ? ncb : ldc;
-                FM_FN(fm_pack)(bf, 0, ta, A, lda, ic, mc, pc, kc, Ks, mr, Ap);
+                /* A's whole panels are read where they lie (in_place), or packed;
+                   a last panel of fewer than mr rows is always packed. */
+                ptrdiff_t whole = in_place ? mc / mr * mr : 0;
+                if (whole < mc)
+                    FM_FN(fm_pack)(bf, 0, ta, A, lda, ic + whole, mc - whole, pc, kc, Ks,
+                                   mr, Ap + whole * kc / kdiv);
                 /* The tiles, a column of panels of B at a time (its panel stays in
                    the first-level cache over the panels of A), or, where the block
                    of B fits there whole, a strip of mr rows at a time: C and the
@@ -211,6 +220,13 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
                     ptrdiff_t ir = (strips ? t / njr : t % nir) * mr;
                     ptrdiff_t n = fm_min(nr, nc - jr), m = fm_min(mr, mc - ir);
                     const T *ap = Ap + ir * kc / kdiv, *bp = Bp + jr * kc / kdiv;
+                    /* Element (i, k) of A's panel at ap[i * ai + k * ak]. */
+                    ptrdiff_t ai = 1, ak = mr;
+                    if (ir < whole) {
+                        ap = ta ? A + pc * lda + ic + ir : A + (ic + ir) * lda + pc;
+                        ai = ta ? 1 : lda;
+                        ak = ta ? lda : 1;
+                    }
                     if (ct && !ct_sum) {
                         /* The tile of C's transpose, read and written across C. */
                         T *c = C + (jc + jr) * ldc + ic + ir;
@@ -218,7 +234,7 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
                             for (ptrdiff_t i = 0; i < m; i++)
                                 for (ptrdiff_t j = 0; j < n; j++)
                                     tile[i * nr + j] = c[j * ldc + i];
-                        ukr(kc, ap, bp, tile, nr, !first);
+                        ukr(kc, ap, ai, ak, bp, tile, nr, !first);
                         for (ptrdiff_t i = 0; i < m; i++)
                             for (ptrdiff_t j = 0; j < n; j++)
                                 c[j * ldc + i] = tile[i * nr + j];
@@ -231,13 +247,13 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
                     }
                     T *c = Cb + ir * ldb + jr;
                     if (m == mr && n == nr) {
-                        ukr(kc, ap, bp, c, ldb, !first);
+                        ukr(kc, ap, ai, ak, bp, c, ldb, !first);
                     } else {
                         /* Edge tile: the same kernel on a full-size copy. */
                         if (!first)
                             for (ptrdiff_t i = 0; i < m; i++)
                                 memcpy(tile + i * nr, c + i * ldb, n * sizeof(T));
-                        ukr(kc, ap, bp, tile, nr, !first);
+                        ukr(kc, ap, ai, ak, bp, tile, nr, !first);
                         for (ptrdiff_t i = 0; i < m; i++)
                             memcpy(c + i * ldb, tile + i * nr, n * sizeof(T));
                     }
@@ -430,6 +446,7 @@ static void FM_FN(fm_gemm_plan_for)(fm_gemm_plan *pl, int mr, int nr, FM_FN(fm_u
        k in pairs, a zero pair member past an odd K. */
     pl->Kp = bf ? K + (K & 1) : K;
     pl->kcb = fm_balanced(pl->Kp, FM_KC, 4);
+    pl->a_in_place = !bf && fm_a_in_place(pl->ta, K, pl->lda, sizeof(T));
     pl->mcb = fm_balanced(M, FM_MC, mr);
     pl->ncb = fm_balanced(N, FM_NC, nr);
     mt = (M + mr - 1) / mr;
@@ -471,12 +488,14 @@ static int FM_FN(fm_gemm_general)(fm_gemm_plan *pl, int t, int team)
         hi = pl->tiles * (t + 1) / team;
     }
     if (lo < hi && pl->split_n)
-        failed = FM_FN(fm_gemm_part)(mr, nr, ukr, pl->bf, pl->ta, pl->tb, pl->ct, 0, M,
+        failed = FM_FN(fm_gemm_part)(mr, nr, ukr, pl->bf, pl->ta, pl->tb, pl->ct,
+                                     pl->a_in_place, 0, M,
                                      lo * nr, fm_min(hi * nr, N), pl->Kp, pl->K, pl->kcb,
                                      pl->mcb, fm_min(pl->ncb, (hi - lo) * nr), pl->A,
                                      pl->lda, pl->B, pl->ldb, pl->C, pl->ldc, pl->ep);
     else if (lo < hi)
-        failed = FM_FN(fm_gemm_part)(mr, nr, ukr, pl->bf, pl->ta, pl->tb, pl->ct, lo * mr,
+        failed = FM_FN(fm_gemm_part)(mr, nr, ukr, pl->bf, pl->ta, pl->tb, pl->ct,
+                                     pl->a_in_place, lo * mr,
                                      fm_min(hi * mr, M), 0, N, pl->Kp, pl->K, pl->kcb,
                                      fm_min(pl->mcb, (hi - lo) * mr), pl->ncb, pl->A,
                                      pl->lda, pl->B, pl->ldb, pl->C, pl->ldc, pl->ep);

@@ -49,6 +49,21 @@ def test_matmul_rejects_strided_operands():
         _cpu.matmul(a.T, np.ones((3, 8), np.float32).T, np.empty((4, 3), np.float32))
 
 
+def test_matmul_rejects_an_output_over_its_operands():
+    # A is read where it lies while C is written: a C over A or B is refused.
+    buf = np.arange(200.0)
+    out = buf[:64].reshape(8, 8)
+    ones = np.ones((8, 8))
+    for a, b in ((buf[32:96].reshape(8, 8), ones), (buf[40:104].reshape(8, 8).T, ones),
+                 (ones, buf[63:127].reshape(8, 8))):
+        with pytest.raises(ValueError, match="share memory"):
+            _cpu.matmul(a, b, out)
+    # Next to each other, and operands sharing memory with each other: computed.
+    a = buf[64:128].reshape(8, 8)
+    _cpu.matmul(a, a, out)
+    np.testing.assert_array_equal(out, a @ a)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ACTIVATIONS)
 @pytest.mark.parametrize("n,k,m", [(5, 3, 7), (130, 97, 51), (128, 784, 512)])
@@ -234,6 +249,43 @@ def test_thin_products_computed_transposed_give_the_same_bits(level, N, ta, tb, 
         part = np.empty((min(64, M - i), N), dtype)
         _cpu.matmul(a[i:i + 64], b, part)
         np.testing.assert_array_equal(whole[i:i + 64], part)
+
+
+@pytest.fixture
+def a_in_place():
+    """Restore the products' own rule for reading A in place after a test forces it."""
+    yield
+    _cpu._set_a_in_place(0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("M,N,K", [(7, 40, 5), (13, 64, 257), (129, 100, 300),
+                                   (300, 33, 513), (128, 512, 784)])
+def test_a_read_in_place_gives_the_packed_bits(level, M, N, K, ta, dtype, threads,
+                                               a_in_place):
+    # The general path reads A's whole panels where they lie (along A's rows, or, for
+    # a transposed A, a row of A per k) instead of packing them: the same values
+    # summed in the same order. Fewer rows than a panel, ragged last panels (always
+    # packed), one to three blocks of k, operands inside larger arrays (rows longer
+    # than the operand), two threads, and the fused bias and activation.
+    rng = np.random.default_rng(M + N + K + ta)
+    big = rng.uniform(-1, 1, (K + 3, M + 5) if ta else (M + 3, K + 5)).astype(dtype)
+    a = big[1:K + 1, 2:M + 2].T if ta else big[1:M + 1, 2:K + 2]
+    b = rng.uniform(-1, 1, (K, N)).astype(dtype)
+    bias = rng.uniform(-1, 1, N).astype(dtype)
+    fastmlp.set_num_threads(2)
+    results = []
+    for mode in (1, 2, 0):  # packed, in place wherever it can, by the rule
+        _cpu._set_a_in_place(mode)
+        plain, fused = np.full((M, N), np.nan, dtype), np.full((M, N), np.nan, dtype)
+        _cpu.matmul(a, b, plain)
+        CPU.dense_forward(np.ascontiguousarray(a), b, bias, fused, activation_id("tanh"))
+        results.append((plain, fused))
+    for other in results[1:]:
+        for one, two in zip(results[0], other):
+            np.testing.assert_array_equal(one, two)
+    assert max_rel_err(results[0][0], a.astype(np.float64) @ b) < tol(dtype, K)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
