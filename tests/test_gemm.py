@@ -20,7 +20,7 @@ DTYPES = ["float32", "float64"]
 BEST = threads.SIMD_LEVELS.index(_cpu.gemm_best_level())
 
 # (M, N, K): single elements, edge tiles in both directions, K over several cache
-# blocks (the K block is 384), and the keras layer's shapes.
+# blocks (of at most 256), and the keras layer's shapes.
 SHAPES = [(1, 1, 1), (7, 13, 5), (6, 16, 8), (37, 10, 512), (200, 33, 1000),
           (3, 600, 1100), (128, 512, 784), (1000, 10, 300), (300, 3, 1000)]
 
