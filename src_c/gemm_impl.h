@@ -182,6 +182,8 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
     T *Bp, *Cs;
     /* A hardware bfloat16 panel holds a pair of k values per element. */
     ptrdiff_t kdiv = bf == FM_BF16_HARDWARE ? 2 : 1;
+    /* Element (r, k) of op(A) at A[r * a_r + k * a_k]. */
+    const ptrdiff_t a_r = ta ? 1 : lda, a_k = ta ? lda : 1;
     unsigned csr;
     if (Ap == NULL)
         return -1;
@@ -223,9 +225,9 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
                     /* Element (i, k) of A's panel at ap[i * ai + k * ak]. */
                     ptrdiff_t ai = 1, ak = mr;
                     if (ir < whole) {
-                        ap = ta ? A + pc * lda + ic + ir : A + (ic + ir) * lda + pc;
-                        ai = ta ? 1 : lda;
-                        ak = ta ? lda : 1;
+                        ap = A + (ic + ir) * a_r + pc * a_k;
+                        ai = a_r;
+                        ak = a_k;
                     }
                     if (ct && !ct_sum) {
                         /* The tile of C's transpose, read and written across C. */
@@ -487,18 +489,22 @@ static int FM_FN(fm_gemm_general)(fm_gemm_plan *pl, int t, int team)
         lo = pl->tiles * t / team;
         hi = pl->tiles * (t + 1) / team;
     }
-    if (lo < hi && pl->split_n)
+    /* The run's tiles are columns of C's panels (split_n) or rows of them; the
+       other side is whole, and the block along the split side no larger than the
+       run. */
+    ptrdiff_t i0 = 0, i1 = M, j0 = 0, j1 = N, mcb = pl->mcb, ncb = pl->ncb;
+    if (pl->split_n) {
+        j0 = lo * nr, j1 = fm_min(hi * nr, N);
+        ncb = fm_min(ncb, (hi - lo) * nr);
+    } else {
+        i0 = lo * mr, i1 = fm_min(hi * mr, M);
+        mcb = fm_min(mcb, (hi - lo) * mr);
+    }
+    if (lo < hi)
         failed = FM_FN(fm_gemm_part)(mr, nr, ukr, pl->bf, pl->ta, pl->tb, pl->ct,
-                                     pl->a_in_place, 0, M,
-                                     lo * nr, fm_min(hi * nr, N), pl->Kp, pl->K, pl->kcb,
-                                     pl->mcb, fm_min(pl->ncb, (hi - lo) * nr), pl->A,
-                                     pl->lda, pl->B, pl->ldb, pl->C, pl->ldc, pl->ep);
-    else if (lo < hi)
-        failed = FM_FN(fm_gemm_part)(mr, nr, ukr, pl->bf, pl->ta, pl->tb, pl->ct,
-                                     pl->a_in_place, lo * mr,
-                                     fm_min(hi * mr, M), 0, N, pl->Kp, pl->K, pl->kcb,
-                                     fm_min(pl->mcb, (hi - lo) * mr), pl->ncb, pl->A,
-                                     pl->lda, pl->B, pl->ldb, pl->C, pl->ldc, pl->ep);
+                                     pl->a_in_place, i0, i1, j0, j1, pl->Kp, pl->K,
+                                     pl->kcb, mcb, ncb, pl->A, pl->lda, pl->B, pl->ldb,
+                                     pl->C, pl->ldc, pl->ep);
     if (by_shares)
         pl->spent[t] = fm_wtime() - t0;
     return failed;

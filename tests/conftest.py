@@ -137,6 +137,16 @@ def threads():
     fastmlp.set_num_threads(before)
 
 
+@pytest.fixture
+def a_in_place():
+    """Restore the matrix products' own rule for reading A in place after a test
+    forces it (``fastmlp._cpu._set_a_in_place``)."""
+    from fastmlp import _cpu
+
+    yield
+    _cpu._set_a_in_place(0)
+
+
 def pytest_sessionstart(session):
     # In CI every backend this machine can build must be there: a missing compiled
     # extension (say, tests importing the source folder) is a failure, not a skip.

@@ -105,7 +105,7 @@ def test_step_in_one_parallel_region_is_bitwise_the_python_loop(net, n_threads, 
 
 
 @pytest.mark.parametrize("mode", [1, 2], ids=["packed", "in-place"])
-def test_step_reading_a_in_place_is_bitwise_the_python_loop(mode, threads):
+def test_step_reading_a_in_place_is_bitwise_the_python_loop(mode, threads, a_in_place):
     # The products' A read where it lies wherever it can (the batch along its rows
     # in the forward product, a row per sample in the weight gradient), or always
     # packed: each gives the Python loop's bits on two threads.
@@ -113,13 +113,10 @@ def test_step_reading_a_in_place_is_bitwise_the_python_loop(mode, threads):
 
     fastmlp.set_num_threads(2)
     _cpu._set_a_in_place(mode)
-    try:
-        results = [train([300, 200, 40, 3], ["relu", "tanh", "softmax"], "cross_entropy",
-                         "float32", optim.RMSprop(1e-3), 0.0, compiled, epochs=2,
-                         batch=130, n=600)
-                   for compiled in (True, False)]
-    finally:
-        _cpu._set_a_in_place(0)
+    results = [train([300, 200, 40, 3], ["relu", "tanh", "softmax"], "cross_entropy",
+                     "float32", optim.RMSprop(1e-3), 0.0, compiled, epochs=2, batch=130,
+                     n=600)
+               for compiled in (True, False)]
     assert_same_training(results)
 
 

@@ -251,13 +251,6 @@ def test_thin_products_computed_transposed_give_the_same_bits(level, N, ta, tb, 
         np.testing.assert_array_equal(whole[i:i + 64], part)
 
 
-@pytest.fixture
-def a_in_place():
-    """Restore the products' own rule for reading A in place after a test forces it."""
-    yield
-    _cpu._set_a_in_place(0)
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ta", [False, True])
 @pytest.mark.parametrize("M,N,K", [(7, 40, 5), (13, 64, 257), (129, 100, 300),
