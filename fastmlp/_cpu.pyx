@@ -213,12 +213,16 @@ cdef int _packed(int rc) except -1:
 
 
 cdef bint _overlap(const floating[:, :] x, floating[:, ::1] out):
-    # Whether x's span of memory (first to last element) meets out's.
+    # Whether x's span of memory meets out's: from its lowest to its highest
+    # address, the first and last elements in each dimension (a stride may be
+    # negative: rows taken in reverse).
     cdef const char *x0 = <const char *>&x[0, 0]
-    cdef const char *x1 = <const char *>&x[x.shape[0] - 1, x.shape[1] - 1]
+    cdef Py_ssize_t r = (x.shape[0] - 1) * x.strides[0], c = (x.shape[1] - 1) * x.strides[1]
+    cdef const char *lo = x0 + min(r, 0) + min(c, 0)
+    cdef const char *hi = x0 + max(r, 0) + max(c, 0)
     cdef const char *o0 = <const char *>&out[0, 0]
     cdef const char *o1 = <const char *>&out[out.shape[0] - 1, out.shape[1] - 1]
-    return x0 <= o1 and o0 <= x1
+    return lo <= o1 and o0 <= hi
 
 
 def matmul(const floating[:, :] a, const floating[:, :] b, floating[:, ::1] out,

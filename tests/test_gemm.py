@@ -54,14 +54,18 @@ def test_matmul_rejects_an_output_over_its_operands():
     buf = np.arange(200.0)
     out = buf[:64].reshape(8, 8)
     ones = np.ones((8, 8))
+    rows = buf.reshape(25, 8)
     for a, b in ((buf[32:96].reshape(8, 8), ones), (buf[40:104].reshape(8, 8).T, ones),
-                 (ones, buf[63:127].reshape(8, 8))):
+                 (ones, buf[63:127].reshape(8, 8)), (rows[10:2:-1], ones)):
         with pytest.raises(ValueError, match="share memory"):
             _cpu.matmul(a, b, out)
-    # Next to each other, and operands sharing memory with each other: computed.
+    # Next to each other (rows in reverse too), and operands sharing memory with each
+    # other: computed.
     a = buf[64:128].reshape(8, 8)
     _cpu.matmul(a, a, out)
     np.testing.assert_array_equal(out, a @ a)
+    _cpu.matmul(rows[15:7:-1], a, out)
+    np.testing.assert_array_equal(out, rows[15:7:-1] @ a)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
