@@ -595,6 +595,10 @@ cdef extern from "step.h":
         void *grad
         void *s1
         void *s2
+        double *phase
+        int phase_threads
+    enum: FM_N_PHASES
+    const char *fm_phase_name(int i)
     int fm_train_step_s(const fm_step_net *net, const fm_step_ws *ws, const float *X,
                         const float *Y, const Py_ssize_t *rows, Py_ssize_t m, const float *p,
                         float *out, const fm_hyper *h, double *total, long *hits) nogil
@@ -602,6 +606,17 @@ cdef extern from "step.h":
                         const double *Y, const Py_ssize_t *rows, Py_ssize_t m,
                         const double *p, double *out, const fm_hyper *h, double *total,
                         long *hits) nogil
+
+
+def step_phases():
+    """The names of the parts of a compiled step that ``Stepper.run`` can time,
+    in the order of its ``phase`` array's columns."""
+    cdef int i = 0
+    names = []
+    while fm_phase_name(i) != NULL:
+        names.append(fm_phase_name(i).decode("ascii"))
+        i += 1
+    return tuple(names)
 
 
 cdef void *_data(arr) except NULL:
@@ -712,6 +727,8 @@ cdef class Stepper:
         self.ws.grad = _data(grad)
         self.ws.s1 = _data(s1) if s1 is not None else NULL
         self.ws.s2 = _data(s2) if s2 is not None else NULL
+        self.ws.phase = NULL
+        self.ws.phase_threads = 0
         self.is_double = is_double
         self.keep = (x, y, list(a), list(g), z, row_loss, grad, s1, s2)
 
@@ -721,23 +738,35 @@ cdef class Stepper:
         free(self.ptrs)
 
     def run(self, X, Y, const Py_ssize_t[::1] rows, Py_ssize_t batch, bufs, int cur,
-            const double[:, ::1] hyper, double l2, double[::1] stats):
+            const double[:, ::1] hyper, double l2, double[::1] stats, phase=None):
         """Steps over ``rows`` in batches of ``batch`` rows, the parameters moving
         between the two flat arrays ``bufs`` (step s reads ``bufs[cur]`` and writes
         the other; the next reads that one). ``hyper[s]`` holds step s's
         hyper-parameters. After each step, ``stats`` (steps, loss sum, hits,
         samples) is brought up to date before a pending Ctrl-C is raised. Returns
         0, or 1 when a step's loss was not finite (``stats[4]`` holds it; that step
-        updated nothing)."""
+        updated nothing). ``phase``, a float64 array of ``threads x
+        len(step_phases())``, gets each step's seconds per thread and phase added
+        (threads past its rows are not timed)."""
         cdef void *Xp = _data(X)
         cdef void *Yp = _data(Y)
         cdef void *P[2]
+        cdef double[:, ::1] ph
         cdef _Sharing sharing = _Sharing(fm_get_max_threads())
         P[0] = _data(bufs[0])
         P[1] = _data(bufs[1])
+        if phase is not None:
+            ph = phase
+            if ph.shape[1] != FM_N_PHASES or ph.shape[0] < 1:
+                raise ValueError(f"phase must be threads x {FM_N_PHASES}, got "
+                                 f"{ph.shape[0]} x {ph.shape[1]}")
+            self.ws.phase = &ph[0, 0]
+            self.ws.phase_threads = <int>ph.shape[0]
         try:
             return self._run(Xp, Yp, P, rows, batch, cur, hyper, l2, stats, sharing)
         finally:
+            self.ws.phase = NULL
+            self.ws.phase_threads = 0
             fm_set_num_threads(sharing.full)
 
     cdef int _run(self, void *Xp, void *Yp, void **P, const Py_ssize_t[::1] rows,

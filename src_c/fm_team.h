@@ -5,6 +5,11 @@
 #define FASTMLP_FM_TEAM_H
 
 #include <stddef.h>
+#include <time.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #if defined(__GNUC__) || defined(__clang__)
 #include <sched.h>
@@ -71,6 +76,18 @@ static inline void fm_team_share(ptrdiff_t n, ptrdiff_t unit, int t, int team,
     ptrdiff_t a = units * t / team * unit, b = units * (t + 1) / team * unit;
     *lo = a < n ? a : n;
     *hi = b < n ? b : n;
+}
+
+/* Seconds on a monotonic clock. */
+static inline double fm_now(void)
+{
+#ifdef _OPENMP
+    return omp_get_wtime();
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+#endif
 }
 
 #endif

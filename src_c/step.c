@@ -31,6 +31,25 @@ static void *fm_step_memory(size_t bytes)
     return fm_step_buf;
 }
 
+const char *fm_phase_name(int i)
+{
+#define FM_PHASE_NAME_(id, name) name,
+    static const char *const names[] = {FM_PHASE_LIST(FM_PHASE_NAME_)};
+#undef FM_PHASE_NAME_
+    return i >= 0 && i < FM_N_PHASES ? names[i] : NULL;
+}
+
+/* Adds the time since *t0 to thread t's phase k when the step is timed, and
+   restarts the clock there. */
+static inline void fm_phase_add(const fm_step_ws *ws, int t, int k, double *t0)
+{
+    if (ws->phase == NULL || t >= ws->phase_threads)
+        return;
+    double now = fm_now();
+    ws->phase[t * FM_N_PHASES + k] += now - *t0;
+    *t0 = now;
+}
+
 #define T float
 #define SUF _s
 /* bf: bfloat16 products (mixed_bfloat16), for float only. */

@@ -31,6 +31,28 @@ typedef struct {
     int bf16;                /* bfloat16 products (float only; gemm.h's fm_bgemm) */
 } fm_step_net;
 
+/* The parts of a step that fm_train_step times when asked (fm_step_ws.phase),
+   each summed over the layers: the batch's gather; the forward products; the row
+   kernels (the loss and its gradient, a hidden softmax); thread 0's sum of the
+   loss in sample order; the weight gradients with their fused updates; the bias
+   gradients and updates; the input gradients; and the waits at the barriers
+   between them. */
+#define FM_PHASE_LIST(X)                                                                \
+    X(FM_PHASE_GATHER, "gather")                                                        \
+    X(FM_PHASE_FORWARD, "forward products")                                             \
+    X(FM_PHASE_ROWS, "loss and softmax rows")                                           \
+    X(FM_PHASE_LOSS_SUM, "loss sum")                                                    \
+    X(FM_PHASE_WEIGHT, "weight gradients and updates")                                  \
+    X(FM_PHASE_BIAS, "bias gradients and updates")                                      \
+    X(FM_PHASE_INPUT, "input gradients")                                                \
+    X(FM_PHASE_WAIT, "waiting at barriers")
+#define FM_PHASE_ENUM_(id, name) id,
+enum { FM_PHASE_LIST(FM_PHASE_ENUM_) FM_N_PHASES };
+#undef FM_PHASE_ENUM_
+
+/* The name of phase i, or NULL past the last. */
+const char *fm_phase_name(int i);
+
 /* Buffers of the step's type (float or double), as void pointers so that one
    struct serves both types. */
 typedef struct {
@@ -41,6 +63,11 @@ typedef struct {
     void *row_loss;          /* batch */
     void *grad;              /* n_params: the gradient, laid out as the parameters */
     void *s1, *s2;           /* the optimizer's state arrays, or NULL */
+    /* NULL, or where each step adds the seconds each thread spent in each phase:
+       phase[t * FM_N_PHASES + k] for threads t < phase_threads (by the thread's own
+       clock, from its entry into the step's parallel region) */
+    double *phase;
+    int phase_threads;
 } fm_step_ws;
 
 /* The kernels of a dense layer (x: n x K, W: K x M, b: M; out, g: n x M), which the

@@ -242,18 +242,29 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
         t = omp_get_thread_num();
         nt = omp_get_num_threads();
 #endif
+        /* The phase clock (fm_phase_add), read only when the step is timed. */
+        double t0 = ws->phase != NULL ? fm_now() : 0;
+#define FM_PHASE(k) fm_phase_add(ws, t, FM_PHASE_##k, &t0)
+#define FM_WAIT()                                                                      \
+    do {                                                                               \
+        fm_barrier_wait(&bar, &sense);                                                 \
+        FM_PHASE(WAIT);                                                                \
+    } while (0)
         fm_barrier_join(&bar, nt);
         fm_team_share(m, 1, t, nt, &lo, &hi);
         FM_SFN(fm_take_rows_part)(X, rows, lo, hi, sz[0], xb);
         FM_SFN(fm_take_rows_part)(Y, rows, lo, hi, sz[L], yb);
-        fm_barrier_wait(&bar, &sense);
+        FM_PHASE(GATHER);
+        FM_WAIT();
         for (int i = 0; i < L; i++) {
             fm_gemm_run(&ls[i].fwd, t, nt);
-            fm_barrier_wait(&bar, &sense);
+            FM_PHASE(FORWARD);
+            FM_WAIT();
             if (i < last && act[i] == FM_SOFTMAX) {
                 fm_team_share(m, FM_ROWS_UNIT, t, nt, &lo, &hi);
                 FM_SFN(fm_activation_forward_rows)(act[i], lo, hi, sz[i + 1], a[i], a[i]);
-                fm_barrier_wait(&bar, &sense);
+                FM_PHASE(ROWS);
+                FM_WAIT();
             }
         }
         fm_team_share(m, FM_ROWS_UNIT, t, nt, &lo, &hi);
@@ -262,7 +273,8 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
                                                      z, a[last], yb, g[last],
                                                      (T *)ws->row_loss),
                            __ATOMIC_RELAXED);
-        fm_barrier_wait(&bar, &sense);
+        FM_PHASE(ROWS);
+        FM_WAIT();
         if (t == 0) {
             *total = FM_SFN(fm_loss_sum)(m, (const T *)ws->row_loss);
             *hits = hit_sum;
@@ -271,29 +283,36 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
                     state = -1;
             if (state == 0 && !isfinite(*total))
                 state = 1;
+            FM_PHASE(LOSS_SUM);
         }
-        fm_barrier_wait(&bar, &sense);
+        FM_WAIT();
         for (int i = last; state == 0 && i >= 0; i--) {
             FM_SFN(fm_layer_step) *l = &ls[i];
             ptrdiff_t b_at = FM_SFN(fm_b_at)(net, i);
             fm_gemm_run(&l->wgt, t, nt);
+            FM_PHASE(WEIGHT);
             /* The bias: this thread's columns, whole cache lines of them. */
             fm_team_share(sz[i + 1], 64 / sizeof(T), t, nt, &lo, &hi);
             if (lo < hi) {
                 FM_SFN(fm_column_sums)(m, hi - lo, sz[i + 1], g[i] + lo, grad + b_at + lo);
                 FM_SFN(fm_update_rows)(&l->ub, 0, lo, 1, hi - lo, grad + b_at + lo, 0);
             }
+            FM_PHASE(BIAS);
             if (i > 0) {
                 fm_gemm_run(&l->inp, t, nt);
-                fm_barrier_wait(&bar, &sense);
+                FM_PHASE(INPUT);
+                FM_WAIT();
                 if (act[i - 1] == FM_SOFTMAX) {
                     fm_team_share(m, FM_ROWS_UNIT, t, nt, &lo, &hi);
                     FM_SFN(fm_activation_backward_rows)(act[i - 1], lo, hi, sz[i], a[i - 1],
                                                         g[i - 1]);
-                    fm_barrier_wait(&bar, &sense);
+                    FM_PHASE(ROWS);
+                    FM_WAIT();
                 }
             }
         }
+#undef FM_WAIT
+#undef FM_PHASE
     }
     /* The threads' shares of the products move toward the speeds just seen. */
     for (int i = 0; i < L; i++) {

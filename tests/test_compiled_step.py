@@ -143,6 +143,43 @@ def test_compiled_step_same_bits_for_any_thread_count(n_threads, threads):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_timing_the_steps_parts_changes_no_bit(n_threads, threads):
+    # The profiler's table of the step in parts: each thread's seconds added to each
+    # part, over steps whose results are those of untimed steps.
+    from time import perf_counter
+
+    from fastmlp import _cpu
+
+    fastmlp.set_num_threads(n_threads)
+    x, y = data(512, 300, 10)
+    x = x.astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[y]
+    rows = np.random.default_rng(1).permutation(len(x))
+    names = _cpu.step_phases()
+    runs = []
+    for timed in (False, True):
+        model = fastmlp.MLP([300, 256, 10], ["relu", "softmax"], backend="cpu", seed=3)
+        opt = optim.RMSprop()
+        runner = model.make_runner(x, y, opt, 0.0, 128)
+        seconds = np.zeros((2, len(names)))
+        runner.phase = seconds if timed else None
+        t0 = perf_counter()
+        runner.run(rows, False)
+        runs.append((model, opt, seconds, perf_counter() - t0))
+    (plain, plain_opt, untouched, _), (timed, timed_opt, seconds, wall) = runs
+    np.testing.assert_array_equal(plain.params.flat, timed.params.flat)
+    np.testing.assert_array_equal(plain_opt.state, timed_opt.state)
+    assert not untouched.any() and (seconds >= 0).all()
+    for part in ("gather", "forward products", "loss and softmax rows",
+                 "weight gradients and updates", "input gradients"):
+        assert seconds[0, names.index(part)] > 0, part
+    assert 0 < seconds[0].sum() <= wall
+    runner.phase = np.zeros((2, len(names) - 1))
+    with pytest.raises(ValueError, match=f"phase must be threads x {len(names)}"):
+        runner.run(rows, False)
+
+
 def test_fit_uses_the_compiled_step_unless_the_optimizer_updates_in_python():
     model = fastmlp.MLP([4, 3, 2], ["relu", "softmax"], backend="cpu")
     x, y = np.zeros((8, 4), np.float32), np.eye(2, dtype=np.float32)[[0, 1] * 4]

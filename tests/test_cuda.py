@@ -553,6 +553,19 @@ def test_profile_command_both_backends(tmp_path):
                                   names[-1]]
             assert rec["steps"] in (5, 3)  # 20 samples in batches of 4 or 7
             assert rec["epoch_s"] > 0
+    # The cpu step in parts: each thread's time in each, the forward products and the
+    # weight gradients (with their updates) among them.
+    from fastmlp import _cpu
+
+    for rec in result["backends"]["cpu"]["batches"].values():
+        ph = rec["phases"]
+        assert ph["parts"] == list(_cpu.step_phases()) and ph["step_us"] > 0
+        us = np.array(ph["us"])
+        assert us.shape[1] == len(ph["parts"]) and (us >= 0).all()
+        for part in ("forward products", "weight gradients and updates"):
+            assert us[0, ph["parts"].index(part)] > 0
+    assert "the compiled step in parts" in out and "waiting at barriers" in out
+    assert result["backends"]["cuda"]["batches"]["4"]["phases"] is None
     assert result["backends"]["cuda"]["launches_per_step"] == 7
     assert "gpu_overtakes_cpu_at" in result
     assert "kernel launches per training step: 7" in out

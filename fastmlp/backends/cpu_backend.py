@@ -98,6 +98,10 @@ class CompiledRunner(HostOrder):
         self._pending = (0, 0.0, 0, 0)
         self._stepper = None
         self._state = None
+        #: None, or a float64 array of threads x len(_cpu.step_phases()) to which
+        #: :meth:`run` adds the seconds each thread spends in each part of each step
+        #: (for the profiler).
+        self.phase = None
 
     def _stepper_now(self):
         """The compiled step, made anew when the optimizer's state arrays changed."""
@@ -125,7 +129,7 @@ class CompiledRunner(HostOrder):
         try:
             rc = stepper.run(self.x, self.y, np.ascontiguousarray(rows, dtype=np.intp),
                              self.batch, (self.params.flat, self.spare.flat), 0, hyper,
-                             self.l2, stats)
+                             self.l2, stats, self.phase)
         finally:
             # The parameters of the completed steps are kept, whatever happened.
             done = int(stats[0])

@@ -14,6 +14,8 @@ softmax, RMSprop, float32; ``--layers`` for another) and random data:
 * **step and epoch**: a ``fit`` epoch over ``--samples`` samples after a warm-up
   epoch, the time per step that gives, and that step against the sum of the
   kernels' bounds;
+* **the compiled step in parts** (cpu): each thread's time in each part of the
+  step over another epoch (:mod:`fastmlp.tools.step_parts`);
 * **ceilings**, measured first: for the GPU, a kernel of independent fused
   multiply-adds and a device-to-device copy; for the CPU, a register-only loop
   of independent float32 FMA chains (the FMA peak, at the thread count in use
@@ -45,7 +47,7 @@ from .._version import __version__
 from ..backends import get_backend
 from ..functions import ACTIVATIONS, LOSSES, RULES
 from ..model import MLP
-from . import machine
+from . import machine, step_parts
 
 KERAS_LAYERS = (784, 512, 10)
 PLOT_MISSING = ("--plot needs matplotlib; install it with pip install 'fastmlp[plot]'")
@@ -309,8 +311,9 @@ def run(backends=("cpu", "cuda"), batch_sizes=(32, 128, 1024, 8192), layers=KERA
                                 "flop_frac": flops / sec / 1e9 / ceil["gflops"],
                                 "bw_frac": nbytes / sec / 1e9 / bw,
                                 "roofline_us": bound * 1e6, "roofline_frac": bound / sec})
-            entry["batches"][batch] = {"kernels": kernels,
-                                       **epoch_time(name, layers, batch, samples)}
+            entry["batches"][batch] = {
+                "kernels": kernels, **epoch_time(name, layers, batch, samples),
+                "phases": step_parts.measure(name, _network(layers), batch, samples)}
         result["backends"][name] = entry
     result["gpu_overtakes_cpu_at"] = crossover(result)
     if out is not None:
@@ -366,6 +369,7 @@ def print_report(result, out):
                   f"{100 * bound / total:>7.1f}", file=out)
             print(f"  step {rec['step_us']:,.1f} us against the sum of the bounds: "
                   f"{rec['step_us'] / bound:.2f}x", file=out)
+            step_parts.print_table(rec.get("phases"), out)
     names = list(result["backends"])
     if len(names) > 1:
         print("\nepoch seconds by batch size", file=out)
