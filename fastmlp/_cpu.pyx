@@ -452,12 +452,20 @@ cdef extern from "update.h":
                      const fm_hyper *h) nogil
 
 
+ctypedef const char *(*_name_of)(int) noexcept nogil
+
+
+cdef tuple _listed(_name_of name):
+    # name(0), name(1), ... up to the first NULL: a C table's names in order.
+    names = []
+    while name(len(names)) != NULL:
+        names.append(name(len(names)).decode("ascii"))
+    return tuple(names)
+
+
 def hyper_parameter_names():
     """The hyper-parameters an update takes, in order (update.h)."""
-    names = []
-    while fm_hyper_name(len(names)) != NULL:
-        names.append(fm_hyper_name(len(names)).decode("ascii"))
-    return tuple(names)
+    return _listed(fm_hyper_name)
 
 
 def update(int rule, floating[::1] p, const floating[::1] g, s1, s2, hyper, double l2,
@@ -598,7 +606,7 @@ cdef extern from "step.h":
         double *phase
         int phase_threads
     enum: FM_N_PHASES
-    const char *fm_phase_name(int i)
+    const char *fm_phase_name(int i) nogil
     int fm_train_step_s(const fm_step_net *net, const fm_step_ws *ws, const float *X,
                         const float *Y, const Py_ssize_t *rows, Py_ssize_t m, const float *p,
                         float *out, const fm_hyper *h, double *total, long *hits) nogil
@@ -611,12 +619,7 @@ cdef extern from "step.h":
 def step_phases():
     """The names of the parts of a compiled step that ``Stepper.run`` can time,
     in the order of its ``phase`` array's columns."""
-    cdef int i = 0
-    names = []
-    while fm_phase_name(i) != NULL:
-        names.append(fm_phase_name(i).decode("ascii"))
-        i += 1
-    return tuple(names)
+    return _listed(fm_phase_name)
 
 
 cdef void *_data(arr) except NULL:

@@ -9,6 +9,7 @@
 
 #include "fm_clones.h"
 #include "fm_math.h"
+#include "fm_team.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -51,15 +52,6 @@
    C), C zero (K = 0), the thin kernel, the thin weight-gradient kernel, or the
    packed microkernels. */
 enum { FM_PATH_NONE, FM_PATH_ZERO, FM_PATH_THIN, FM_PATH_THIN_T, FM_PATH_GENERAL };
-
-static double fm_wtime(void)
-{
-#ifdef _OPENMP
-    return omp_get_wtime();
-#else
-    return 0;
-#endif
-}
 
 static int fm_level = -1;
 
