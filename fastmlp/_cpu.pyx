@@ -605,7 +605,14 @@ cdef extern from "step.h":
         void *s2
         double *phase
         int phase_threads
+        int panels
     enum: FM_N_PHASES
+    int fm_step_panel_width(const fm_step_net *net, int dbl, Py_ssize_t batch) nogil
+    void fm_step_panels_s(const fm_step_net *net, float **vec, int n, int nr, int to_panels,
+                          float *tmp) nogil
+    void fm_step_panels_d(const fm_step_net *net, double **vec, int n, int nr,
+                          int to_panels, double *tmp) nogil
+    void fm_step_set_panels(int on) nogil
     const char *fm_phase_name(int i) nogil
     int fm_train_step_s(const fm_step_net *net, const fm_step_ws *ws, const float *X,
                         const float *Y, const Py_ssize_t *rows, Py_ssize_t m, const float *p,
@@ -614,6 +621,13 @@ cdef extern from "step.h":
                         const double *Y, const Py_ssize_t *rows, Py_ssize_t m,
                         const double *p, double *out, const fm_hyper *h, double *total,
                         long *hits) nogil
+
+
+def _set_weight_panels(bint on):
+    """For the tests: whether a compiled run of steps keeps the first layer's
+    weights in the panels its forward product reads (the default, where the
+    layer allows it) or in rows. The bits are the same either way."""
+    fm_step_set_panels(on)
 
 
 def step_phases():
@@ -681,6 +695,12 @@ cdef class _Sharing:
         self.start()
 
 
+# A run of fewer steps keeps the first layer's weights in rows: laying them out in
+# panels and back costs about as much as a few steps gain.
+cdef enum:
+    _PANELS_MIN_STEPS = 32
+
+
 cdef class Stepper:
     """A network's whole training step as one compiled call (fastmlp.training's
     CompiledRunner): made once per fit from the network's ids and the workspace,
@@ -732,6 +752,7 @@ cdef class Stepper:
         self.ws.s2 = _data(s2) if s2 is not None else NULL
         self.ws.phase = NULL
         self.ws.phase_threads = 0
+        self.ws.panels = 0
         self.is_double = is_double
         self.keep = (x, y, list(a), list(g), z, row_loss, grad, s1, s2)
 
@@ -750,7 +771,10 @@ cdef class Stepper:
         0, or 1 when a step's loss was not finite (``stats[4]`` holds it; that step
         updated nothing). ``phase``, a float64 array of ``threads x
         len(step_phases())``, gets each step's seconds per thread and phase added
-        (threads past its rows are not timed)."""
+        (threads past its rows are not timed). During a run of 32 steps or more the
+        first layer's weights (in both buffers and in the state arrays) may lie in
+        the panels its forward product reads (step.h's fm_step_panels); they are
+        in rows again when ``run`` returns or raises."""
         cdef void *Xp = _data(X)
         cdef void *Yp = _data(Y)
         cdef void *P[2]
@@ -765,12 +789,46 @@ cdef class Stepper:
                                  f"{ph.shape[0]} x {ph.shape[1]}")
             self.ws.phase = &ph[0, 0]
             self.ws.phase_threads = <int>ph.shape[0]
+        # The first layer's weights in panels for the run (both buffers, for the
+        # rollback, and the state): laid out once, and back in rows at the end.
+        cdef int nr = 0
+        cdef void *tmp = NULL
+        cdef void *vec[4]
+        vec[0] = P[0]
+        vec[1] = P[1]
+        vec[2] = self.ws.s1
+        vec[3] = self.ws.s2
+        # (The kernels read the panels with aligned loads.)
+        if (rows.shape[0] >= _PANELS_MIN_STEPS * batch and <size_t>P[0] % 64 == 0
+                and <size_t>P[1] % 64 == 0):
+            nr = fm_step_panel_width(&self.net, self.is_double, batch)
+        if nr:
+            tmp = malloc(self.sizes[0] * self.sizes[1] * (8 if self.is_double else 4))
+            if tmp == NULL:
+                nr = 0
+        if nr:
+            self._panels(vec, nr, 1, tmp)
         try:
             return self._run(Xp, Yp, P, rows, batch, cur, hyper, l2, stats, sharing)
         finally:
+            if nr:
+                self._panels(vec, nr, 0, tmp)
+            free(tmp)
             self.ws.phase = NULL
             self.ws.phase_threads = 0
             fm_set_num_threads(sharing.full)
+
+    cdef void _panels(self, void **vec, int nr, int to_panels, void *tmp) noexcept:
+        self.ws.panels = nr if to_panels else 0
+        if self.is_double:
+            fm_step_panels_d(&self.net, <double **>vec, 4, nr, to_panels, <double *>tmp)
+        else:
+            fm_step_panels_s(&self.net, <float **>vec, 4, nr, to_panels, <float *>tmp)
+
+    def panel_width(self, Py_ssize_t batch):
+        """The width of the panels in which a long enough run of steps of ``batch``
+        rows keeps the first layer's weights, or 0 where it keeps them in rows."""
+        return fm_step_panel_width(&self.net, self.is_double, batch)
 
     cdef int _run(self, void *Xp, void *Yp, void **P, const Py_ssize_t[::1] rows,
                   Py_ssize_t batch, int cur, const double[:, ::1] hyper, double l2,

@@ -86,6 +86,15 @@ class Network:
         return Ws, bs
 
 
+def aligned_empty(like, align: int = 64):
+    """An uninitialised array of ``like``'s shape and dtype whose data starts on an
+    ``align``-byte boundary (the compiled step reads weights with aligned vector
+    loads)."""
+    raw = np.empty(like.nbytes + align, dtype=np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start:start + like.nbytes].view(like.dtype).reshape(like.shape)
+
+
 class Parameters:
     """A flat parameter (or gradient) vector ``flat`` and its views ``W`` and ``b``."""
 

@@ -927,6 +927,46 @@ void fm_dgemm_plan(fm_gemm_plan *pl, int trans_a, int trans_b, ptrdiff_t M, ptrd
                        FM_BF16_NONE, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, ep);
 }
 
+int fm_gemm_b_panel_width(int dbl, ptrdiff_t N)
+{
+    int level = fm_gemm_level(), nr, thin;
+    if (dbl) {
+        fm_kernel_d k = fm_kernel_for_d(level);
+        nr = k.nr, thin = k.thin != NULL;
+    } else {
+        fm_kernel_s k = fm_kernel_for_s(level);
+        nr = k.nr, thin = k.thin != NULL;
+    }
+    /* (The general path, not a thin one, and not as its transpose: a C of a whole
+       number of panels wastes none of the kernel's lanes.) */
+    if (N < nr || N % nr != 0 || (thin && N <= FM_THIN_LANES))
+        return 0;
+    return nr;
+}
+
+int fm_gemm_b_panels(fm_gemm_plan *pl)
+{
+    if (pl->path != FM_PATH_GENERAL || pl->ct || pl->bf || pl->tb || pl->N % pl->nr != 0)
+        return 0;
+    pl->b_panels = 1;
+    return 1;
+}
+
+int fm_gemm_split_as(fm_gemm_plan *pl, const fm_gemm_plan *like)
+{
+    if (pl->path != FM_PATH_GENERAL || like->path != FM_PATH_GENERAL || pl->ct ||
+        like->ct || !like->split_n || pl->N != like->N || pl->nr != like->nr ||
+        pl->threads != like->threads)
+        return 0;
+    pl->split_n = 1;
+    pl->tiles = like->tiles;
+    pl->shared = like->shared;
+    for (int t = 0; t <= pl->threads && t <= FM_SHARE_TEAM; t++)
+        pl->start[t] = like->start[t];
+    pl->slot = NULL;
+    return 1;
+}
+
 void fm_gemm_run(fm_gemm_plan *pl, int t, int team)
 {
     if (pl->dbl)

@@ -82,7 +82,7 @@ int fm_bgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
    gemm.c's. */
 typedef struct {
     int dbl, path, mr, nr, thin_r, thin_t_w, bf, ta, tb, ct, split_n, kind, threads;
-    int got, shared, failed, a_in_place;
+    int got, shared, failed, a_in_place, b_panels;
     void (*ukr)(void), (*thin)(void), (*thin_t)(void);
     ptrdiff_t M, N, K, Kp, kcb, mcb, ncb, tiles, lda, ldb, ldc;
     const void *A, *B;
@@ -106,6 +106,26 @@ void fm_gemm_run(fm_gemm_plan *pl, int t, int team);
 int fm_gemm_done(fm_gemm_plan *pl);
 /* A planned product run on a team of its own; returns what fm_gemm_done does. */
 int fm_gemm_alone(fm_gemm_plan *pl);
+
+/* A row-major K x N operand B of N a multiple of nr, laid out as the general
+   path's panels of B: N / nr panels of nr columns, panel q holding its K rows of
+   nr values one after another at B + q * K * nr. fm_gemm_b_panel_width gives nr,
+   where every product op(A) B (not transposed, not bfloat16) of this N on
+   fm_*gemm_plan's kernels (the level in use) reads its B from such panels when
+   told to, else 0. fm_gemm_b_panels tells a plan that its B is in panels: it
+   returns 1, or 0 (the plan unchanged) where the plan cannot read them. The
+   panels hold the same values, read in the same order: the same bits. */
+int fm_gemm_b_panel_width(int dbl, ptrdiff_t N);
+int fm_gemm_b_panels(fm_gemm_plan *pl);
+
+/* Makes a planned product split C's columns between the threads in the runs that
+   `like` (planned for the same team, with as many columns in panels of the same
+   width) gives them: each thread then computes the columns it computed there
+   (the compiled step: each thread updates the weights it reads next). The
+   product's own shares are left as they were. Returns 1, or 0 (the plan
+   unchanged) where either is not split by columns on the general path. Which
+   thread computes a tile changes none of its bits. */
+int fm_gemm_split_as(fm_gemm_plan *pl, const fm_gemm_plan *like);
 
 /* Whether this CPU and build have the bfloat16 instruction; whether fm_bgemm uses
    it (1: switched on, and the level is avx512; 2: its paired layout with a

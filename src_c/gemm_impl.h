@@ -156,10 +156,12 @@ static void FM_FN(fm_pack)(int bf, int its_b, int trans, const T *X, ptrdiff_t l
    the epilogue is applied to it in C's own orientation. K is the depth of the
    packed panels, Ks that of the operands (K rounded up to even for bfloat16).
    With in_place, A's whole panels are read where they lie instead of packed
-   (gemm.c's fm_a_in_place says when). */
+   (gemm.c's fm_a_in_place says when); with b_panels, B is already in panels
+   (gemm.h's fm_gemm_b_panels) and read where it lies. */
 static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int ta,
-                               int tb, int ct, int in_place, ptrdiff_t i0, ptrdiff_t i1,
-                               ptrdiff_t j0, ptrdiff_t j1, ptrdiff_t K, ptrdiff_t Ks,
+                               int tb, int ct, int in_place, int b_panels, ptrdiff_t i0,
+                               ptrdiff_t i1, ptrdiff_t j0, ptrdiff_t j1, ptrdiff_t K,
+                               ptrdiff_t Ks,
                                ptrdiff_t kcb, ptrdiff_t mcb, ptrdiff_t ncb, const T *A,
                                ptrdiff_t lda,
                                const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc,
@@ -195,7 +197,8 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
         for (ptrdiff_t pc = 0; pc < K; pc += kcb) {
             ptrdiff_t kc = fm_min(kcb, K - pc);
             int first = pc == 0, last = pc + kc >= K;
-            FM_FN(fm_pack)(bf, 1, tb, B, ldb, jc, nc, pc, kc, Ks, nr, Bp);
+            if (!b_panels)
+                FM_FN(fm_pack)(bf, 1, tb, B, ldb, jc, nc, pc, kc, Ks, nr, Bp);
             for (ptrdiff_t ic = i0; ic < i1; ic += mcb) {
                 ptrdiff_t mc = fm_min(mcb, i1 - ic);
                 /* Where this block of C is summed: C itself, or the scratch. */
@@ -222,6 +225,8 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
                     ptrdiff_t ir = (strips ? t / njr : t % nir) * mr;
                     ptrdiff_t n = fm_min(nr, nc - jr), m = fm_min(mr, mc - ir);
                     const T *ap = Ap + ir * kc / kdiv, *bp = Bp + jr * kc / kdiv;
+                    if (b_panels)
+                        bp = B + (jc + jr) * K + pc * nr;
                     /* Element (i, k) of A's panel at ap[i * ai + k * ak]. */
                     ptrdiff_t ai = 1, ak = mr;
                     if (ir < whole) {
@@ -502,9 +507,9 @@ static int FM_FN(fm_gemm_general)(fm_gemm_plan *pl, int t, int team)
     }
     if (lo < hi)
         failed = FM_FN(fm_gemm_part)(mr, nr, ukr, pl->bf, pl->ta, pl->tb, pl->ct,
-                                     pl->a_in_place, i0, i1, j0, j1, pl->Kp, pl->K,
-                                     pl->kcb, mcb, ncb, pl->A, pl->lda, pl->B, pl->ldb,
-                                     pl->C, pl->ldc, pl->ep);
+                                     pl->a_in_place, pl->b_panels, i0, i1, j0, j1, pl->Kp,
+                                     pl->K, pl->kcb, mcb, ncb, pl->A, pl->lda, pl->B,
+                                     pl->ldb, pl->C, pl->ldc, pl->ep);
     if (by_shares)
         pl->spent[t] = fm_now() - t0;
     return failed;

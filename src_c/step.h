@@ -68,6 +68,9 @@ typedef struct {
        clock, from its entry into the step's parallel region) */
     double *phase;
     int phase_threads;
+    /* 0, or the width of the panels in which the first layer's weights lie in p,
+       out and the state arrays (fm_step_panels) */
+    int panels;
 } fm_step_ws;
 
 /* The kernels of a dense layer (x: n x K, W: K x M, b: M; out, g: n x M), which the
@@ -94,14 +97,34 @@ FM_DENSE_DECLARE(float, _s)
 FM_DENSE_DECLARE(double, _d)
 #undef FM_DENSE_DECLARE
 
+/* The first layer's weights (sizes[0] x sizes[1], at the start of the parameter
+   vectors and state arrays) may lie, for a run of steps, in the panels in which
+   its forward product reads them (gemm.h's fm_gemm_b_panels): that product then
+   packs nothing, and the update fused into the layer's weight gradient writes
+   them there. fm_step_panel_width gives the panels' width for the net's steps of
+   `batch` rows (its level's kernel's), or 0 where the weights stay in rows (or
+   where fm_step_set_panels(0), for the tests, said so). fm_step_panels lays them
+   out in each of the n vectors (NULL ones skipped) as panels of width nr
+   (to_panels), or back in rows, through tmp, a buffer of sizes[0] * sizes[1]
+   elements. The values, and every bit of a step's results, are the same either
+   way. */
+int fm_step_panel_width(const fm_step_net *net, int dbl, ptrdiff_t batch);
+void fm_step_panels_s(const fm_step_net *net, float *const *vec, int n, int nr,
+                      int to_panels, float *tmp);
+void fm_step_panels_d(const fm_step_net *net, double *const *vec, int n, int nr,
+                      int to_panels, double *tmp);
+void fm_step_set_panels(int on);
+
 /* One step on the m rows rows[0..m-1] of X (n x sizes[0]) and Y (n x sizes[L]),
    from the parameters p into out (p is left as it was; the optimizer state
    advances). *total gets the batch's loss sum and *hits its hits. Returns 0;
    1 when the loss sum is not finite, in which case nothing is updated (out and
    the state are untouched: the loss is checked before the backward pass); -1,
    also with nothing updated, when scratch memory could not be allocated (it is
-   reserved before the step starts). The flat vector's first n_weights entries are
-   the weight matrices (L2 and AdamW's decay apply to them), the biases follow. */
+   reserved before the step starts), or when ws->panels is not the width of the
+   panels the first forward product reads. The flat vector's first n_weights
+   entries are the weight matrices (L2 and AdamW's decay apply to them), the
+   biases follow. */
 int fm_train_step_s(const fm_step_net *net, const fm_step_ws *ws, const float *X,
                     const float *Y, const ptrdiff_t *rows, ptrdiff_t m, const float *p,
                     float *out, const fm_hyper *h, double *total, long *hits);

@@ -117,22 +117,39 @@ int FM_SFN(fm_dense_backward_weight)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, cons
    while it is in cache. */
 typedef struct {
     int rule;
-    ptrdiff_t ld;
+    /* The matrix's rows are ld apart; or, with nr, it lies in panels of nr
+       columns and `depth` rows (fm_step_panels). */
+    ptrdiff_t ld, nr, depth;
     const T *p;
     T *s1, *s2, *out;
     const fm_hyper *h;
 } FM_SFN(fm_update_block);
 
+/* The update of the parameters at entry `at` of the block's vectors, `runs` runs
+   of w of them ldp apart, from the gradient's runs at g, ldg apart. */
+static void FM_SFN(fm_update_at)(const FM_SFN(fm_update_block) *u, ptrdiff_t at,
+                                 ptrdiff_t runs, ptrdiff_t w, ptrdiff_t ldp, const T *g,
+                                 ptrdiff_t ldg)
+{
+    FM_SFN(fm_update_runs)(u->rule, runs, w, ldp, ldg, u->p + at, g,
+                           u->s1 ? u->s1 + at : NULL, u->s2 ? u->s2 + at : NULL,
+                           u->out + at, u->h);
+}
+
 static void FM_SFN(fm_update_rows)(const void *ctx, ptrdiff_t i0, ptrdiff_t j0, ptrdiff_t m,
                                    ptrdiff_t n, const void *blk, ptrdiff_t ldb)
 {
     const FM_SFN(fm_update_block) *u = ctx;
-    for (ptrdiff_t r = 0; r < m; r++) {
-        ptrdiff_t at = (i0 + r) * u->ld + j0;
-        FM_SFN(fm_update_span)(u->rule, 0, n, u->p + at, (const T *)blk + r * ldb,
-                               u->s1 ? u->s1 + at : NULL, u->s2 ? u->s2 + at : NULL,
-                               u->out + at, u->h);
+    const ptrdiff_t nr = u->nr;
+    if (nr == 0) {
+        FM_SFN(fm_update_at)(u, i0 * u->ld + j0, m, n, u->ld, blk, ldb);
+        return;
     }
+    /* In panels (j0 and n are whole panels): rows i0.. of a panel lie one after
+       another. */
+    for (ptrdiff_t q = j0 / nr; q < (j0 + n) / nr; q++)
+        FM_SFN(fm_update_at)(u, (q * u->depth + i0) * nr, m, nr, nr,
+                             (const T *)blk + q * nr - j0, ldb);
 }
 
 /* The block of the flat vectors that starts at entry `at`, updated with h if it is
@@ -223,10 +240,20 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
            p. */
         l->uw = FM_SFN(fm_block)(net, ws, w_at, sz[i + 1], p, out, h, &plain);
         l->ub = FM_SFN(fm_block)(net, ws, b_at, 0, p, out, h, &plain);
+        if (i == 0 && ws->panels) {
+            /* The weights in panels: read as they lie, updated there. */
+            if (l->fwd.nr != ws->panels || !fm_gemm_b_panels(&l->fwd))
+                return -1;
+            l->uw.nr = ws->panels;
+            l->uw.depth = sz[0];
+        }
         l->ew = (fm_epilogue){.kind = FM_EPI_HOOK, .hook = FM_SFN(fm_update_rows),
                               .ctx = &l->uw, .c_unused = 1};
         FM_SFN(fm_plan_weight)(&l->wgt, m, sz[i], sz[i + 1], inp, g[i], grad + w_at,
                                net->bf16, &l->ew);
+        /* Each thread updating the columns of the weights that it reads next. */
+        if (i == 0 && ws->panels)
+            fm_gemm_split_as(&l->wgt, &l->fwd);
         if (i > 0)
             FM_SFN(fm_plan_input)(&l->inp, &l->ei, m, sz[i], sz[i + 1], g[i], p + w_at,
                                   g[i - 1], act[i - 1], a[i - 1], net->bf16);
@@ -324,6 +351,27 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
     if (state != 0)
         return state;
     return failed ? -1 : 0;
+}
+
+void FM_SFN(fm_step_panels)(const fm_step_net *net, T *const *vec, int n, int nr,
+                            int to_panels, T *tmp)
+{
+    const ptrdiff_t K = net->sizes[0], N = net->sizes[1];
+    const size_t run = (size_t)nr * sizeof(T);
+    for (int v = 0; v < n; v++) {
+        T *w = vec[v];
+        if (w == NULL)
+            continue;
+        memcpy(tmp, w, (size_t)(K * N) * sizeof(T));
+        for (ptrdiff_t q = 0; q < N / nr; q++)
+            for (ptrdiff_t k = 0; k < K; k++) {
+                ptrdiff_t in_rows = k * N + q * nr, in_panels = (q * K + k) * nr;
+                if (to_panels)
+                    memcpy(w + in_panels, tmp + in_rows, run);
+                else
+                    memcpy(w + in_rows, tmp + in_panels, run);
+            }
+    }
 }
 
 #undef FM_SFN

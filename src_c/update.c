@@ -19,7 +19,8 @@
 /* Below this many elements an update runs on one thread. */
 #define FM_UPDATE_PARALLEL_MIN 32768
 
-/* The update of elements [lo, hi), once per type and instruction set. The
+/* The update of elements [lo, hi) of each of `runs` runs (FM_RUNS), once per type
+   and instruction set. The
    fused multiply-adds are written out (FMA): each level computes the same
    expression, one instruction where the CPU has FMA and C99 fma() where it has
    not, and the extension is compiled with -ffp-contract=off so that nothing else
@@ -33,10 +34,19 @@
    used, as zero (FM_FLUSH): a parameter whose gradient stays zero (a dead unit,
    an input pixel that is always blank) would otherwise have its state decay
    through the subnormal numbers, which some CPUs compute a hundred times slower. */
+/* Each element i in [lo, hi) of each of `runs` runs, run r's at p + r * ldp (and
+   likewise in s1, s2 and out) and at g + r * ldg. */
+#define FM_RUNS(T, ...)                                                                \
+    for (ptrdiff_t r = 0; r < runs; r++) {                                             \
+        const ptrdiff_t o = r * ldp;                                                   \
+        const T *gr = g + r * ldg;                                                     \
+        _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++) __VA_ARGS__           \
+    }
 #define FM_FLUSH(x, T, TINY) (((x) > -(TINY) && (x) < (TINY)) ? (T)0 : (x))
 #define FM_UPDATE_RANGE(NAME, T, SQRT, FMA, TINY, ATTR)                                \
-    ATTR static void NAME(int rule, ptrdiff_t lo, ptrdiff_t hi, const T *p,            \
-                          const T *restrict g, T *restrict s1, T *restrict s2,        \
+    ATTR static void NAME(int rule, ptrdiff_t runs, ptrdiff_t lo, ptrdiff_t hi,        \
+                          ptrdiff_t ldp, ptrdiff_t ldg, const T *p,                    \
+                          const T *restrict g, T *restrict s1, T *restrict s2,         \
                           T *out, const fm_hyper *h)                                   \
     {                                                                                  \
         const T lr = (T)h->lr, l2 = (T)h->l2, mu = (T)h->mu, rho = (T)h->rho;          \
@@ -46,47 +56,46 @@
         const T keep = rule == FM_ADAMW ? (T)(1 - h->lr * h->wd) : 1;                  \
         switch (rule) {                                                                \
         case FM_SGD:                                                                   \
-            _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++)                   \
-                out[i] = FMA(-lr, FMA(l2, p[i], g[i]), p[i]);                          \
+            FM_RUNS(T, out[o + i] = FMA(-lr, FMA(l2, p[o + i], gr[i]), p[o + i]);)     \
             break;                                                                     \
         case FM_MOMENTUM:                                                              \
-            _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++) {                 \
-                T v = FMA(mu, s1[i], -(lr * FMA(l2, p[i], g[i])));                     \
+            FM_RUNS(T, {                                                               \
+                T v = FMA(mu, s1[o + i], -(lr * FMA(l2, p[o + i], gr[i])));            \
                 v = FM_FLUSH(v, T, TINY);                                              \
-                s1[i] = v;                                                             \
-                out[i] = p[i] + v;                                                     \
-            }                                                                          \
+                s1[o + i] = v;                                                         \
+                out[o + i] = p[o + i] + v;                                             \
+            })                                                                         \
             break;                                                                     \
         case FM_NESTEROV:                                                              \
-            _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++) {                 \
-                T step = lr * FMA(l2, p[i], g[i]);                                     \
-                T v = FMA(mu, s1[i], -step);                                           \
+            FM_RUNS(T, {                                                               \
+                T step = lr * FMA(l2, p[o + i], gr[i]);                                \
+                T v = FMA(mu, s1[o + i], -step);                                       \
                 v = FM_FLUSH(v, T, TINY);                                              \
-                s1[i] = v;                                                             \
-                out[i] = FMA(mu, v, p[i]) - step;                                      \
-            }                                                                          \
+                s1[o + i] = v;                                                         \
+                out[o + i] = FMA(mu, v, p[o + i]) - step;                              \
+            })                                                                         \
             break;                                                                     \
         case FM_RMSPROP:                                                               \
-            _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++) {                 \
-                T d = FMA(l2, p[i], g[i]);                                             \
-                T s = FMA(rho, s1[i], (1 - rho) * d * d);                              \
+            FM_RUNS(T, {                                                               \
+                T d = FMA(l2, p[o + i], gr[i]);                                        \
+                T s = FMA(rho, s1[o + i], (1 - rho) * d * d);                          \
                 s = FM_FLUSH(s, T, TINY);                                              \
-                s1[i] = s;                                                             \
-                out[i] = p[i] - lr * d / (SQRT(s) + eps);                              \
-            }                                                                          \
+                s1[o + i] = s;                                                         \
+                out[o + i] = p[o + i] - lr * d / (SQRT(s) + eps);                      \
+            })                                                                         \
             break;                                                                     \
         case FM_ADAM:                                                                  \
         case FM_ADAMW: /* AdamW: the weights shrink by keep, then Adam's step */       \
-            _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++) {                 \
-                T d = FMA(l2, p[i], g[i]);                                             \
-                T m = FMA(b1, s1[i], (1 - b1) * d);                                    \
-                T v = FMA(b2, s2[i], (1 - b2) * d * d);                                \
+            FM_RUNS(T, {                                                               \
+                T d = FMA(l2, p[o + i], gr[i]);                                        \
+                T m = FMA(b1, s1[o + i], (1 - b1) * d);                                \
+                T v = FMA(b2, s2[o + i], (1 - b2) * d * d);                            \
                 m = FM_FLUSH(m, T, TINY);                                              \
                 v = FM_FLUSH(v, T, TINY);                                              \
-                s1[i] = m;                                                             \
-                s2[i] = v;                                                             \
-                out[i] = p[i] * keep - lr * c1 * m / (SQRT(c2 * v) + eps);             \
-            }                                                                          \
+                s1[o + i] = m;                                                         \
+                s2[o + i] = v;                                                         \
+                out[o + i] = p[o + i] * keep - lr * c1 * m / (SQRT(c2 * v) + eps);     \
+            })                                                                         \
             break;                                                                     \
         }                                                                              \
     }
@@ -121,10 +130,12 @@ const char *fm_hyper_name(int i)
     return i >= 0 && i < FM_N_HYPER ? names[i] : NULL;
 }
 
-typedef void (*fm_range_s)(int, ptrdiff_t, ptrdiff_t, const float *, const float *, float *,
-                           float *, float *, const fm_hyper *);
-typedef void (*fm_range_d)(int, ptrdiff_t, ptrdiff_t, const double *, const double *,
-                           double *, double *, double *, const fm_hyper *);
+typedef void (*fm_range_s)(int, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                           const float *, const float *, float *, float *, float *,
+                           const fm_hyper *);
+typedef void (*fm_range_d)(int, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                           const double *, const double *, double *, double *, double *,
+                           const fm_hyper *);
 
 /* Split [0, n) into one contiguous range per thread, boundaries on 64-byte lines. */
 #ifdef _OPENMP
@@ -156,8 +167,9 @@ typedef void (*fm_range_d)(int, ptrdiff_t, ptrdiff_t, const double *, const doub
     do {                                                                               \
         fm_hyper plain_ = fm_hyper_undecayed(h);                                       \
         ptrdiff_t d_ = n_decayed, r_ = n - n_decayed;                                  \
-        FM_PARALLEL_RANGES(d_, f(rule, lo, hi, p, g, s1, s2, out, h));                 \
-        FM_PARALLEL_RANGES(r_, f(rule, lo, hi, p + d_, g + d_, s1 ? s1 + d_ : NULL,    \
+        FM_PARALLEL_RANGES(d_, f(rule, 1, lo, hi, 0, 0, p, g, s1, s2, out, h));        \
+        FM_PARALLEL_RANGES(r_, f(rule, 1, lo, hi, 0, 0, p + d_, g + d_,                \
+                                 s1 ? s1 + d_ : NULL,                                  \
                                  s2 ? s2 + d_ : NULL, out + d_, &plain_));             \
     } while (0)
 
@@ -183,15 +195,16 @@ void fm_update_d(int rule, ptrdiff_t n, ptrdiff_t n_decayed, const double *p,
     FM_UPDATE_BOTH(f, double);
 }
 
-void fm_update_span_s(int rule, ptrdiff_t lo, ptrdiff_t hi, const float *p, const float *g,
-                      float *s1, float *s2, float *out, const fm_hyper *h)
-{
-    FM_RANGE_FOR(_s)(rule, lo, hi, p, g, s1, s2, out, h);
-}
-
-void fm_update_span_d(int rule, ptrdiff_t lo, ptrdiff_t hi, const double *p,
-                      const double *g, double *s1, double *s2, double *out,
+void fm_update_runs_s(int rule, ptrdiff_t runs, ptrdiff_t w, ptrdiff_t ldp, ptrdiff_t ldg,
+                      const float *p, const float *g, float *s1, float *s2, float *out,
                       const fm_hyper *h)
 {
-    FM_RANGE_FOR(_d)(rule, lo, hi, p, g, s1, s2, out, h);
+    FM_RANGE_FOR(_s)(rule, runs, 0, w, ldp, ldg, p, g, s1, s2, out, h);
+}
+
+void fm_update_runs_d(int rule, ptrdiff_t runs, ptrdiff_t w, ptrdiff_t ldp, ptrdiff_t ldg,
+                      const double *p, const double *g, double *s1, double *s2,
+                      double *out, const fm_hyper *h)
+{
+    FM_RANGE_FOR(_d)(rule, runs, 0, w, ldp, ldg, p, g, s1, s2, out, h);
 }

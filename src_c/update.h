@@ -46,13 +46,15 @@ void fm_update_s(int rule, ptrdiff_t n, ptrdiff_t n_decayed, const float *p, con
 void fm_update_d(int rule, ptrdiff_t n, ptrdiff_t n_decayed, const double *p,
                  const double *g, double *s1, double *s2, double *out, const fm_hyper *h);
 
-/* The same update of elements [lo, hi) of those arrays only (every entry with h's
-   l2), on the calling thread: the update fused into the epilogue of the weight
+/* The same update of `runs` runs of w elements, on the calling thread (every entry
+   with h's l2): element i of run r at p + r * ldp + i (likewise in s1, s2 and out)
+   and at g + r * ldg + i. The update fused into the epilogue of the weight
    gradient's product computes each element as fm_update_* does. */
-void fm_update_span_s(int rule, ptrdiff_t lo, ptrdiff_t hi, const float *p, const float *g,
-                      float *s1, float *s2, float *out, const fm_hyper *h);
-void fm_update_span_d(int rule, ptrdiff_t lo, ptrdiff_t hi, const double *p,
-                      const double *g, double *s1, double *s2, double *out,
+void fm_update_runs_s(int rule, ptrdiff_t runs, ptrdiff_t w, ptrdiff_t ldp, ptrdiff_t ldg,
+                      const float *p, const float *g, float *s1, float *s2, float *out,
                       const fm_hyper *h);
+void fm_update_runs_d(int rule, ptrdiff_t runs, ptrdiff_t w, ptrdiff_t ldp, ptrdiff_t ldg,
+                      const double *p, const double *g, double *s1, double *s2,
+                      double *out, const fm_hyper *h);
 
 #endif

@@ -147,6 +147,16 @@ def a_in_place():
     _cpu._set_a_in_place(0)
 
 
+@pytest.fixture
+def weight_panels():
+    """Restore the compiled step's first-layer panels after a test switches them
+    (``fastmlp._cpu._set_weight_panels``)."""
+    from fastmlp import _cpu
+
+    yield
+    _cpu._set_weight_panels(True)
+
+
 def pytest_sessionstart(session):
     # In CI every backend this machine can build must be there: a missing compiled
     # extension (say, tests importing the source folder) is a failure, not a skip.

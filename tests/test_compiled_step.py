@@ -143,6 +143,66 @@ def test_compiled_step_same_bits_for_any_thread_count(n_threads, threads):
         np.testing.assert_array_equal(a, b)
 
 
+def panel_net(on, dtype="float32"):
+    """A net whose first layer a run of 32 steps or more keeps in panels (its 128
+    units are a whole number of panels at every level, and a batch of 32 makes its
+    forward product split their columns), with the panels switched on or off, its
+    data (34 steps an epoch, the last one short) and the list of its runners."""
+    from fastmlp import _cpu
+
+    _cpu._set_weight_panels(on)
+    model = fastmlp.MLP([200, 128, 10], ["relu", "softmax"], backend="cpu", dtype=dtype,
+                        seed=3)
+    made = []
+    make = model.make_runner
+    model.make_runner = lambda *args: made.append(make(*args)) or made[-1]
+    x, y = data(33 * 32 + 5, 200, 10)
+    return model, x, y, made
+
+
+@pytest.mark.parametrize("opt", [optim.RMSprop(1e-3), optim.Adam(1e-3),
+                                 optim.Momentum(0.05)], ids=lambda o: o.name)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_first_layer_kept_in_panels_changes_no_bit(opt, dtype, n_threads, level, threads,
+                                                    weight_panels):
+    # The forward product reads the first layer's weights where the update wrote
+    # them, in its panels, and the weight gradient splits their columns as the
+    # forward does; the run lays them back in rows. The same bits as in rows.
+    fastmlp.set_num_threads(n_threads)
+    results, widths = [], []
+    for on in (True, False):
+        model, x, y, made = panel_net(on, dtype)
+        h = model.fit(x, y, epochs=2, batch_size=32, optimizer=optim.from_config(
+            opt.get_config()), l2=1e-3, verbose=0)
+        results.append((model, h))
+        widths.append(made[0]._stepper.panel_width(32))
+    assert widths[0] > 0 and widths[1] == 0
+    assert_same_training(results)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("lr", [40.0, 300.0])  # not finite at step 17, at step 10
+def test_non_finite_loss_in_a_run_in_panels_keeps_the_last_good_weights(lr, weight_panels):
+    # The rollback to the weights of the last finite loss, from a run in panels:
+    # those of the run in rows and of the Python loop.
+    kept = []
+    for how in ("panels", "rows", "python"):
+        model, x, y, _ = panel_net(how == "panels")
+        if how == "python":
+            model.make_runner = lambda *args, m=model: python_runner(m, *args)
+        with pytest.raises(FloatingPointError) as info:
+            model.fit(x, y, epochs=1, batch_size=32, optimizer=optim.SGD(lr),
+                      shuffle=False, verbose=0)
+        kept.append((str(info.value), model.get_weights(), model.optimizer.iterations))
+    assert kept[0][2] > 1
+    for message, weights, steps in kept[1:]:
+        assert (message, steps) == (kept[0][0], kept[0][2])
+        for a, b in zip(weights, kept[0][1]):
+            np.testing.assert_array_equal(a, b)
+    assert all(np.isfinite(w).all() for w in kept[0][1])
+
+
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_timing_the_steps_parts_changes_no_bit(n_threads, threads):
     # The profiler's table of the step in parts: each thread's seconds added to each

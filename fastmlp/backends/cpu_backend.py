@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import bf16
 from ..functions import LINEAR
-from ..network import Parameters, Workspace
+from ..network import Parameters, Workspace, aligned_empty
 from ..optim import Optimizer
 from ..training import BackpropRunner, HostOrder, NonFiniteLoss
 from ._host import (  # noqa: F401
@@ -92,7 +92,12 @@ class CompiledRunner(HostOrder):
         self.chunk_in_steps = True  # fit may make chunk a number of steps
         self.ws = Workspace(net, batch, backward=True, gather=True)
         self.grad = np.zeros_like(params.flat)
-        self.spare = Parameters(net, np.empty_like(params.flat))
+        # Both parameter buffers aligned for the compiled step (Stepper.run).
+        if params.flat.ctypes.data % 64:
+            flat = aligned_empty(params.flat)
+            flat[...] = params.flat
+            params.swap(Parameters(net, flat))
+        self.spare = Parameters(net, aligned_empty(params.flat))
         self.stats = np.zeros(6)
         self.taken = 0
         self._pending = (0, 0.0, 0, 0)
