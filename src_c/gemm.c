@@ -927,23 +927,6 @@ void fm_dgemm_plan(fm_gemm_plan *pl, int trans_a, int trans_b, ptrdiff_t M, ptrd
                        FM_BF16_NONE, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, ep);
 }
 
-int fm_gemm_b_panel_width(int dbl, ptrdiff_t N)
-{
-    int level = fm_gemm_level(), nr, thin;
-    if (dbl) {
-        fm_kernel_d k = fm_kernel_for_d(level);
-        nr = k.nr, thin = k.thin != NULL;
-    } else {
-        fm_kernel_s k = fm_kernel_for_s(level);
-        nr = k.nr, thin = k.thin != NULL;
-    }
-    /* (The general path, not a thin one, and not as its transpose: a C of a whole
-       number of panels wastes none of the kernel's lanes.) */
-    if (N < nr || N % nr != 0 || (thin && N <= FM_THIN_LANES))
-        return 0;
-    return nr;
-}
-
 int fm_gemm_b_panels(fm_gemm_plan *pl)
 {
     if (pl->path != FM_PATH_GENERAL || pl->ct || pl->bf || pl->tb || pl->N % pl->nr != 0)

@@ -107,15 +107,13 @@ int fm_gemm_done(fm_gemm_plan *pl);
 /* A planned product run on a team of its own; returns what fm_gemm_done does. */
 int fm_gemm_alone(fm_gemm_plan *pl);
 
-/* A row-major K x N operand B of N a multiple of nr, laid out as the general
-   path's panels of B: N / nr panels of nr columns, panel q holding its K rows of
-   nr values one after another at B + q * K * nr. fm_gemm_b_panel_width gives nr,
-   where every product op(A) B (not transposed, not bfloat16) of this N on
-   fm_*gemm_plan's kernels (the level in use) reads its B from such panels when
-   told to, else 0. fm_gemm_b_panels tells a plan that its B is in panels: it
-   returns 1, or 0 (the plan unchanged) where the plan cannot read them. The
-   panels hold the same values, read in the same order: the same bits. */
-int fm_gemm_b_panel_width(int dbl, ptrdiff_t N);
+/* Tells a planned product that its op(B), a row-major K x N matrix, lies in the
+   general path's panels of B: N / nr panels of nr columns (the plan's nr), panel q
+   holding its K rows of nr values one after another at B + q * K * nr. Returns 1,
+   or 0 (the plan unchanged) where the plan cannot read them: not on the general
+   path, computed as its transpose, a transposed or bfloat16 B, or an N that is
+   not a whole number of panels. The panels hold the same values, read in the
+   same order: the same bits. */
 int fm_gemm_b_panels(fm_gemm_plan *pl);
 
 /* Makes a planned product split C's columns between the threads in the runs that

@@ -20,14 +20,13 @@
 #define FM_UPDATE_PARALLEL_MIN 32768
 
 /* The update of elements [lo, hi) of each of `runs` runs (FM_RUNS), once per type
-   and instruction set. The
-   fused multiply-adds are written out (FMA): each level computes the same
-   expression, one instruction where the CPU has FMA and C99 fma() where it has
-   not, and the extension is compiled with -ffp-contract=off so that nothing else
-   is fused. (These are the products the compiler used to fuse on its own in the
-   AVX2 loop, so its results are bitwise as before; lr * d, used twice by
-   Nesterov, is rounded once.) The rule is a loop-invariant switch, so each
-   case's loop vectorizes on its own. out may be p: element i is read before it
+   and instruction set. The fused multiply-adds are written out (FMA): each level
+   computes the same expression, one instruction where the CPU has FMA and C99
+   fma() where it has not, and the extension is compiled with -ffp-contract=off so
+   that nothing else is fused. (These are the products the compiler used to fuse
+   on its own in the AVX2 loop, so its results are bitwise as before; lr * d, used
+   twice by Nesterov, is rounded once.) The rule is a loop-invariant switch, so
+   each case's loop vectorizes on its own. out may be p: element i is read before it
    is written and no other element is touched, which is what `ivdep` promises.
 
    A state value below the type's smallest normal number (TINY) is stored, and
