@@ -9,13 +9,22 @@ from ._version import __version__
 from .backends import BACKENDS, available_backends
 from .gradcheck import gradcheck
 from .model import MLP, load
-from .threads import get_num_threads, set_num_threads, set_simd_level
+from .threads import (
+    flush_denormals,
+    get_flush_denormals,
+    get_num_threads,
+    set_flush_denormals,
+    set_num_threads,
+    set_simd_level,
+)
 from .training import History
 
 __all__ = [
     "BACKENDS",
     "callbacks",
     "export",
+    "flush_denormals",
+    "get_flush_denormals",
     "History",
     "MLP",
     "__version__",
@@ -29,6 +38,7 @@ __all__ = [
     "optim",
     "preprocessing",
     "recipes",
+    "set_flush_denormals",
     "set_num_threads",
     "set_simd_level",
 ]

@@ -121,6 +121,8 @@ cdef extern from "gemm.h":
     void fm_gemm_set_level(int level) nogil
     void fm_gemm_set_shares(const double *w, int team) nogil
     void fm_gemm_set_a_in_place(int mode) nogil
+    int fm_flush_denormals
+    int fm_flush_supported() nogil
     enum: FM_SHARE_TEAM
     int fm_bf16_hardware_supported() nogil
     int fm_bf16_hardware() nogil
@@ -163,6 +165,20 @@ def _set_tile_shares(shares=None):
         for i in range(n):
             w[i] = shares[i]
     fm_gemm_set_shares(w, n)
+
+
+def set_flush_denormals(bint on):
+    """Flush subnormal floats to zero in the kernels from now on (on), or not
+    (off, the default); returns whether this CPU can (x86), as with nothing set
+    where it cannot."""
+    global fm_flush_denormals
+    fm_flush_denormals = 1 if on and fm_flush_supported() else 0
+    return bool(fm_flush_supported())
+
+
+def flush_denormals():
+    """Whether the kernels flush subnormal floats to zero."""
+    return bool(fm_flush_denormals)
 
 
 def _set_a_in_place(int mode):

@@ -968,13 +968,30 @@ int fm_gemm_done(fm_gemm_plan *pl)
     return pl->failed ? -1 : 0;
 }
 
+int fm_flush_denormals;
+
+int fm_flush_supported(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 int fm_gemm_alone(fm_gemm_plan *pl)
 {
 #ifdef _OPENMP
 #pragma omp parallel num_threads(pl->threads) if (pl->threads > 1)
-    fm_gemm_run(pl, omp_get_thread_num(), omp_get_num_threads());
+    {
+        unsigned csr = fm_flush_enter();
+        fm_gemm_run(pl, omp_get_thread_num(), omp_get_num_threads());
+        fm_flush_leave(csr);
+    }
 #else
+    unsigned csr = fm_flush_enter();
     fm_gemm_run(pl, 0, 1);
+    fm_flush_leave(csr);
 #endif
     return fm_gemm_done(pl);
 }

@@ -143,6 +143,33 @@ void fm_gemm_set_shares(const double *w, int team);
    same. */
 void fm_gemm_set_a_in_place(int mode);
 
+/* Whether the kernels run with subnormal floats flushed to zero (0 at start):
+   MXCSR's DAZ (a subnormal operand read as zero) and FTZ (a subnormal result
+   written as zero), set by each thread of a parallel region on entering it
+   (fm_flush_enter) and put back on leaving (fm_flush_leave). It changes only
+   values below the smallest normal float, which otherwise cost the x86 cores
+   a microcode assist each. Every SIMD level and thread count still gives the
+   same bits. Without x86 SIMD there is nothing to set. */
+extern int fm_flush_denormals;
+
+/* 1 where fm_flush_denormals has an effect (x86), else 0. */
+int fm_flush_supported(void);
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+static inline unsigned fm_flush_enter(void)
+{
+    unsigned csr = _mm_getcsr();
+    if (fm_flush_denormals)
+        _mm_setcsr(csr | 0x8040u);
+    return csr;
+}
+static inline void fm_flush_leave(unsigned csr) { _mm_setcsr(csr); }
+#else
+static inline unsigned fm_flush_enter(void) { return 0; }
+static inline void fm_flush_leave(unsigned csr) { (void)csr; }
+#endif
+
 /* The best level (FM_LEVEL_* of fm_ids.h) this CPU and build support, the level
    in use, and a setter (the caller keeps it at or below the best level). */
 int fm_gemm_best_level(void);

@@ -148,13 +148,29 @@ void FM_FN(fm_activation_forward_rows)(int act, ptrdiff_t i0, ptrdiff_t i1, ptrd
     }
 }
 
-void FM_FN(fm_activation_forward)(int act, ptrdiff_t n, ptrdiff_t M, const T *z, T *a)
+/* rows(act, i0, i1, M, x, y) over n rows, FM_ROWS_AT_ONCE at a time, split
+   between the threads, each with the flush setting (gemm.h). */
+static void FM_FN(fm_row_blocks)(void (*rows)(int, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                              const T *, T *),
+                                 int act, ptrdiff_t n, ptrdiff_t M, const T *x, T *y)
 {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel
 #endif
-    for (ptrdiff_t i = 0; i < n; i += FM_ROWS_AT_ONCE)
-        FM_FN(fm_activation_forward_rows)(act, i, fm_min(i + FM_ROWS_AT_ONCE, n), M, z, a);
+    {
+        unsigned csr = fm_flush_enter();
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (ptrdiff_t i = 0; i < n; i += FM_ROWS_AT_ONCE)
+            rows(act, i, fm_min(i + FM_ROWS_AT_ONCE, n), M, x, y);
+        fm_flush_leave(csr);
+    }
+}
+
+void FM_FN(fm_activation_forward)(int act, ptrdiff_t n, ptrdiff_t M, const T *z, T *a)
+{
+    FM_FN(fm_row_blocks)(FM_FN(fm_activation_forward_rows), act, n, M, z, a);
 }
 
 void FM_FN(fm_activation_backward_rows)(int act, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t M,
@@ -170,11 +186,7 @@ void FM_FN(fm_activation_backward)(int act, ptrdiff_t n, ptrdiff_t M, const T *a
 {
     if (act == FM_LINEAR)
         return;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static)
-#endif
-    for (ptrdiff_t i = 0; i < n; i += FM_ROWS_AT_ONCE)
-        FM_FN(fm_activation_backward_rows)(act, i, fm_min(i + FM_ROWS_AT_ONCE, n), M, a, g);
+    FM_FN(fm_row_blocks)(FM_FN(fm_activation_backward_rows), act, n, M, a, g);
 }
 
 long FM_FN(fm_loss_grad_rows)(int loss, int act, ptrdiff_t n, ptrdiff_t i0, ptrdiff_t i1,
@@ -216,12 +228,22 @@ void FM_FN(fm_loss_grad)(int loss, int act, ptrdiff_t n, ptrdiff_t M, const T *z
     long count = 0;
     /* A count of hits is exact in any order. */
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) reduction(+ : count)
+#pragma omp parallel reduction(+ : count)
 #endif
-    for (ptrdiff_t i0 = 0; i0 < n; i0 += FM_ROWS_AT_ONCE)
-        count += FM_FN(fm_loss_grad_rows)(loss, act, n, i0, fm_min(i0 + FM_ROWS_AT_ONCE, n),
-                                          M, z, a, y, g, row_loss);
+    {
+        unsigned csr = fm_flush_enter();
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (ptrdiff_t i0 = 0; i0 < n; i0 += FM_ROWS_AT_ONCE)
+            count += FM_FN(fm_loss_grad_rows)(loss, act, n, i0,
+                                              fm_min(i0 + FM_ROWS_AT_ONCE, n), M, z, a, y,
+                                              g, row_loss);
+        fm_flush_leave(csr);
+    }
+    unsigned csr = fm_flush_enter();
     *total = FM_FN(fm_loss_sum)(n, row_loss);
+    fm_flush_leave(csr);
     *hits = count;
 }
 

@@ -107,7 +107,9 @@ int FM_SFN(fm_dense_backward_weight)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, cons
     FM_SFN(fm_plan_weight)(&pl, n, K, M, x, g, gW, bf16, NULL);
     if (fm_gemm_alone(&pl) != 0)
         return -1;
+    unsigned csr = fm_flush_enter();
     FM_SFN(fm_column_sums)(n, M, M, g, gb);
+    fm_flush_leave(csr);
     return 0;
 }
 
@@ -265,6 +267,7 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
     {
         int t = 0, nt = 1, sense = 0;
         ptrdiff_t lo, hi;
+        unsigned csr = fm_flush_enter();
 #ifdef _OPENMP
         t = omp_get_thread_num();
         nt = omp_get_num_threads();
@@ -340,6 +343,7 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
         }
 #undef FM_WAIT
 #undef FM_PHASE
+        fm_flush_leave(csr);
     }
     /* The threads' shares of the products move toward the speeds just seen. */
     for (int i = 0; i < L; i++) {

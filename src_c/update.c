@@ -148,15 +148,19 @@ typedef void (*fm_range_d)(int, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrd
             ptrdiff_t lo = chunk_ * t_, hi = lo + chunk_;                              \
             if (t_ == team_ - 1 || hi > (n))                                           \
                 hi = (n);                                                              \
+            unsigned csr_ = fm_flush_enter();                                          \
             if (lo < hi)                                                               \
                 BODY;                                                                  \
+            fm_flush_leave(csr_);                                                      \
         }                                                                              \
     } while (0)
 #else
 #define FM_PARALLEL_RANGES(n, BODY)                                                    \
     do {                                                                               \
         ptrdiff_t lo = 0, hi = (n);                                                    \
+        unsigned csr_ = fm_flush_enter();                                              \
         BODY;                                                                          \
+        fm_flush_leave(csr_);                                                          \
     } while (0)
 #endif
 
