@@ -640,11 +640,8 @@ enum { FM_BF16_NONE = 0, FM_BF16_EMULATED = 1, FM_BF16_HARDWARE = 2 };
 static unsigned fm_fp_enter(int bf)
 {
 #if FM_X86_SIMD
-    if (bf) {
-        unsigned csr = _mm_getcsr();
-        _mm_setcsr(csr | 0x8040u);
-        return csr;
-    }
+    if (bf)
+        return fm_flush_enter_if(1);
 #else
     (void)bf;
 #endif
@@ -655,7 +652,7 @@ static void fm_fp_leave(int bf, unsigned csr)
 {
 #if FM_X86_SIMD
     if (bf)
-        _mm_setcsr(csr);
+        fm_flush_leave(csr);
 #else
     (void)bf; (void)csr;
 #endif
@@ -972,11 +969,7 @@ int fm_flush_denormals;
 
 int fm_flush_supported(void)
 {
-#if defined(__x86_64__) || defined(__i386__)
-    return 1;
-#else
-    return 0;
-#endif
+    return FM_HAS_FLUSH;
 }
 
 int fm_gemm_alone(fm_gemm_plan *pl)

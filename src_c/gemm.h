@@ -155,20 +155,32 @@ extern int fm_flush_denormals;
 /* 1 where fm_flush_denormals has an effect (x86), else 0. */
 int fm_flush_supported(void);
 
+/* fm_flush_enter_if sets DAZ and FTZ where `on` (the bfloat16 products always set
+   them) and returns the MXCSR that fm_flush_leave puts back. */
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
-static inline unsigned fm_flush_enter(void)
+#define FM_HAS_FLUSH 1
+static inline unsigned fm_flush_enter_if(int on)
 {
     unsigned csr = _mm_getcsr();
-    if (fm_flush_denormals)
+    if (on)
         _mm_setcsr(csr | 0x8040u);
     return csr;
 }
 static inline void fm_flush_leave(unsigned csr) { _mm_setcsr(csr); }
 #else
-static inline unsigned fm_flush_enter(void) { return 0; }
+#define FM_HAS_FLUSH 0
+static inline unsigned fm_flush_enter_if(int on)
+{
+    (void)on;
+    return 0;
+}
 static inline void fm_flush_leave(unsigned csr) { (void)csr; }
 #endif
+static inline unsigned fm_flush_enter(void)
+{
+    return fm_flush_enter_if(fm_flush_denormals);
+}
 
 /* The best level (FM_LEVEL_* of fm_ids.h) this CPU and build support, the level
    in use, and a setter (the caller keeps it at or below the best level). */
