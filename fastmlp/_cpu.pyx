@@ -12,6 +12,9 @@ results are bitwise identical for any number of threads.
 """
 
 
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
+
 ctypedef fused floating:
     float
     double
@@ -107,6 +110,18 @@ def stream_bandwidth(const float[::1] src, float[::1] dst, float[::1] aux, int r
 cdef extern from "gemm.h":
     ctypedef struct fm_epilogue:
         pass
+    ctypedef struct fm_gemm_plan:
+        pass
+    void fm_sgemm_plan(fm_gemm_plan *pl, int trans_a, int trans_b, Py_ssize_t M,
+                       Py_ssize_t N, Py_ssize_t K, const float *A, Py_ssize_t lda,
+                       const float *B, Py_ssize_t ldb, float *C, Py_ssize_t ldc,
+                       const fm_epilogue *ep) nogil
+    void fm_dgemm_plan(fm_gemm_plan *pl, int trans_a, int trans_b, Py_ssize_t M,
+                       Py_ssize_t N, Py_ssize_t K, const double *A, Py_ssize_t lda,
+                       const double *B, Py_ssize_t ldb, double *C, Py_ssize_t ldc,
+                       const fm_epilogue *ep) nogil
+    int fm_gemm_a_rows(fm_gemm_plan *pl, const void *rows) nogil
+    int fm_gemm_alone(fm_gemm_plan *pl) nogil
     int fm_sgemm(int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                  const float *A, Py_ssize_t lda, const float *B, Py_ssize_t ldb,
                  float *C, Py_ssize_t ldc, const fm_epilogue *ep) nogil
@@ -272,6 +287,49 @@ def matmul(const floating[:, :] a, const floating[:, :] b, floating[:, ::1] out,
             rc = fm_dgemm(ta, tb, a.shape[0], b.shape[1], a.shape[1], &a[0, 0], lda,
                           &b[0, 0], ldb, &out[0, 0], out.shape[1], NULL)
     _packed(rc)
+
+
+def _matmul_rows(const floating[:, ::1] x, const Py_ssize_t[::1] rows,
+                 const floating[:, ::1] b, floating[:, ::1] out, bint trans=False):
+    """For the tests: ``out = x[rows] @ b`` (``x[rows].T @ b`` with ``trans``),
+    the rows read where they lie in ``x`` through their pointers (gemm.h's
+    fm_gemm_a_rows), as the compiled step reads a large batch. Returns whether
+    the product took them so (else it read ``x[rows]`` gathered, the path it
+    has for such a shape); the bits are the same either way."""
+    cdef Py_ssize_t m = rows.shape[0], K = x.shape[1], i
+    cdef Py_ssize_t M = K if trans else m, depth = m if trans else K
+    if b.shape[0] != depth or out.shape[0] != M or out.shape[1] != b.shape[1]:
+        raise ValueError("_matmul_rows: shapes do not match")
+    if m == 0 or K == 0 or b.shape[1] == 0:
+        raise ValueError("_matmul_rows needs non-empty operands")
+    for i in range(m):
+        if rows[i] < 0 or rows[i] >= x.shape[0]:
+            raise IndexError(f"_matmul_rows: row {rows[i]} is outside x's {x.shape[0]} rows")
+    # The gathered rows too, which the product reads where it cannot take pointers.
+    cdef const floating **ptr = <const floating **>malloc(m * sizeof(void *))
+    cdef floating *g = <floating *>malloc(m * K * sizeof(floating))
+    cdef fm_gemm_plan pl
+    cdef int took, rc
+    try:
+        if ptr == NULL or g == NULL:
+            raise MemoryError("no memory for the gathered rows")
+        for i in range(m):
+            ptr[i] = &x[rows[i], 0]
+            memcpy(g + i * K, ptr[i], K * sizeof(floating))
+        with nogil:
+            if floating is float:
+                fm_sgemm_plan(&pl, trans, 0, M, b.shape[1], depth, g, K, &b[0, 0],
+                              b.shape[1], &out[0, 0], out.shape[1], NULL)
+            else:
+                fm_dgemm_plan(&pl, trans, 0, M, b.shape[1], depth, g, K, &b[0, 0],
+                              b.shape[1], &out[0, 0], out.shape[1], NULL)
+            took = fm_gemm_a_rows(&pl, ptr)
+            rc = fm_gemm_alone(&pl)
+    finally:
+        free(ptr)
+        free(g)
+    _packed(rc)
+    return bool(took)
 
 
 cdef extern from "step.h":
@@ -597,7 +655,6 @@ def numdiff_train(const double[:, ::1] X, const double[:, ::1] T, const Py_ssize
 
 from cpython.exc cimport PyErr_CheckSignals
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_PROCESS_CPUTIME_ID
-from libc.stdlib cimport malloc, free
 
 cdef extern from "step.h":
     ctypedef struct fm_step_net:

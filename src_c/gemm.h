@@ -83,9 +83,9 @@ int fm_bgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
 typedef struct {
     int dbl, path, mr, nr, thin_r, thin_t_w, bf, ta, tb, ct, split_n, kind, threads;
     int got, shared, failed, a_in_place, b_panels;
-    void (*ukr)(void), (*thin)(void), (*thin_t)(void);
+    void (*ukr)(void), (*thin)(void), (*thin_t)(void), (*ukr_rows)(void);
     ptrdiff_t M, N, K, Kp, kcb, mcb, ncb, tiles, lda, ldb, ldc;
-    const void *A, *B;
+    const void *A, *B, *a_rows;
     void *C;
     const fm_epilogue *ep;
     void *slot;
@@ -115,6 +115,15 @@ int fm_gemm_alone(fm_gemm_plan *pl);
    not a whole number of panels. The panels hold the same values, read in the
    same order: the same bits. */
 int fm_gemm_b_panels(fm_gemm_plan *pl);
+
+/* Tells a planned product that the rows of its A, as stored (the rows of op(A),
+   or with trans_a its k values), lie apart: row r at rows[r], an array of
+   pointers to the product's type (the compiled step: a batch read where it lies
+   in the training set instead of gathered first). A and lda are then not read.
+   Returns 1, or 0 (the plan unchanged) where the plan cannot read them: not on the
+   general path, computed as its transpose, or bfloat16. The rows hold the same
+   values, read in the same order: the same bits. rows NULL reads A as planned. */
+int fm_gemm_a_rows(fm_gemm_plan *pl, const void *rows);
 
 /* Makes a planned product split C's columns between the threads in the runs that
    `like` (planned for the same team, with as many columns in panels of the same

@@ -16,16 +16,18 @@ typedef void (*FM_FN(fm_thin_fn))(ptrdiff_t, ptrdiff_t, const T *, ptrdiff_t, co
 
 /* Packing into panels of w lanes, k-major, with zero lanes past the edge: lanes
    [r0, r0+rc) and k values [p0, p0+kc) of an operand whose element (r, k) is at
-   X[k * ld + r] (contiguous along r: a transposed A, a row-major B). Each k
-   reads one run of rc values and copies it into the panels side by side. */
+   X[k * ld + r] (contiguous along r: a transposed A, a row-major B), or, given
+   row pointers rp (fm_gemm_a_rows), at rp[k][r]. Each k reads one run of rc
+   values and copies it into the panels side by side. */
 FM_CLONE_BODY FM_CLONE_CAT(FM_FN(fm_pack_along_r), _body)(const T *X, ptrdiff_t ld,
+                                                           const T *const *rp,
                                                            ptrdiff_t r0, ptrdiff_t rc,
                                                            ptrdiff_t p0, ptrdiff_t kc,
                                                            int w, T *restrict dst)
 {
     ptrdiff_t full = rc / w * w, rest = rc - full;
     for (ptrdiff_t k = 0; k < kc; k++) {
-        const T *src = X + (p0 + k) * ld + r0;
+        const T *src = (rp != NULL ? rp[p0 + k] : X + (p0 + k) * ld) + r0;
         T *d = dst + k * w;
         /* Copies of a constant size, which compile to a few vector moves. */
 #define FM_COPY_RUNS(W)                                                                \
@@ -48,21 +50,22 @@ FM_CLONE_BODY FM_CLONE_CAT(FM_FN(fm_pack_along_r), _body)(const T *X, ptrdiff_t 
 }
 
 FM_LEVEL_CLONES(FM_FN(fm_pack_along_r),
-                (const T *X, ptrdiff_t ld, ptrdiff_t r0, ptrdiff_t rc, ptrdiff_t p0,
-                 ptrdiff_t kc, int w, T *restrict dst),
-                (X, ld, r0, rc, p0, kc, w, dst))
+                (const T *X, ptrdiff_t ld, const T *const *rp, ptrdiff_t r0, ptrdiff_t rc,
+                 ptrdiff_t p0, ptrdiff_t kc, int w, T *restrict dst),
+                (X, ld, rp, r0, rc, p0, kc, w, dst))
 
 /* The same for an operand whose element (r, k) is at X[r * ld + k] (contiguous
-   along k: a row-major A, a transposed B). */
-static void FM_FN(fm_pack_along_k)(const T *X, ptrdiff_t ld, ptrdiff_t r0, ptrdiff_t rc,
-                                   ptrdiff_t p0, ptrdiff_t kc, int w, T *restrict dst)
+   along k: a row-major A, a transposed B), or at rp[r][k]. */
+static void FM_FN(fm_pack_along_k)(const T *X, ptrdiff_t ld, const T *const *rp,
+                                   ptrdiff_t r0, ptrdiff_t rc, ptrdiff_t p0, ptrdiff_t kc,
+                                   int w, T *restrict dst)
 {
     for (ptrdiff_t pr = 0; pr < rc; pr += w, dst += w * kc) {
         ptrdiff_t m = fm_min(w, rc - pr);
         const T *src = X + (r0 + pr) * ld + p0;
         for (ptrdiff_t k = 0; k < kc; k++) {
             for (ptrdiff_t i = 0; i < m; i++)
-                dst[k * w + i] = src[i * ld + k];
+                dst[k * w + i] = rp != NULL ? rp[r0 + pr + i][p0 + k] : src[i * ld + k];
             for (ptrdiff_t i = m; i < w; i++)
                 dst[k * w + i] = 0;
         }
@@ -122,10 +125,11 @@ FM_LEVEL_CLONES(FM_FN(fm_epilogue_tile),
 #undef FM_EPI_MUL_DACT_CASE
 
 /* Packing of rows [r0, r0+rc) and k values [p0, p0+kc) of op(A) (B: columns, with
-   its_b) into panels of w, for the kind of product `bf`. */
+   its_b) into panels of w, for the kind of product `bf`; an A whose rows lie
+   apart is given by its row pointers rp (never bfloat16), else rp is NULL. */
 static void FM_FN(fm_pack)(int bf, int its_b, int trans, const T *X, ptrdiff_t ld,
-                           ptrdiff_t r0, ptrdiff_t rc, ptrdiff_t p0, ptrdiff_t kc,
-                           ptrdiff_t K, int w, T *restrict dst)
+                           const T *const *rp, ptrdiff_t r0, ptrdiff_t rc, ptrdiff_t p0,
+                           ptrdiff_t kc, ptrdiff_t K, int w, T *restrict dst)
 {
     /* op(A)(r, k) and op(B)(k, r): contiguous along k for a row-major A and a
        transposed B, else along r. */
@@ -142,12 +146,12 @@ static void FM_FN(fm_pack)(int bf, int its_b, int trans, const T *X, ptrdiff_t l
 #endif
     if (along_k) {
 #ifdef FM_PACK_ALONG_K_FAST
-        if (FM_PACK_ALONG_K_FAST(X, ld, r0, rc, p0, kc, w, dst))
+        if (rp == NULL && FM_PACK_ALONG_K_FAST(X, ld, r0, rc, p0, kc, w, dst))
             return;
 #endif
-        FM_FN(fm_pack_along_k)(X, ld, r0, rc, p0, kc, w, dst);
+        FM_FN(fm_pack_along_k)(X, ld, rp, r0, rc, p0, kc, w, dst);
     } else {
-        FM_FN(fm_pack_along_r)(X, ld, r0, rc, p0, kc, w, dst);
+        FM_FN(fm_pack_along_r)(X, ld, rp, r0, rc, p0, kc, w, dst);
     }
 }
 
@@ -157,13 +161,16 @@ static void FM_FN(fm_pack)(int bf, int its_b, int trans, const T *X, ptrdiff_t l
    packed panels, Ks that of the operands (K rounded up to even for bfloat16).
    With in_place, A's whole panels are read where they lie instead of packed
    (gemm.c's fm_a_in_place says when); with b_panels, B is already in panels
-   (gemm.h's fm_gemm_b_panels) and read where it lies. */
-static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int ta,
+   (gemm.h's fm_gemm_b_panels) and read where it lies. Given ar, the rows of A (as
+   stored) lie where its pointers say (gemm.h's fm_gemm_a_rows), and A and lda
+   are not read. */
+static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr,
+                               FM_FN(fm_ukr_fn) ukr_rows, int bf, int ta,
                                int tb, int ct, int in_place, int b_panels, ptrdiff_t i0,
                                ptrdiff_t i1, ptrdiff_t j0, ptrdiff_t j1, ptrdiff_t K,
                                ptrdiff_t Ks,
                                ptrdiff_t kcb, ptrdiff_t mcb, ptrdiff_t ncb, const T *A,
-                               ptrdiff_t lda,
+                               ptrdiff_t lda, const T *const *ar,
                                const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc,
                                const fm_epilogue *ep)
 {
@@ -198,7 +205,7 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
             ptrdiff_t kc = fm_min(kcb, K - pc);
             int first = pc == 0, last = pc + kc >= K;
             if (!b_panels)
-                FM_FN(fm_pack)(bf, 1, tb, B, ldb, jc, nc, pc, kc, Ks, nr, Bp);
+                FM_FN(fm_pack)(bf, 1, tb, B, ldb, NULL, jc, nc, pc, kc, Ks, nr, Bp);
             for (ptrdiff_t ic = i0; ic < i1; ic += mcb) {
                 ptrdiff_t mc = fm_min(mcb, i1 - ic);
                 /* Where this block of C is summed: C itself, or the scratch. */
@@ -208,8 +215,8 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
                    a last panel of fewer than mr rows is always packed. */
                 ptrdiff_t whole = in_place ? mc / mr * mr : 0;
                 if (whole < mc)
-                    FM_FN(fm_pack)(bf, 0, ta, A, lda, ic + whole, mc - whole, pc, kc, Ks,
-                                   mr, Ap + whole * kc / kdiv);
+                    FM_FN(fm_pack)(bf, 0, ta, A, lda, ar, ic + whole, mc - whole, pc, kc,
+                                   Ks, mr, Ap + whole * kc / kdiv);
                 /* The tiles, a column of panels of B at a time (its panel stays in
                    the first-level cache over the panels of A), or, where the block
                    of B fits there whole, a strip of mr rows at a time: C and the
@@ -229,7 +236,14 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
                         bp = B + (jc + jr) * K + pc * nr;
                     /* Element (i, k) of A's panel at ap[i * ai + k * ak]. */
                     ptrdiff_t ai = 1, ak = mr;
-                    if (ir < whole) {
+                    FM_FN(fm_ukr_fn) kernel = ukr;
+                    if (ir < whole && ar != NULL) {
+                        /* The row pointers, and the offset along each row. */
+                        ap = (const T *)(const void *)(ar + (ta ? pc : ic + ir));
+                        ai = ta ? FM_A_KROWS : FM_A_ROWS;
+                        ak = ta ? ic + ir : pc;
+                        kernel = ukr_rows;
+                    } else if (ir < whole) {
                         ap = A + (ic + ir) * a_r + pc * a_k;
                         ai = a_r;
                         ak = a_k;
@@ -254,13 +268,13 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr, int bf, int
                     }
                     T *c = Cb + ir * ldb + jr;
                     if (m == mr && n == nr) {
-                        ukr(kc, ap, ai, ak, bp, c, ldb, !first);
+                        kernel(kc, ap, ai, ak, bp, c, ldb, !first);
                     } else {
                         /* Edge tile: the same kernel on a full-size copy. */
                         if (!first)
                             for (ptrdiff_t i = 0; i < m; i++)
                                 memcpy(tile + i * nr, c + i * ldb, n * sizeof(T));
-                        ukr(kc, ap, ai, ak, bp, tile, nr, !first);
+                        kernel(kc, ap, ai, ak, bp, tile, nr, !first);
                         for (ptrdiff_t i = 0; i < m; i++)
                             memcpy(c + i * ldb, tile + i * nr, n * sizeof(T));
                     }
@@ -506,10 +520,12 @@ static int FM_FN(fm_gemm_general)(fm_gemm_plan *pl, int t, int team)
         mcb = fm_min(mcb, (hi - lo) * mr);
     }
     if (lo < hi)
-        failed = FM_FN(fm_gemm_part)(mr, nr, ukr, pl->bf, pl->ta, pl->tb, pl->ct,
+        failed = FM_FN(fm_gemm_part)(mr, nr, ukr, (FM_FN(fm_ukr_fn))pl->ukr_rows, pl->bf,
+                                     pl->ta, pl->tb, pl->ct,
                                      pl->a_in_place, pl->b_panels, i0, i1, j0, j1, pl->Kp,
-                                     pl->K, pl->kcb, mcb, ncb, pl->A, pl->lda, pl->B,
-                                     pl->ldb, pl->C, pl->ldc, pl->ep);
+                                     pl->K, pl->kcb, mcb, ncb, pl->A, pl->lda,
+                                     (const T *const *)pl->a_rows, pl->B, pl->ldb, pl->C,
+                                     pl->ldc, pl->ep);
     if (by_shares)
         pl->spent[t] = fm_now() - t0;
     return failed;

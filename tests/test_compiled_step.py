@@ -120,6 +120,26 @@ def test_step_reading_a_in_place_is_bitwise_the_python_loop(mode, threads, a_in_
     assert_same_training(results)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("mode", [0, 1, 2], ids=["rule", "packed", "in-place"])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_batch_read_where_it_lies_is_bitwise_the_python_loop(dtype, mode, n_threads, threads,
+                                                             a_in_place):
+    # A batch whose inputs take more than 512 KiB (200 rows of 700) is not gathered:
+    # the first layer's forward product and weight gradient read its rows where they
+    # lie in the shuffled training set (gemm.h's fm_gemm_a_rows), whole panels through
+    # the rows' pointers and ragged ones packed from them, or all packed. The short
+    # last batch of each epoch (100 rows; in float32 only 280 KiB) is gathered again.
+    from fastmlp import _cpu
+
+    fastmlp.set_num_threads(n_threads)
+    _cpu._set_a_in_place(mode)
+    results = [train([700, 60, 5], ["relu", "softmax"], "cross_entropy", dtype,
+                     optim.RMSprop(1e-3), 1e-3, compiled, epochs=2, batch=200, n=1300)
+               for compiled in (True, False)]
+    assert_same_training(results)
+
+
 def test_update_fused_into_a_transposed_gradient_summed_in_scratch(threads):
     # The output layer's weight gradient (200 x 3) is computed as its transpose and,
     # over batches of 600 (several blocks of k), summed in the scratch and written

@@ -286,6 +286,51 @@ def test_a_read_in_place_gives_the_packed_bits(level, M, N, K, ta, dtype, thread
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans", [False, True])
+@pytest.mark.parametrize("m,K,N", [(8, 40, 32), (13, 257, 64), (129, 300, 100),
+                                   (300, 513, 33), (128, 784, 512), (1000, 784, 40)])
+def test_a_read_through_row_pointers_gives_the_gathered_bits(level, m, K, N, trans, dtype,
+                                                             threads, a_in_place):
+    # A batch whose rows lie apart in the training set, read through their pointers
+    # (the compiled step at a large batch): x[rows] @ b (a forward product) and
+    # x[rows].T @ b (a weight gradient), against the same product of the gathered
+    # rows, bit for bit: whole panels read through the pointers and ragged last ones
+    # packed from them, a row taken twice, one to three blocks of k, two threads.
+    rng = np.random.default_rng(m + K + N + trans)
+    x = rng.uniform(-1, 1, (3 * m + 7, K)).astype(dtype)
+    rows = rng.permutation(x.shape[0])[:m].astype(np.intp)
+    rows[-1] = rows[0]
+    b = rng.uniform(-1, 1, (m if trans else K, N)).astype(dtype)
+    a = x[rows].T if trans else x[rows]
+    fastmlp.set_num_threads(2)
+    want = np.full(a.shape[:1] + (N,), np.nan, dtype)
+    for mode in (1, 2, 0):  # packed, in place wherever it can, by the rule
+        _cpu._set_a_in_place(mode)
+        _cpu.matmul(a, b, want)
+        got = np.full_like(want, np.nan)
+        assert _cpu._matmul_rows(x, rows, b, got, trans)
+        np.testing.assert_array_equal(got, want)
+    assert max_rel_err(want, a.astype(np.float64) @ b) < tol(dtype, a.shape[1])
+
+
+def test_row_pointers_are_refused_where_a_product_cannot_take_them():
+    # The thin kernels (10 columns) and a product computed as its transpose (20
+    # columns, 200 rows) read the gathered rows instead, with the same result.
+    rng = np.random.default_rng(3)
+    for trans, width, m, n in ((False, 30, 40, 10), (True, 64, 40, 10), (False, 30, 200, 20)):
+        x = rng.uniform(-1, 1, (250, width)).astype(np.float32)
+        rows = rng.permutation(250)[:m].astype(np.intp)
+        b = rng.uniform(-1, 1, (m if trans else width, n)).astype(np.float32)
+        a = x[rows].T if trans else x[rows]
+        got, want = np.empty((a.shape[0], n), np.float32), np.empty((a.shape[0], n), np.float32)
+        assert not _cpu._matmul_rows(x, rows, b, got, trans)
+        _cpu.matmul(a, b, want)
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(IndexError, match="outside"):
+        _cpu._matmul_rows(x, np.array([0, 250], np.intp), b, got[:2], False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("tb", [False, True])
 @pytest.mark.parametrize("M,N,K", [(5, 10, 40), (8, 1, 1), (13, 7, 300), (300, 10, 512),
                                    (129, 16, 700), (64, 17, 20), (600, 10, 512),
