@@ -293,14 +293,12 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
     } while (0)
         fm_barrier_join(&bar, nt);
         fm_team_share(m, 1, t, nt, &lo, &hi);
-        static int skip = -1;
-        if (skip < 0) skip = getenv("FM_SKIPG") != NULL;
-        if (!skip || getenv("FM_AB") == NULL || atoi(getenv("FM_AB")) != 1)
-        if (x_rows)
+        if (x_rows) {
             for (ptrdiff_t r = lo; r < hi; r++)
                 xr[r] = X + rows[r] * sz[0];
-        else
+        } else {
             FM_SFN(fm_take_rows_part)(X, rows, lo, hi, sz[0], xb);
+        }
         FM_SFN(fm_take_rows_part)(Y, rows, lo, hi, sz[L], yb);
         FM_PHASE(GATHER);
         FM_WAIT();
