@@ -13,7 +13,6 @@ results are bitwise identical for any number of threads.
 
 
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy
 
 ctypedef fused floating:
     float
@@ -289,49 +288,6 @@ def matmul(const floating[:, :] a, const floating[:, :] b, floating[:, ::1] out,
     _packed(rc)
 
 
-def _matmul_rows(const floating[:, ::1] x, const Py_ssize_t[::1] rows,
-                 const floating[:, ::1] b, floating[:, ::1] out, bint trans=False):
-    """For the tests: ``out = x[rows] @ b`` (``x[rows].T @ b`` with ``trans``),
-    the rows read where they lie in ``x`` through their pointers (gemm.h's
-    fm_gemm_a_rows), as the compiled step reads a large batch. Returns whether
-    the product took them so (else it read ``x[rows]`` gathered, the path it
-    has for such a shape); the bits are the same either way."""
-    cdef Py_ssize_t m = rows.shape[0], K = x.shape[1], i
-    cdef Py_ssize_t M = K if trans else m, depth = m if trans else K
-    if b.shape[0] != depth or out.shape[0] != M or out.shape[1] != b.shape[1]:
-        raise ValueError("_matmul_rows: shapes do not match")
-    if m == 0 or K == 0 or b.shape[1] == 0:
-        raise ValueError("_matmul_rows needs non-empty operands")
-    for i in range(m):
-        if rows[i] < 0 or rows[i] >= x.shape[0]:
-            raise IndexError(f"_matmul_rows: row {rows[i]} is outside x's {x.shape[0]} rows")
-    # The gathered rows too, which the product reads where it cannot take pointers.
-    cdef const floating **ptr = <const floating **>malloc(m * sizeof(void *))
-    cdef floating *g = <floating *>malloc(m * K * sizeof(floating))
-    cdef fm_gemm_plan pl
-    cdef int took, rc
-    try:
-        if ptr == NULL or g == NULL:
-            raise MemoryError("no memory for the gathered rows")
-        for i in range(m):
-            ptr[i] = &x[rows[i], 0]
-            memcpy(g + i * K, ptr[i], K * sizeof(floating))
-        with nogil:
-            if floating is float:
-                fm_sgemm_plan(&pl, trans, 0, M, b.shape[1], depth, g, K, &b[0, 0],
-                              b.shape[1], &out[0, 0], out.shape[1], NULL)
-            else:
-                fm_dgemm_plan(&pl, trans, 0, M, b.shape[1], depth, g, K, &b[0, 0],
-                              b.shape[1], &out[0, 0], out.shape[1], NULL)
-            took = fm_gemm_a_rows(&pl, ptr)
-            rc = fm_gemm_alone(&pl)
-    finally:
-        free(ptr)
-        free(g)
-    _packed(rc)
-    return bool(took)
-
-
 cdef extern from "step.h":
     void fm_take_rows_s(const float *src, const Py_ssize_t *rows, Py_ssize_t m, Py_ssize_t w,
                         float *out) nogil
@@ -426,6 +382,51 @@ def take_rows(const floating[:, ::1] src, const Py_ssize_t[::1] idx, floating[:,
             fm_take_rows_s(&src[0, 0], &idx[0], n, m, &out[0, 0])
         else:
             fm_take_rows_d(&src[0, 0], &idx[0], n, m, &out[0, 0])
+
+
+def _matmul_rows(const floating[:, ::1] x, const Py_ssize_t[::1] rows,
+                 const floating[:, ::1] b, floating[:, ::1] out, bint trans=False):
+    """For the tests: ``out = x[rows] @ b`` (``x[rows].T @ b`` with ``trans``),
+    the rows read where they lie in ``x`` through their pointers (gemm.h's
+    fm_gemm_a_rows), as the compiled step reads a large batch. Returns whether
+    the product took them so (else it read ``x[rows]`` gathered, the path it
+    has for such a shape); the bits are the same either way."""
+    cdef Py_ssize_t m = rows.shape[0], K = x.shape[1], i
+    cdef Py_ssize_t M = K if trans else m, depth = m if trans else K
+    if b.shape[0] != depth or out.shape[0] != M or out.shape[1] != b.shape[1]:
+        raise ValueError("_matmul_rows: shapes do not match")
+    if m == 0 or K == 0 or b.shape[1] == 0:
+        raise ValueError("_matmul_rows needs non-empty operands")
+    for i in range(m):
+        if rows[i] < 0 or rows[i] >= x.shape[0]:
+            raise IndexError(f"_matmul_rows: row {rows[i]} is outside x's {x.shape[0]} rows")
+    # The gathered rows too (take_rows' kernel), which the product reads where it
+    # cannot take pointers.
+    cdef const floating **ptr = <const floating **>malloc(m * sizeof(void *))
+    cdef floating *g = <floating *>malloc(m * K * sizeof(floating))
+    cdef fm_gemm_plan pl
+    cdef int took, rc
+    try:
+        if ptr == NULL or g == NULL:
+            raise MemoryError("no memory for the gathered rows")
+        for i in range(m):
+            ptr[i] = &x[rows[i], 0]
+        with nogil:
+            if floating is float:
+                fm_take_rows_s(&x[0, 0], &rows[0], m, K, g)
+                fm_sgemm_plan(&pl, trans, 0, M, b.shape[1], depth, g, K, &b[0, 0],
+                              b.shape[1], &out[0, 0], out.shape[1], NULL)
+            else:
+                fm_take_rows_d(&x[0, 0], &rows[0], m, K, g)
+                fm_dgemm_plan(&pl, trans, 0, M, b.shape[1], depth, g, K, &b[0, 0],
+                              b.shape[1], &out[0, 0], out.shape[1], NULL)
+            took = fm_gemm_a_rows(&pl, ptr)
+            rc = fm_gemm_alone(&pl)
+    finally:
+        free(ptr)
+        free(g)
+    _packed(rc)
+    return bool(took)
 
 
 # --------------------------------------------------------------------------
