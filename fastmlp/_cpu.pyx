@@ -724,49 +724,82 @@ cdef double _clock(int which) noexcept nogil:
     return ts.tv_sec + 1e-9 * ts.tv_nsec
 
 
+cdef enum:
+    # Consecutive windows of low CPU use that lower the thread count where no
+    # sharing was seen just before: one is not enough, as a stall of one thread for
+    # 10-25 ms (the hypervisor, the kernel) in a 20 ms window looks like sharing,
+    # and a drop costs 0.25 s at one thread, 0.1 s of a 0.45 s keras-recipe epoch.
+    # Once sharing was seen, one window is enough when the full count is tried
+    # again: two trainings at once would each spend twice as long at the full count.
+    _SHARING_WINDOWS = 2
+
+
 cdef class _Sharing:
     """Threads for the next steps, lowered when the cores are shared (in the spirit
     of OMP_DYNAMIC). Over each window of about 20 ms it compares the process's CPU
-    time with the wall time its threads had: well below it, another program is
-    running on the same cores, and OpenMP's spinning barriers would make each
-    thread wait for a descheduled one. Then the steps run on one thread (the
-    results do not depend on the thread count), and the full count is tried again
-    after a pause that doubles, from 0.25 s to 4 s, while the sharing lasts."""
+    time with the wall time its threads had: well below it in two windows in a row
+    (one, while it is trying the full count again), another program is running on
+    the same cores, and OpenMP's spinning barriers would make each thread wait for a
+    descheduled one. Then the steps run on one thread (the results do not depend on
+    the thread count), and the full count is tried again after a pause that
+    doubles, from 0.25 s to 4 s, while the sharing lasts. ``observe`` (for the tests) feeds it clock readings and returns the count
+    it chose, without setting it."""
 
-    cdef int full, now
+    cdef int full, now, low
     cdef double wall0, cpu0, retry_at, pause
 
     def __cinit__(self, int full):
         self.full = self.now = full
         self.pause = 0.25
         self.retry_at = 0
-        self.start()
+        self.low = 0
+        self.restart(_clock(CLOCK_MONOTONIC), _clock(CLOCK_PROCESS_CPUTIME_ID))
 
-    cdef void start(self) noexcept nogil:
-        self.wall0 = _clock(CLOCK_MONOTONIC)
-        self.cpu0 = _clock(CLOCK_PROCESS_CPUTIME_ID)
+    cdef void restart(self, double wall, double cpu) noexcept nogil:
+        self.wall0 = wall
+        self.cpu0 = cpu
 
-    cdef void after_step(self) noexcept nogil:
-        cdef double wall = _clock(CLOCK_MONOTONIC), used
+    cdef int decide(self, double wall, double cpu) noexcept nogil:
+        """The thread count after a step that ended at ``wall`` with the process's
+        CPU time at ``cpu`` (both in seconds)."""
+        cdef double used
         if self.full < 2:
-            return
+            return self.now
         if self.now == 1:
             if wall >= self.retry_at:
                 self.now = self.full
-                fm_set_num_threads(self.full)
-                self.start()
-            return
+                self.low = 0
+                self.restart(wall, cpu)
+            return self.now
         if wall - self.wall0 < 0.02:
-            return
-        used = (_clock(CLOCK_PROCESS_CPUTIME_ID) - self.cpu0) / ((wall - self.wall0) * self.now)
+            return self.now
+        used = (cpu - self.cpu0) / ((wall - self.wall0) * self.now)
         if used < 0.7:
+            self.low += 1
+        else:
+            self.low = 0
+            self.pause = 0.25
+        if self.low >= (_SHARING_WINDOWS if self.pause == 0.25 else 1):
+            self.low = 0
             self.now = 1
-            fm_set_num_threads(1)
             self.retry_at = wall + self.pause
             self.pause = min(2 * self.pause, 4.0)
-        else:
-            self.pause = 0.25
-        self.start()
+        self.restart(wall, cpu)
+        return self.now
+
+    cdef void after_step(self) noexcept nogil:
+        cdef int before = self.now
+        if self.decide(_clock(CLOCK_MONOTONIC), _clock(CLOCK_PROCESS_CPUTIME_ID)) != before:
+            fm_set_num_threads(self.now)
+
+    def observe(self, double wall, double cpu):
+        """Testing entry: the thread count after a step ending at these clock
+        readings (seconds of wall time and of the process's CPU time)."""
+        return self.decide(wall, cpu)
+
+    def begin(self, double wall, double cpu):
+        """Testing entry: starts the window at these clock readings."""
+        self.restart(wall, cpu)
 
 
 # A run of fewer steps keeps the first layer's weights in rows: laying them out in

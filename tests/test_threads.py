@@ -200,3 +200,55 @@ def test_thread_counts_belong_to_each_thread():
     release.set()
     worker.join(JOIN)
     assert seen == [1, start] and fastmlp.get_num_threads() == start
+
+
+# The compiled step's watch on shared cores (_cpu._Sharing), fed clock readings.
+def _windows(guard, uses, t=0.0, cpu=0.0, window=0.021, threads=2):
+    """Feeds one window per entry of ``uses`` (the share of the threads' wall time
+    the process got as CPU time) and returns the thread count after each."""
+    counts = []
+    for use in uses:
+        t += window
+        cpu += use * window * threads
+        counts.append(guard.observe(t, cpu))
+    return counts, t, cpu
+
+
+def test_one_stalled_window_keeps_the_threads():
+    cpu_mod = pytest.importorskip("fastmlp._cpu")
+    guard = cpu_mod._Sharing(2)
+    guard.begin(0.0, 0.0)
+    counts, _, _ = _windows(guard, [1.0, 0.4, 1.0, 0.5, 0.95, 0.3, 1.0])
+    assert counts == [2] * 7
+
+
+def test_shared_cores_lower_the_threads_then_try_again_after_a_pause():
+    cpu_mod = pytest.importorskip("fastmlp._cpu")
+    guard = cpu_mod._Sharing(2)
+    guard.begin(0.0, 0.0)
+    counts, t, cpu = _windows(guard, [1.0, 0.5, 0.5])
+    assert counts == [2, 2, 1]
+    # One thread until the pause (0.25 s) is over ...
+    assert guard.observe(t + 0.2, cpu + 0.2) == 1
+    assert guard.observe(t + 0.26, cpu + 0.26) == 2
+    # ... and, the sharing still there, one thread again after one window, for
+    # twice as long.
+    counts, t, cpu = _windows(guard, [0.5], t + 0.26, cpu + 0.26)
+    assert counts == [1]
+    assert guard.observe(t + 0.45, cpu + 0.45) == 1
+    assert guard.observe(t + 0.51, cpu + 0.51) == 2
+    # A window at full use ends the sharing: two low windows are needed again.
+    counts, _, _ = _windows(guard, [1.0, 0.5, 1.0, 0.5, 0.5], t + 0.51, cpu + 0.51)
+    assert counts == [2, 2, 2, 2, 1]
+
+
+def test_a_window_is_at_least_20_ms_and_one_thread_is_never_lowered():
+    cpu_mod = pytest.importorskip("fastmlp._cpu")
+    guard = cpu_mod._Sharing(2)
+    guard.begin(0.0, 0.0)
+    # Short steps at no CPU at all: they only lengthen the window.
+    counts, _, _ = _windows(guard, [0.0] * 5, window=0.003)
+    assert counts == [2] * 5
+    single = cpu_mod._Sharing(1)
+    single.begin(0.0, 0.0)
+    assert _windows(single, [0.1] * 4)[0] == [1] * 4
