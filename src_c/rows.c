@@ -9,6 +9,7 @@
 #include "fm_clones.h"
 #include "fm_math.h"
 #include "gemm.h"
+#include "update.h"
 
 /* x = e^x over n values, as softmax needs them: floats by fm_exp_to_float, in
    vectors (the same bits at every level: basic double operations only), doubles

@@ -5,7 +5,8 @@
      fm_activation_backward  g <- g * act'(z), given a = act(z) (softmax: its
                              Jacobian-vector product a * (g - <g, a>))
      fm_loss_grad            a = act(z); row_loss[i] = the loss of row i;
-                             g = d(mean loss)/dz; *total = the sum of row_loss in
+                             g = d(mean loss)/dz, its values below the gradient
+                             floor (update.h) as zero; *total = the sum of row_loss in
                              row order; *hits = rows whose prediction (argmax, or
                              a >= 0.5 for one output) matches the target's
 

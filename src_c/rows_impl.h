@@ -193,6 +193,7 @@ long FM_FN(fm_loss_grad_rows)(int loss, int act, ptrdiff_t n, ptrdiff_t i0, ptrd
                               ptrdiff_t M, const T *z, T *a, const T *y, T *g, T *row_loss)
 {
     T scale = (T)1 / (T)n, clip = sizeof(T) == sizeof(float) ? 1e-7 : 1e-15;
+    const T gfloor = sizeof(T) == sizeof(float) ? (T)FM_GRAD_FLOOR_S : (T)FM_GRAD_FLOOR_D;
     long count = 0;
     /* Cross-entropy on softmax takes each exponential once. */
     int ce_softmax = loss == FM_CROSS_ENTROPY && act == FM_SOFTMAX;
@@ -208,6 +209,8 @@ long FM_FN(fm_loss_grad_rows)(int loss, int act, ptrdiff_t n, ptrdiff_t i0, ptrd
                                      : FM_FN(fm_loss_row)(loss, act, zi, ai, yi, gi, M,
                                                           scale, clip);
             count += FM_FN(fm_hit)(ai, yi, M);
+            for (ptrdiff_t j = 0; j < M; j++) /* the gradient floor (update.h) */
+                gi[j] = gi[j] > -gfloor && gi[j] < gfloor ? (T)0 : gi[j];
         }
     }
     return count;

@@ -32,7 +32,11 @@
    A state value below the type's smallest normal number (TINY) is stored, and
    used, as zero (FM_FLUSH): a parameter whose gradient stays zero (a dead unit,
    an input pixel that is always blank) would otherwise have its state decay
-   through the subnormal numbers, which some CPUs compute a hundred times slower. */
+   through the subnormal numbers, which some CPUs compute a hundred times slower.
+   Likewise a gradient value (with its L2 term) below FLOOR in magnitude (update.h's
+   FM_GRAD_FLOOR) is read as zero, so that no square or product of it in the rule
+   is subnormal: a confident model has many such values (the keras recipe's 20th
+   epoch squares a million subnormals), which moved it by nothing anyway. */
 /* Each element i in [lo, hi) of each of `runs` runs, run r's at p + r * ldp (and
    likewise in s1, s2 and out) and at g + r * ldg. */
 #define FM_RUNS(T, ...)                                                                \
@@ -42,7 +46,9 @@
         _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++) __VA_ARGS__           \
     }
 #define FM_FLUSH(x, T, TINY) (((x) > -(TINY) && (x) < (TINY)) ? (T)0 : (x))
-#define FM_UPDATE_RANGE(NAME, T, SQRT, FMA, TINY, ATTR)                                \
+/* Element i's gradient with its L2 term, read as zero below the floor. */
+#define FM_GRAD(T, FMA, FLOOR) FM_FLUSH(FMA(l2, p[o + i], gr[i]), T, FLOOR)
+#define FM_UPDATE_RANGE(NAME, T, SQRT, FMA, TINY, FLOOR, ATTR)                         \
     ATTR static void NAME(int rule, ptrdiff_t runs, ptrdiff_t lo, ptrdiff_t hi,        \
                           ptrdiff_t ldp, ptrdiff_t ldg, const T *p,                    \
                           const T *restrict g, T *restrict s1, T *restrict s2,         \
@@ -55,11 +61,11 @@
         const T keep = rule == FM_ADAMW ? (T)(1 - h->lr * h->wd) : 1;                  \
         switch (rule) {                                                                \
         case FM_SGD:                                                                   \
-            FM_RUNS(T, out[o + i] = FMA(-lr, FMA(l2, p[o + i], gr[i]), p[o + i]);)     \
+            FM_RUNS(T, out[o + i] = FMA(-lr, FM_GRAD(T, FMA, FLOOR), p[o + i]);)       \
             break;                                                                     \
         case FM_MOMENTUM:                                                              \
             FM_RUNS(T, {                                                               \
-                T v = FMA(mu, s1[o + i], -(lr * FMA(l2, p[o + i], gr[i])));            \
+                T v = FMA(mu, s1[o + i], -(lr * FM_GRAD(T, FMA, FLOOR)));              \
                 v = FM_FLUSH(v, T, TINY);                                              \
                 s1[o + i] = v;                                                         \
                 out[o + i] = p[o + i] + v;                                             \
@@ -67,7 +73,7 @@
             break;                                                                     \
         case FM_NESTEROV:                                                              \
             FM_RUNS(T, {                                                               \
-                T step = lr * FMA(l2, p[o + i], gr[i]);                                \
+                T step = lr * FM_GRAD(T, FMA, FLOOR);                                  \
                 T v = FMA(mu, s1[o + i], -step);                                       \
                 v = FM_FLUSH(v, T, TINY);                                              \
                 s1[o + i] = v;                                                         \
@@ -76,7 +82,7 @@
             break;                                                                     \
         case FM_RMSPROP:                                                               \
             FM_RUNS(T, {                                                               \
-                T d = FMA(l2, p[o + i], gr[i]);                                        \
+                T d = FM_GRAD(T, FMA, FLOOR);                                          \
                 T s = FMA(rho, s1[o + i], (1 - rho) * d * d);                          \
                 s = FM_FLUSH(s, T, TINY);                                              \
                 s1[o + i] = s;                                                         \
@@ -86,7 +92,7 @@
         case FM_ADAM:                                                                  \
         case FM_ADAMW: /* AdamW: the weights shrink by keep, then Adam's step */       \
             FM_RUNS(T, {                                                               \
-                T d = FMA(l2, p[o + i], gr[i]);                                        \
+                T d = FM_GRAD(T, FMA, FLOOR);                                          \
                 T m = FMA(b1, s1[o + i], (1 - b1) * d);                                \
                 T v = FMA(b2, s2[o + i], (1 - b2) * d * d);                            \
                 m = FM_FLUSH(m, T, TINY);                                              \
@@ -99,11 +105,13 @@
         }                                                                              \
     }
 
-FM_UPDATE_RANGE(fm_update_range_s, float, sqrtf, fmaf, FLT_MIN, )
-FM_UPDATE_RANGE(fm_update_range_d, double, sqrt, fma, DBL_MIN, )
+FM_UPDATE_RANGE(fm_update_range_s, float, sqrtf, fmaf, FLT_MIN, FM_GRAD_FLOOR_S, )
+FM_UPDATE_RANGE(fm_update_range_d, double, sqrt, fma, DBL_MIN, FM_GRAD_FLOOR_D, )
 #if FM_UPD_X86
-FM_UPDATE_RANGE(fm_update_range_avx2_s, float, sqrtf, fmaf, FLT_MIN, __attribute__((target("avx2,fma"))))
-FM_UPDATE_RANGE(fm_update_range_avx2_d, double, sqrt, fma, DBL_MIN, __attribute__((target("avx2,fma"))))
+FM_UPDATE_RANGE(fm_update_range_avx2_s, float, sqrtf, fmaf, FLT_MIN, FM_GRAD_FLOOR_S,
+                __attribute__((target("avx2,fma"))))
+FM_UPDATE_RANGE(fm_update_range_avx2_d, double, sqrt, fma, DBL_MIN, FM_GRAD_FLOOR_D,
+                __attribute__((target("avx2,fma"))))
 #endif
 void fm_hyper_set(fm_hyper *h, const double *values, double l2)
 {

@@ -29,6 +29,14 @@ enum { FM_N_HYPER = 0 FM_HYPER_LIST(FM_HYPER_COUNT_) };
 #undef FM_HYPER_FIELD_
 #undef FM_HYPER_COUNT_
 
+/* The gradient floor: every rule reads a gradient value d (with its L2 term) of
+   |d| below it as zero, so that neither d * d, scaled by a rule's 1 - rho or
+   1 - beta2 down to 2^-14, nor lr * d is subnormal. It is 2^7 times the square
+   root of the type's smallest normal number (fastmlp.functions.grad_floor, which
+   the Python backends use; a test checks the two). */
+#define FM_GRAD_FLOOR_S 0x1p-56f
+#define FM_GRAD_FLOOR_D 0x1p-504
+
 /* h for the entries that are not decayed (the biases): no L2, no weight decay. */
 fm_hyper fm_hyper_undecayed(const fm_hyper *h);
 

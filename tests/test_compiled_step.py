@@ -11,7 +11,7 @@ import fastmlp
 from fastmlp import optim, training
 from fastmlp.backends import cpu_backend, get_backend, numpy_backend
 from fastmlp.callbacks import Callback
-from fastmlp.functions import HYPER_PARAMETERS, RMSPROP
+from fastmlp.functions import GRAD_FLOOR, HYPER_PARAMETERS, RMSPROP, RULES
 
 OPTIMIZERS = [optim.SGD(0.05), optim.Momentum(0.05), optim.Nesterov(0.05),
               optim.RMSprop(1e-3), optim.Adam(1e-3), optim.AdamW(1e-3, weight_decay=0.1)]
@@ -333,6 +333,13 @@ def test_ctrl_c_between_compiled_steps_keeps_the_completed_ones():
         np.testing.assert_array_equal(a, b)
 
 
+def _update_backends():
+    backends = [cpu_backend, numpy_backend]
+    if fastmlp.backends.available_backends()["cuda"] is None:  # a GPU or the simulator
+        backends.append(get_backend("cuda"))
+    return backends
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_optimizer_state_below_the_smallest_normal_is_stored_as_zero(dtype):
     tiny = np.finfo(dtype).tiny
@@ -342,10 +349,7 @@ def test_optimizer_state_below_the_smallest_normal_is_stored_as_zero(dtype):
     hyper = tuple(0.9 if k == "rho" else 1e-3 if k in ("lr", "eps") else 0.0
                   for k in HYPER_PARAMETERS)
     states = []
-    backends = [cpu_backend, numpy_backend]
-    if fastmlp.backends.available_backends()["cuda"] is None:  # a GPU or the simulator
-        backends.append(get_backend("cuda"))
-    for be in backends:
+    for be in _update_backends():
         s = be.to_device(np.full(40, tiny * 1.05, dtype))  # 0.9 of it is subnormal
         out = be.empty(40, dtype)
         be.update(RMSPROP, be.to_device(p), be.to_device(g), s, None, hyper, 0.0, 40, out)
@@ -353,6 +357,60 @@ def test_optimizer_state_below_the_smallest_normal_is_stored_as_zero(dtype):
     for s in states:
         assert (s[4:] == 0).all() and (s[:4] > 0).all()
     np.testing.assert_allclose(states[0], states[1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rule", RULES)
+def test_a_gradient_below_the_floor_is_read_as_zero(rule, dtype, level):
+    # Each rule from zero weights and state at lr 1, so that any gradient it reads
+    # moves the weights: just below the floor it moves nothing, at the floor it
+    # does, with the L2 term counted (the first 8 entries are decayed).
+    floor = GRAD_FLOOR[np.dtype(dtype).name]
+    assert floor ** 2 * 2.0 ** -14 >= np.finfo(dtype).tiny  # nothing in the rule subnormal
+    below, at = dtype(floor * (1 - 2.0 ** -20)), dtype(floor)
+    # Entries 0-7 are decayed (L2 1: the rule reads g + p), 8-15 are not.
+    g = np.array([1, -1, 1, -1, 1, -1, -1, 1] * 2, dtype) * below
+    g[[2, 3, 10, 11, 14, 15]] = [at, -at, at, -at, at, -at]
+    g[[6, 7]] = [-below / 2, below / 2]
+    p = np.zeros(16, dtype)
+    p[[4, 5, 6, 7, 12, 13, 14, 15]] = np.array([1, -1, 1, -1, 1, -1, 1, -1]) * below
+    hyper = tuple({"lr": 1.0, "mu": 0.5, "rho": 0.9, "eps": 1e-7, "beta1": 0.9,
+                   "beta2": 0.999, "c1": 10.0, "c2": 1000.0, "wd": 0.0}[k]
+                  for k in HYPER_PARAMETERS)
+    moved = {}
+    for be in _update_backends():
+        s1, s2 = be.to_device(np.zeros(16, dtype)), be.to_device(np.zeros(16, dtype))
+        out = be.empty(16, dtype)
+        be.update(RULES.index(rule), be.to_device(p), be.to_device(g), s1, s2, hyper, 1.0,
+                  8, out)
+        new = be.to_host(out, np.empty(16, dtype))
+        moved[getattr(be, "__name__", repr(be))] = new != p
+    # Read: 0, 1 below; 2, 3 at; 4, 5 twice below (with L2); 6, 7 half below (with
+    # L2); 8, 9 below; 10, 11 at; 12, 13 below (no L2 here); 14, 15 at.
+    expect = np.array([0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 0, 0, 1, 1], bool)
+    for name, m in moved.items():
+        np.testing.assert_array_equal(m, expect, err_msg=f"{rule} on {name}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pair", ["softmax", "mse"])
+def test_a_loss_gradient_below_the_floor_is_zero(pair, dtype):
+    # One row: the second output's gradient below the floor, the third's above it.
+    big = dtype == np.float64
+    if pair == "softmax":  # g = p - y: e^-60 and e^-25 (float64: e^-400, e^-300)
+        loss, act = fastmlp.functions.CROSS_ENTROPY, fastmlp.functions.SOFTMAX
+        z = np.array([[0.0, -400.0, -300.0] if big else [0.0, -60.0, -25.0]], dtype)
+        y = np.array([[1, 0, 0]], dtype)
+    else:  # linear outputs under the mean squared error: g = 2 / 3 (z - y)
+        loss, act = fastmlp.functions.MSE, fastmlp.functions.LINEAR
+        z = np.array([[0.5, 1e-160, 1e-140] if big else [0.5, 1e-20, 1e-10]], dtype)
+        y = np.zeros((1, 3), dtype)
+    floor = GRAD_FLOOR[np.dtype(dtype).name]
+    for be in _update_backends():
+        a, g, row_loss = be.empty((1, 3), dtype), be.empty((1, 3), dtype), be.empty(1, dtype)
+        be.loss_grad(loss, act, be.to_device(z), a, be.to_device(y), g, row_loss)
+        got = be.to_host(g, np.empty((1, 3), dtype))[0]
+        assert got[1] == 0 and floor < got[2] < 1e-9, (pair, be)
 
 
 def test_same_bits_while_another_program_shares_the_cores():

@@ -92,14 +92,15 @@ def test_softmax_rows_and_the_update_flush(flush):
         _cpu.activation_forward(fastmlp.functions.ACTIVATIONS.index("softmax"), z, a)
         probs[on] = a[0, 1]
     assert probs[False] > 0 and probs[True] == 0
-    # sgd: p - lr * g, a subnormal result from normal operands.
+    # sgd: p - lr * g, a subnormal result from normal operands (g above the
+    # update's gradient floor, fastmlp.functions.GRAD_FLOOR).
     hyper = np.zeros(len(HYPER_PARAMETERS))
-    hyper[HYPER_PARAMETERS.index("lr")] = 1.0
+    hyper[HYPER_PARAMETERS.index("lr")] = 1e-21
     new = {}
     for on in (False, True):
         fastmlp.set_flush_denormals(on)
         p = np.full(4096, np.float32(2e-38), np.float32)
-        g = np.full(4096, np.float32(1.5e-38), np.float32)
+        g = np.full(4096, np.float32(1.5e-17), np.float32)
         _cpu.update(RULES.index("sgd"), p, g, None, None, hyper, 0.0, 0)
         new[on] = p
     assert np.all(new[False] > 0) and np.all(new[False] < np.finfo(np.float32).tiny)

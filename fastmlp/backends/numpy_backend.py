@@ -15,6 +15,7 @@ from ..functions import (
     ADAMW,
     BINARY_CROSS_ENTROPY,
     CROSS_ENTROPY,
+    GRAD_FLOOR,
     HYPER_PARAMETERS,
     LEAKY_RELU,
     LEAKY_RELU_SLOPE,
@@ -143,6 +144,7 @@ def loss_grad(loss, act, z, a, y, g, row_loss, idx=None, acc=None):
         row_loss[:] = (d * d).sum(axis=1) / m
         g[...] = scale * 2 * d / m
         activation_backward(act, a, g)
+    g[np.abs(g) < GRAD_FLOOR[g.dtype.name]] = 0  # the gradient floor, as the update's
     if m == 1:
         hits = int(((a[:, 0] >= 0.5) == (y[:, 0] >= 0.5)).sum())
     else:
@@ -153,7 +155,11 @@ def loss_grad(loss, act, z, a, y, g, row_loss, idx=None, acc=None):
 
 
 def _l2(p, g, l2):
-    return g + l2 * p if l2 else g
+    """The gradient with its L2 term, values below the floor read as zero (as in
+    every backend's update; fastmlp.functions.GRAD_FLOOR says why)."""
+    d = g + l2 * p if l2 else g
+    tiny = np.abs(d) < GRAD_FLOOR[d.dtype.name]
+    return np.where(tiny, d.dtype.type(0), d) if tiny.any() else d
 
 
 # The rules, in place on p (a copy of the parameters when the caller wants them

@@ -41,6 +41,7 @@ from ...functions import (  # the kernel ids, from the one table
     ADAMW,
     BINARY_CROSS_ENTROPY,
     CROSS_ENTROPY,
+    GRAD_FLOOR,
     LEAKY_RELU,
     LEAKY_RELU_SLOPE,
     LINEAR,
@@ -61,15 +62,15 @@ BK = 16  # depth of a shared-memory tile of the matrix product
 _NB = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
 
 
-def _scalars(dtype):
+def _scalars(dtype):  # 0, 1, 1/2 and the gradient floor (fastmlp.functions.GRAD_FLOOR)
     t = np.dtype(dtype).type
-    return t(0), t(1), t(0.5)
+    return t(0), t(1), t(0.5), t(GRAD_FLOOR[np.dtype(dtype).name])
 
 
 @cache
 def elementwise(dtype):
     """Device functions of one element: activation and its derivative."""
-    zero, one, _ = _scalars(dtype)
+    zero, one, _, _ = _scalars(dtype)
     slope = np.dtype(dtype).type(LEAKY_RELU_SLOPE)
 
     @cuda.jit(device=True, inline=True)
@@ -153,7 +154,7 @@ def gemm(dtype, tm, ta, tb, gather, mode, ts=16):
       act'(V)``. ``BWD_W``: ``C[:M-1] = op(A) op(B)`` and ``bias = `` its last row.
     """
     nbt = _NB[np.dtype(dtype)]
-    zero, one, _ = _scalars(dtype)
+    zero, one, _, _ = _scalars(dtype)
     _, act_value, act_grad, *_ = elementwise(dtype)
     bm = ts * tm
     pad = bm + 1
@@ -295,7 +296,7 @@ def rows(dtype):
     fold it in) into ``g``, 1 or 0 into ``hits``, and adds the loss and the hit
     to ``acc[s, 0]`` and ``acc[s, 1]``. ``y`` rows are ``idx[r]`` with ``gather``.
     """
-    zero, one, half = _scalars(dtype)
+    zero, one, half, floor = _scalars(dtype)
     clip = np.dtype(dtype).type(1e-7 if np.dtype(dtype) == np.float32 else 1e-15)
     _, act_value, act_grad, softplus, softmax_row, softmax_grad_row = elementwise(dtype)
 
@@ -345,6 +346,8 @@ def rows(dtype):
             else:
                 for j in range(m):
                     g[i, j] = act_grad(act, a[i, j], g[i, j])
+        for j in range(m):  # values below the gradient floor are zero, as on the CPU
+            g[i, j] = zero if g[i, j] > -floor and g[i, j] < floor else g[i, j]
         hit = 0
         if m == 1:
             hit = 1 if (a[i, 0] >= half) == (y[yr, 0] >= half) else 0
@@ -378,7 +381,7 @@ def update(dtype, rule):
     first reads its loss sum ``acc[s, 0]``: if it is not finite, or ``flag[0]`` is
     already set, nothing is written, and ``flag[0]`` becomes ``s + 1``.
     """
-    one = np.dtype(dtype).type(1)
+    _, one, _, floor = _scalars(dtype)
     tiny = np.dtype(dtype).type(np.finfo(dtype).tiny)
 
     @cuda.jit(device=True, inline=True)
@@ -399,9 +402,8 @@ def update(dtype, rule):
         if i >= p.size:
             return
         pi = p[i]
-        d = g[i]
-        if i < n_decayed:
-            d += l2 * pi
+        d = g[i] + l2 * pi if i < n_decayed else g[i]
+        d = d - d if d > -floor and d < floor else d  # the gradient floor, as on the CPU
         if rule == SGD:
             pi -= lr * d
         elif rule == MOMENTUM or rule == NESTEROV:
