@@ -742,8 +742,9 @@ cdef class _Sharing:
     the same cores, and OpenMP's spinning barriers would make each thread wait for a
     descheduled one. Then the steps run on one thread (the results do not depend on
     the thread count), and the full count is tried again after a pause that
-    doubles, from 0.25 s to 4 s, while the sharing lasts. ``observe`` (for the tests) feeds it clock readings and returns the count
-    it chose, without setting it."""
+    doubles, from 0.25 s to 4 s, while the sharing lasts. ``observe`` (for the
+    tests) feeds it clock readings and returns the count it chose, without setting
+    it."""
 
     cdef int full, now, low
     cdef double wall0, cpu0, retry_at, pause

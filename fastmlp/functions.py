@@ -18,11 +18,12 @@ SIMD_LEVELS = ("scalar", "avx2", "avx512")
 #: The order of the hyper-parameters an update kernel takes (``fm_hyper`` in
 #: ``src_c/update.h``); a rule reads only those it uses.
 HYPER_PARAMETERS = ("lr", "mu", "rho", "eps", "beta1", "beta2", "c1", "c2", "wd")
-#: The gradient floor of the updates, by float type: every rule reads a gradient
+#: The gradient floor, by float type, on every backend: every rule reads a gradient
 #: value d (with its L2 term) of |d| below it as zero, so that neither d * d, scaled
 #: by a rule's 1 - rho or 1 - beta2 down to 2**-14, nor lr * d is subnormal, which
-#: some CPUs compute a hundred times slower. It is 2**7 times the square root of the
-#: type's smallest normal number (``FM_GRAD_FLOOR_S`` and ``_D`` in src_c/update.h).
+#: some CPUs compute a hundred times slower; the loss gradient's values below it are
+#: zero too. It is 2**7 times the square root of the type's smallest normal number
+#: (``FM_GRAD_FLOOR_S`` and ``_D`` in src_c/update.h).
 GRAD_FLOOR = {"float32": 2.0 ** -56, "float64": 2.0 ** -504}
 #: leaky_relu(z) = z for z > 0, else this times z (PyTorch's default slope).
 LEAKY_RELU_SLOPE = 0.01

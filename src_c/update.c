@@ -35,8 +35,9 @@
    through the subnormal numbers, which some CPUs compute a hundred times slower.
    Likewise a gradient value (with its L2 term) below FLOOR in magnitude (update.h's
    FM_GRAD_FLOOR) is read as zero, so that no square or product of it in the rule
-   is subnormal: a confident model has many such values (the keras recipe's 20th
-   epoch squares a million subnormals), which moved it by nothing anyway. */
+   is subnormal: a confident model has many such values (in the keras recipe's 20th
+   epoch a million squares were subnormal), and each would move its weight by at
+   most lr / eps times the floor. */
 /* Each element i in [lo, hi) of each of `runs` runs, run r's at p + r * ldp (and
    likewise in s1, s2 and out) and at g + r * ldg. */
 #define FM_RUNS(T, ...)                                                                \

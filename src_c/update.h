@@ -31,9 +31,10 @@ enum { FM_N_HYPER = 0 FM_HYPER_LIST(FM_HYPER_COUNT_) };
 
 /* The gradient floor: every rule reads a gradient value d (with its L2 term) of
    |d| below it as zero, so that neither d * d, scaled by a rule's 1 - rho or
-   1 - beta2 down to 2^-14, nor lr * d is subnormal. It is 2^7 times the square
-   root of the type's smallest normal number (fastmlp.functions.grad_floor, which
-   the Python backends use; a test checks the two). */
+   1 - beta2 down to 2^-14, nor lr * d is subnormal; the loss gradient's values
+   below it are zero too (rows.h). It is 2^7 times the square root of the type's
+   smallest normal number (fastmlp.functions.GRAD_FLOOR, which the Python backends
+   use; the tests check that every backend reads the same floor). */
 #define FM_GRAD_FLOOR_S 0x1p-56f
 #define FM_GRAD_FLOOR_D 0x1p-504
 
