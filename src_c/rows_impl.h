@@ -210,7 +210,7 @@ long FM_FN(fm_loss_grad_rows)(int loss, int act, ptrdiff_t n, ptrdiff_t i0, ptrd
                                                           scale, clip);
             count += FM_FN(fm_hit)(ai, yi, M);
             for (ptrdiff_t j = 0; j < M; j++) /* the gradient floor (update.h) */
-                gi[j] = gi[j] > -gfloor && gi[j] < gfloor ? (T)0 : gi[j];
+                gi[j] = FM_FLUSH(gi[j], T, gfloor);
         }
     }
     return count;

@@ -46,7 +46,6 @@
         const T *gr = g + r * ldg;                                                     \
         _Pragma("GCC ivdep") for (ptrdiff_t i = lo; i < hi; i++) __VA_ARGS__           \
     }
-#define FM_FLUSH(x, T, TINY) (((x) > -(TINY) && (x) < (TINY)) ? (T)0 : (x))
 /* Element i's gradient with its L2 term, read as zero below the floor. */
 #define FM_GRAD(T, FMA, FLOOR) FM_FLUSH(FMA(l2, p[o + i], gr[i]), T, FLOOR)
 #define FM_UPDATE_RANGE(NAME, T, SQRT, FMA, TINY, FLOOR, ATTR)                         \

@@ -38,6 +38,10 @@ enum { FM_N_HYPER = 0 FM_HYPER_LIST(FM_HYPER_COUNT_) };
 #define FM_GRAD_FLOOR_S 0x1p-56f
 #define FM_GRAD_FLOOR_D 0x1p-504
 
+/* x of type T, or zero where |x| is below BOUND (the state's smallest normal number,
+   the gradient floor). */
+#define FM_FLUSH(x, T, BOUND) (((x) > -(BOUND) && (x) < (BOUND)) ? (T)0 : (x))
+
 /* h for the entries that are not decayed (the biases): no L2, no weight decay. */
 fm_hyper fm_hyper_undecayed(const fm_hyper *h);
 

@@ -144,7 +144,7 @@ def loss_grad(loss, act, z, a, y, g, row_loss, idx=None, acc=None):
         row_loss[:] = (d * d).sum(axis=1) / m
         g[...] = scale * 2 * d / m
         activation_backward(act, a, g)
-    g[np.abs(g) < GRAD_FLOOR[g.dtype.name]] = 0  # the gradient floor, as the update's
+    _flush(g, GRAD_FLOOR[g.dtype.name])  # the gradient floor, as the update's
     if m == 1:
         hits = int(((a[:, 0] >= 0.5) == (y[:, 0] >= 0.5)).sum())
     else:
@@ -168,10 +168,11 @@ def _sgd(p, g, s1, s2, h, l2):
     p -= h["lr"] * _l2(p, g, l2)
 
 
-def _flush(s):
-    """State values below the smallest normal number become zero, as in every
-    backend's update (a state decaying through the subnormals is slow on CPUs)."""
-    s[np.abs(s) < np.finfo(s.dtype).tiny] = 0
+def _flush(s, bound=None):
+    """Values below ``bound`` in magnitude become zero, in place; by default the
+    smallest normal number, as every backend's update stores its state (a state
+    decaying through the subnormals is slow on CPUs)."""
+    s[np.abs(s) < (np.finfo(s.dtype).tiny if bound is None else bound)] = 0
 
 
 def _momentum(p, g, v, s2, h, l2):

@@ -69,7 +69,7 @@ def _scalars(dtype):  # 0, 1, 1/2 and the gradient floor (fastmlp.functions.GRAD
 
 @cache
 def elementwise(dtype):
-    """Device functions of one element: activation and its derivative."""
+    """Device functions of one element: activation and its derivative, flush."""
     zero, one, _, _ = _scalars(dtype)
     slope = np.dtype(dtype).type(LEAKY_RELU_SLOPE)
 
@@ -135,7 +135,11 @@ def elementwise(dtype):
         for j in range(m):
             g[i, j] = a[i, j] * (g[i, j] - d)
 
-    return sigmoid, act_value, act_grad, softplus, softmax_row, softmax_grad_row
+    @cuda.jit(device=True, inline=True)
+    def flush(v, bound):  # v, or zero below bound (a state's tiny, the gradient floor)
+        return v if v <= -bound or v >= bound else v - v
+
+    return sigmoid, act_value, act_grad, softplus, softmax_row, softmax_grad_row, flush
 
 
 @cache
@@ -257,7 +261,7 @@ def activation_kernels(dtype):
 
     Launch with one thread per element, or one per row for softmax.
     """
-    _, act_value, act_grad, _, softmax_row, softmax_grad_row = elementwise(dtype)
+    _, act_value, act_grad, _, softmax_row, softmax_grad_row, _ = elementwise(dtype)
 
     @cuda.jit
     def forward(act, z, a):
@@ -298,7 +302,7 @@ def rows(dtype):
     """
     zero, one, half, floor = _scalars(dtype)
     clip = np.dtype(dtype).type(1e-7 if np.dtype(dtype) == np.float32 else 1e-15)
-    _, act_value, act_grad, softplus, softmax_row, softmax_grad_row = elementwise(dtype)
+    _, act_value, act_grad, softplus, softmax_row, softmax_grad_row, flush = elementwise(dtype)
 
     @cuda.jit
     def kernel(loss, act, z, a, y, idx, gather, g, row_loss, hits, scale, acc, s):
@@ -347,7 +351,7 @@ def rows(dtype):
                 for j in range(m):
                     g[i, j] = act_grad(act, a[i, j], g[i, j])
         for j in range(m):  # values below the gradient floor are zero, as on the CPU
-            g[i, j] = zero if g[i, j] > -floor and g[i, j] < floor else g[i, j]
+            g[i, j] = flush(g[i, j], floor)
         hit = 0
         if m == 1:
             hit = 1 if (a[i, 0] >= half) == (y[yr, 0] >= half) else 0
@@ -383,10 +387,7 @@ def update(dtype, rule):
     """
     _, one, _, floor = _scalars(dtype)
     tiny = np.dtype(dtype).type(np.finfo(dtype).tiny)
-
-    @cuda.jit(device=True, inline=True)
-    def flush(v):  # state below the smallest normal is stored as zero, as on the CPU
-        return v if v <= -tiny or v >= tiny else v - v
+    flush = elementwise(dtype)[-1]
 
     @cuda.jit
     def kernel(p, g, s1, s2, out, n_decayed, l2, lr, mu, rho, eps, beta1, beta2, c1, c2,
@@ -403,23 +404,23 @@ def update(dtype, rule):
             return
         pi = p[i]
         d = g[i] + l2 * pi if i < n_decayed else g[i]
-        d = d - d if d > -floor and d < floor else d  # the gradient floor, as on the CPU
+        d = flush(d, floor)  # the gradient floor, as on the CPU
         if rule == SGD:
             pi -= lr * d
         elif rule == MOMENTUM or rule == NESTEROV:
-            v = flush(mu * s1[i] - lr * d)
+            v = flush(mu * s1[i] - lr * d, tiny)
             s1[i] = v
             if rule == MOMENTUM:
                 pi += v
             else:
                 pi += mu * v - lr * d
         elif rule == RMSPROP:
-            sq = flush(rho * s1[i] + (one - rho) * d * d)
+            sq = flush(rho * s1[i] + (one - rho) * d * d, tiny)
             s1[i] = sq
             pi -= lr * d / (math.sqrt(sq) + eps)
         elif rule == ADAM or rule == ADAMW:
-            mi = flush(beta1 * s1[i] + (one - beta1) * d)
-            vi = flush(beta2 * s2[i] + (one - beta2) * d * d)
+            mi = flush(beta1 * s1[i] + (one - beta1) * d, tiny)
+            vi = flush(beta2 * s2[i] + (one - beta2) * d * d, tiny)
             s1[i] = mi
             s2[i] = vi
             if rule == ADAMW and i < n_decayed:
