@@ -30,9 +30,7 @@
 #define FM_THIN_LANES 16
 /* Columns of a thin weight gradient (see FM_THIN_T_UKR): an output layer of 10. */
 #define FM_THIN_T_ROWS 10
-/* The most of C's rows a thin weight-gradient kernel takes at once (AVX-512 float's
-   2 vectors of 16), and the rows of A it fetches ahead. */
-#define FM_THIN_T_MAX_W 32
+/* The rows of A a thin weight-gradient kernel fetches ahead. */
 #define FM_THIN_T_AHEAD 8
 
 /* Cache blocking: KC values of K per packed panel (about L1 with one B
@@ -151,6 +149,15 @@ static ptrdiff_t fm_balanced(ptrdiff_t total, ptrdiff_t maxb, ptrdiff_t mult)
     nb = (total + maxb - 1) / maxb;
     b = (total + nb - 1) / nb;
     return (b + mult - 1) / mult * mult;
+}
+
+/* The elements of scratch a thin weight gradient (gemm_impl.h's fm_gemm_thin_t)
+   takes for an M x 10 result of depth K, in runs of w rows: a buffer for each run's
+   sums (enough for all of them, whichever thread's), B's rows, and an edge run. */
+static size_t fm_thin_t_elems(ptrdiff_t M, ptrdiff_t K, int w)
+{
+    size_t runs = (size_t)((M + w - 1) / w);
+    return (runs * w + (size_t)K) * FM_THIN_T_ROWS + (size_t)fm_balanced(K, FM_KC, 4) * w;
 }
 
 /* The fraction of a microkernel's lanes left idle over n items in tiles of t. */

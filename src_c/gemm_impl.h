@@ -368,33 +368,37 @@ static int FM_FN(fm_gemm_thin)(FM_FN(fm_thin_fn) thin, int r, int tb, ptrdiff_t 
 
 /* A thin weight gradient (a transposed A, a row-major B, N <= FM_THIN_T_ROWS) with
    the level's kernel: the threads split C's rows in runs of w; each thread packs B
-   (all of it, each row zero-padded to FM_THIN_T_ROWS) and sums each run over the
-   blocks of k (those of the general path: the same sums) in a buffer in C's
-   transposed orientation, then writes it into C and runs the epilogue or hook on it.
-   The last thread also takes the rows past the whole runs, copied a block of k at a
-   time into a run zero-padded to w. Instead of packing A^T (a layer's activations,
-   512 x 8192 at a large batch) for 10 multiply-adds per value, A's rows are read in
-   place. This is thread t's share on a team of `team`. */
+   (all of it, each row zero-padded to FM_THIN_T_ROWS) and sums each of its runs
+   over the blocks of k (those of the general path: the same sums) in a buffer in
+   C's transposed orientation, then writes it into C and runs the epilogue or hook
+   on it. The last thread also takes the rows past the whole runs, copied a block of
+   k at a time into a run zero-padded to w. Instead of packing A^T (a layer's
+   activations, 512 x 8192 at a large batch) for 10 multiply-adds per value, A's
+   rows are read in place. A block of k is taken for all the thread's runs before
+   the next (fm_thin_t_elems sizes their buffers): at batch 8192 that took 0.74-0.79x
+   the time of each run through all of k in turn, the same at 1024. This is thread
+   t's share on a team of `team`. */
 static int FM_FN(fm_gemm_thin_t)(FM_FN(fm_thin_t_fn) thin_t, int w, ptrdiff_t M,
                                  ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t lda,
                                  const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc,
                                  const fm_epilogue *ep, int t, int team)
 {
     ptrdiff_t kcb = fm_balanced(K, FM_KC, 4), runs = (M + w - 1) / w, whole = M / w;
-    T *bp = fm_scratch(((size_t)K * FM_THIN_T_ROWS + (size_t)kcb * w) * sizeof(T));
-    T *edge = bp + K * FM_THIN_T_ROWS;
-    T acc[FM_THIN_T_ROWS * FM_THIN_T_MAX_W] __attribute__((aligned(64)));
     ptrdiff_t lo = whole * t / team, hi = t == team - 1 ? runs : whole * (t + 1) / team;
-    if (bp == NULL)
+    const ptrdiff_t per_run = (ptrdiff_t)FM_THIN_T_ROWS * w;
+    /* The runs' sums first (aligned as the scratch is), then B's rows, then the edge. */
+    T *acc = fm_scratch(fm_thin_t_elems(M, K, w) * sizeof(T));
+    T *bp = acc + runs * per_run, *edge = bp + K * FM_THIN_T_ROWS;
+    if (acc == NULL)
         return -1;
     if (lo < hi)
         for (ptrdiff_t k = 0; k < K; k++)
             for (ptrdiff_t j = 0; j < FM_THIN_T_ROWS; j++)
                 bp[k * FM_THIN_T_ROWS + j] = j < N ? B[k * ldb + j] : 0;
-    for (ptrdiff_t run = lo; run < hi; run++) {
-        ptrdiff_t r0 = run * w, m = fm_min(w, M - r0);
-        for (ptrdiff_t pc = 0; pc < K; pc += kcb) {
-            ptrdiff_t kc = fm_min(kcb, K - pc);
+    for (ptrdiff_t pc = 0; pc < K; pc += kcb) {
+        ptrdiff_t kc = fm_min(kcb, K - pc);
+        for (ptrdiff_t run = lo; run < hi; run++) {
+            ptrdiff_t r0 = run * w, m = fm_min(w, M - r0);
             const T *a = A + pc * lda + r0;
             ptrdiff_t ld = lda;
             if (m < w) {
@@ -404,11 +408,15 @@ static int FM_FN(fm_gemm_thin_t)(FM_FN(fm_thin_t_fn) thin_t, int w, ptrdiff_t M,
                 a = edge;
                 ld = w;
             }
-            thin_t(kc, a, ld, bp + pc * FM_THIN_T_ROWS, acc, pc > 0);
+            thin_t(kc, a, ld, bp + pc * FM_THIN_T_ROWS, acc + (run - lo) * per_run, pc > 0);
         }
+    }
+    for (ptrdiff_t run = lo; run < hi; run++) {
+        ptrdiff_t r0 = run * w, m = fm_min(w, M - r0);
+        const T *sums = acc + (run - lo) * per_run;
         for (ptrdiff_t i = 0; i < m; i++)
             for (ptrdiff_t j = 0; j < N; j++)
-                C[(r0 + i) * ldc + j] = acc[j * w + i];
+                C[(r0 + i) * ldc + j] = sums[j * w + i];
         if (ep != NULL)
             FM_FN(fm_epilogue_tile)(ep, C, ldc, r0, 0, m, N);
     }
@@ -443,11 +451,11 @@ static void FM_FN(fm_gemm_plan_for)(fm_gemm_plan *pl, int mr, int nr, FM_FN(fm_u
         pl->path = FM_PATH_THIN;
         return;
     }
-    /* (All of B and a block of A's rows packed: within the reserved scratch, so that a
-       step's fused update cannot fail half-way, up to a depth of 43,000 or so.) */
+    /* (All of B, the runs' sums and a block of A's rows: within the reserved scratch,
+       so that a step's fused update cannot fail half-way; for 512 rows of C, up to a
+       depth of 43,000 or so.) */
     if (thin_t != NULL && !bf && ta && !tb && N <= FM_THIN_T_ROWS && M >= thin_t_w &&
-        (size_t)K * FM_THIN_T_ROWS + (size_t)fm_balanced(K, FM_KC, 4) * thin_t_w <=
-            fm_scratch_reserved()) {
+        fm_thin_t_elems(M, K, thin_t_w) <= fm_scratch_reserved()) {
         pl->path = FM_PATH_THIN_T;
         return;
     }
