@@ -687,6 +687,7 @@ cdef extern from "step.h":
     void fm_step_panels_d(const fm_step_net *net, double **vec, int n, int nr,
                           int to_panels, double *tmp) nogil
     void fm_step_set_panels(int on) nogil
+    void fm_step_set_bias_sums(int on) nogil
     const char *fm_phase_name(int i) nogil
     int fm_train_step_s(const fm_step_net *net, const fm_step_ws *ws, const float *X,
                         const float *Y, const Py_ssize_t *rows, Py_ssize_t m, const float *p,
@@ -702,6 +703,13 @@ def _set_weight_panels(bint on):
     weights in the panels its forward product reads (the default, where the
     layer allows it) or in rows. The bits are the same either way."""
     fm_step_set_panels(on)
+
+
+def _set_bias_sums(bint on):
+    """For the tests: whether a layer's bias gradient is summed as its weight
+    gradient's product packs the layer's gradient, where it can (the default), or in
+    a pass of its own. The bits are the same either way."""
+    fm_step_set_bias_sums(on)
 
 
 def step_phases():

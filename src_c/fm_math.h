@@ -59,6 +59,7 @@
     }
 
 static inline ptrdiff_t fm_min(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
+static inline ptrdiff_t fm_max(ptrdiff_t a, ptrdiff_t b) { return a > b ? a : b; }
 
 /* e^x rounded to float, for a float x: the float that (float)exp((double)x) gives,
    without the C library. Range reduction x = k ln2 + r (ln2 in two parts, the first

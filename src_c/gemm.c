@@ -1005,11 +1005,23 @@ int fm_gemm_a_rows(fm_gemm_plan *pl, const void *rows)
     return 1;
 }
 
+int fm_gemm_b_sums(fm_gemm_plan *pl, void *sums)
+{
+    /* (A split of N gives a thread only its tiles' columns of B.) */
+    if (pl->path != FM_PATH_GENERAL || pl->ct || pl->bf || pl->b_panels || pl->tb ||
+        (pl->split_n && pl->threads > 1))
+        return 0;
+    pl->b_sums = sums;
+    return 1;
+}
+
 int fm_gemm_split_as(fm_gemm_plan *pl, const fm_gemm_plan *like)
 {
     if (pl->path != FM_PATH_GENERAL || like->path != FM_PATH_GENERAL || pl->ct ||
         like->ct || !like->split_n || pl->N != like->N || pl->nr != like->nr ||
         pl->threads != like->threads)
+        return 0;
+    if (pl->b_sums != NULL)
         return 0;
     pl->split_n = 1;
     pl->tiles = like->tiles;

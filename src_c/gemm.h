@@ -86,7 +86,7 @@ typedef struct {
     void (*ukr)(void), (*thin)(void), (*thin_t)(void), (*ukr_rows)(void);
     ptrdiff_t M, N, K, Kp, kcb, mcb, ncb, tiles, lda, ldb, ldc;
     const void *A, *B, *a_rows;
-    void *C;
+    void *C, *b_sums;
     const fm_epilogue *ep;
     void *slot;
     ptrdiff_t start[FM_SHARE_TEAM + 1];
@@ -133,6 +133,19 @@ int fm_gemm_a_rows(fm_gemm_plan *pl, const void *rows);
    unchanged) where either is not split by columns on the general path. Which
    thread computes a tile changes none of its bits. */
 int fm_gemm_split_as(fm_gemm_plan *pl, const fm_gemm_plan *like);
+/* Has the planned product also sum each column j of op(B) over k, k ascending from
+   zero, into sums[j] (N values of its type), as it packs B: thread t of a team of
+   `team` sums the columns that fm_team_share(N, 64 / element size, t, team) gives it,
+   from B itself where it packs none. Returns 1, or 0 where a thread might pack only
+   part of B's columns or rows, or B is transposed (the caller then sums them itself,
+   fm_gemm_column_sums). */
+int fm_gemm_b_sums(fm_gemm_plan *pl, void *sums);
+/* sums[j] = the sum of B[k * ldb + j] over k = 0..K-1, k ascending from zero, for j in
+   [lo, hi): the same sums, on the calling thread. */
+void fm_gemm_column_sums_s(const float *B, ptrdiff_t ldb, ptrdiff_t K, ptrdiff_t lo,
+                           ptrdiff_t hi, float *sums);
+void fm_gemm_column_sums_d(const double *B, ptrdiff_t ldb, ptrdiff_t K, ptrdiff_t lo,
+                           ptrdiff_t hi, double *sums);
 
 /* Whether this CPU and build have the bfloat16 instruction; whether fm_bgemm uses
    it (1: switched on, and the level is avx512; 2: its paired layout with a

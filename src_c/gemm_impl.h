@@ -124,6 +124,78 @@ FM_LEVEL_CLONES(FM_FN(fm_epilogue_tile),
 #undef FM_EPI_BIAS_ACT_CASE
 #undef FM_EPI_MUL_DACT_CASE
 
+/* sums[j] for the columns j in [lo, hi) of a block of B packed in panels of w lanes
+   (kc values of k, panel p at bp + p * w * kc, its first column j0): increased by
+   the block's values, k ascending (set to zero first where `first`), as
+   fm_gemm_b_sums promises. */
+FM_CLONE_BODY FM_CLONE_CAT(FM_FN(fm_sum_panels), _body)(const T *bp, ptrdiff_t kc, int w,
+                                                         ptrdiff_t j0, ptrdiff_t lo,
+                                                         ptrdiff_t hi, int first,
+                                                         T *restrict sums)
+{
+    /* A whole panel of the kernels' widths is summed in registers. */
+#define FM_SUM_PANEL(W)                                                                \
+    {                                                                                  \
+        T acc[W];                                                                      \
+        for (int l = 0; l < (W); l++)                                                  \
+            acc[l] = first ? 0 : s[l];                                                 \
+        for (ptrdiff_t k = 0; k < kc; k++)                                             \
+            for (int l = 0; l < (W); l++)                                              \
+                acc[l] += src[k * (W) + l];                                            \
+        for (int l = 0; l < (W); l++)                                                  \
+            s[l] = acc[l];                                                             \
+    }
+    for (ptrdiff_t j = lo; j < hi;) {
+        ptrdiff_t p = (j - j0) / w, l0 = (j - j0) % w, n = fm_min(w - l0, hi - j);
+        const T *src = bp + p * w * kc + l0;
+        T *s = sums + j;
+        if (n == 32 && w == 32) {
+            FM_SUM_PANEL(32)
+        } else if (n == 16 && w == 16) {
+            FM_SUM_PANEL(16)
+        } else if (n == 8 && w == 8) {
+            FM_SUM_PANEL(8)
+        } else {
+            if (first)
+                for (ptrdiff_t l = 0; l < n; l++)
+                    s[l] = 0;
+            for (ptrdiff_t k = 0; k < kc; k++)
+                for (ptrdiff_t l = 0; l < n; l++)
+                    s[l] += src[k * w + l];
+        }
+        j += n;
+    }
+#undef FM_SUM_PANEL
+}
+
+FM_LEVEL_CLONES(FM_FN(fm_sum_panels),
+                (const T *bp, ptrdiff_t kc, int w, ptrdiff_t j0, ptrdiff_t lo, ptrdiff_t hi,
+                 int first, T *restrict sums),
+                (bp, kc, w, j0, lo, hi, first, sums))
+
+/* The same sums for columns [lo, hi) of a row-major B (K x N) read where it lies. */
+FM_CLONE_BODY FM_CLONE_CAT(FM_FN(fm_sum_columns), _body)(const T *B, ptrdiff_t ldb,
+                                                          ptrdiff_t K, ptrdiff_t lo,
+                                                          ptrdiff_t hi, T *restrict sums)
+{
+    for (ptrdiff_t j = lo; j < hi; j++)
+        sums[j] = 0;
+    for (ptrdiff_t k = 0; k < K; k++)
+        for (ptrdiff_t j = lo; j < hi; j++)
+            sums[j] += B[k * ldb + j];
+}
+
+FM_LEVEL_CLONES(FM_FN(fm_sum_columns),
+                (const T *B, ptrdiff_t ldb, ptrdiff_t K, ptrdiff_t lo, ptrdiff_t hi,
+                 T *restrict sums),
+                (B, ldb, K, lo, hi, sums))
+
+void FM_FN(fm_gemm_column_sums)(const T *B, ptrdiff_t ldb, ptrdiff_t K, ptrdiff_t lo,
+                                ptrdiff_t hi, T *sums)
+{
+    FM_FN(fm_sum_columns)(B, ldb, K, lo, hi, sums);
+}
+
 /* Packing of rows [r0, r0+rc) and k values [p0, p0+kc) of op(A) (B: columns, with
    its_b) into panels of w, for the kind of product `bf`; an A whose rows lie
    apart is given by its row pointers rp (never bfloat16), else rp is NULL. */
@@ -163,7 +235,8 @@ static void FM_FN(fm_pack)(int bf, int its_b, int trans, const T *X, ptrdiff_t l
    (gemm.c's fm_a_in_place says when); with b_panels, B is already in panels
    (gemm.h's fm_gemm_b_panels) and read where it lies. Given ar, the rows of A (as
    stored) lie where its pointers say (gemm.h's fm_gemm_a_rows), and A and lda
-   are not read. */
+   are not read. Given sums, op(B)'s columns [s_lo, s_hi) are summed into it as B
+   is packed (gemm.h's fm_gemm_b_sums). */
 static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr,
                                FM_FN(fm_ukr_fn) ukr_rows, int bf, int ta,
                                int tb, int ct, int in_place, int b_panels, ptrdiff_t i0,
@@ -172,7 +245,8 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr,
                                ptrdiff_t kcb, ptrdiff_t mcb, ptrdiff_t ncb, const T *A,
                                ptrdiff_t lda, const T *const *ar,
                                const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc,
-                               const fm_epilogue *ep)
+                               const fm_epilogue *ep, T *sums, ptrdiff_t s_lo,
+                               ptrdiff_t s_hi)
 {
     T tile[FM_MAX_MR * FM_MAX_NR] __attribute__((aligned(64)));
     /* Elementwise epilogues run on each finished tile, in cache; a hook on each
@@ -206,6 +280,10 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr,
             int first = pc == 0, last = pc + kc >= K;
             if (!b_panels)
                 FM_FN(fm_pack)(bf, 1, tb, B, ldb, NULL, jc, nc, pc, kc, Ks, nr, Bp);
+            /* This thread's columns of B's sums (fm_gemm_b_sums) in this block. */
+            ptrdiff_t s0 = fm_max(s_lo, jc), s1 = fm_min(s_hi, jc + nc);
+            if (sums != NULL && s0 < s1)
+                FM_FN(fm_sum_panels)(Bp, kc, nr, jc, s0, s1, first, sums);
             for (ptrdiff_t ic = i0; ic < i1; ic += mcb) {
                 ptrdiff_t mc = fm_min(mcb, i1 - ic);
                 /* Where this block of C is summed: C itself, or the scratch. */
@@ -503,7 +581,8 @@ static void FM_FN(fm_gemm_plan_for)(fm_gemm_plan *pl, int mr, int nr, FM_FN(fm_u
 /* Thread t's tiles of a planned product on the general path, on a team of `team`:
    its run by the shares where the team is the plan's, else an even one. Returns 0,
    or -1 when scratch memory could not be allocated. */
-static int FM_FN(fm_gemm_general)(fm_gemm_plan *pl, int t, int team)
+static int FM_FN(fm_gemm_general)(fm_gemm_plan *pl, int t, int team, ptrdiff_t s_lo,
+                                  ptrdiff_t s_hi)
 {
     FM_FN(fm_ukr_fn) ukr = (FM_FN(fm_ukr_fn))pl->ukr;
     ptrdiff_t M = pl->M, N = pl->N, mr = pl->mr, nr = pl->nr, lo, hi;
@@ -534,7 +613,9 @@ static int FM_FN(fm_gemm_general)(fm_gemm_plan *pl, int t, int team)
                                      pl->a_in_place, pl->b_panels, i0, i1, j0, j1, pl->Kp,
                                      pl->K, pl->kcb, mcb, ncb, pl->A, pl->lda,
                                      (const T *const *)pl->a_rows, pl->B, pl->ldb, pl->C,
-                                     pl->ldc, pl->ep);
+                                     pl->ldc, pl->ep, pl->b_sums, s_lo, s_hi);
+    else if (s_lo < s_hi)
+        FM_FN(fm_sum_columns)(pl->B, pl->ldb, pl->K, s_lo, s_hi, pl->b_sums);
     if (by_shares)
         pl->spent[t] = fm_now() - t0;
     return failed;
@@ -549,7 +630,14 @@ static void FM_FN(fm_gemm_run_for)(fm_gemm_plan *pl, int t, int team)
     const fm_epilogue *ep = pl->ep;
     ptrdiff_t M = pl->M, N = pl->N;
     int failed = 0;
+    /* This thread's columns of B's sums (fm_gemm_b_sums), by the caller's team; a
+       thread without a share of the product sums them from B itself. */
+    ptrdiff_t s_lo = 0, s_hi = 0;
+    if (pl->b_sums != NULL)
+        fm_team_share(N, 64 / sizeof(T), t, team, &s_lo, &s_hi);
     team = team < pl->threads ? team : pl->threads;
+    if (t >= team && s_lo < s_hi)
+        FM_FN(fm_sum_columns)(B, pl->ldb, pl->K, s_lo, s_hi, pl->b_sums);
     if (t >= team || pl->path == FM_PATH_NONE)
         return;
     if (t == 0)
@@ -574,7 +662,7 @@ static void FM_FN(fm_gemm_run_for)(fm_gemm_plan *pl, int t, int team)
                                        team);
         break;
     default:
-        failed = FM_FN(fm_gemm_general)(pl, t, team);
+        failed = FM_FN(fm_gemm_general)(pl, t, team, s_lo, s_hi);
     }
     if (failed)
         __atomic_store_n(&pl->failed, 1, __ATOMIC_RELAXED);

@@ -57,6 +57,13 @@ void fm_step_set_panels(int on)
     fm_panels_on = on != 0;
 }
 
+static int fm_bias_sums_on = 1;
+
+void fm_step_set_bias_sums(int on)
+{
+    fm_bias_sums_on = on != 0;
+}
+
 int fm_step_panel_width(const fm_step_net *net, int dbl, ptrdiff_t batch)
 {
     fm_gemm_plan pl;

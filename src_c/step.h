@@ -115,6 +115,13 @@ void fm_step_panels_d(const fm_step_net *net, double *const *vec, int n, int nr,
                       int to_panels, double *tmp);
 void fm_step_set_panels(int on);
 
+/* A layer's bias gradient is summed as its weight gradient's product packs the
+   layer's gradient, where every thread packs all of it (gemm.h's fm_gemm_b_sums),
+   in fm_train_step and fm_dense_backward_weight; else in a pass of its own. For the
+   tests, fm_step_set_bias_sums(0) makes it always the pass. The same bits either
+   way. */
+void fm_step_set_bias_sums(int on);
+
 /* One step on the m rows rows[0..m-1] of X (n x sizes[0]) and Y (n x sizes[L]),
    from the parameters p into out (p is left as it was; the optimizer state
    advances). *total gets the batch's loss sum and *hits its hits. Returns 0;

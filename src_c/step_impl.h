@@ -82,34 +82,20 @@ int FM_SFN(fm_dense_backward_input)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const
     return 0;
 }
 
-/* gb[j] = the sum of g[i][j] over the n rows, i ascending, for `cols` columns of a
-   g whose rows are ld apart. */
-FM_CLONE_BODY FM_SCAT(FM_SFN(fm_column_sums), _body)(ptrdiff_t n, ptrdiff_t cols,
-                                                     ptrdiff_t ld, const T *g, T *gb)
-{
-    for (ptrdiff_t j = 0; j < cols; j++)
-        gb[j] = 0;
-    for (ptrdiff_t i = 0; i < n; i++) {
-        const T *gi = g + i * ld;
-        for (ptrdiff_t j = 0; j < cols; j++)
-            gb[j] += gi[j];
-    }
-}
-
-FM_LEVEL_CLONES(FM_SFN(fm_column_sums),
-                (ptrdiff_t n, ptrdiff_t cols, ptrdiff_t ld, const T *g, T *gb),
-                (n, cols, ld, g, gb))
-
 int FM_SFN(fm_dense_backward_weight)(ptrdiff_t n, ptrdiff_t K, ptrdiff_t M, const T *x,
                                      const T *g, T *gW, T *gb, int bf16)
 {
     fm_gemm_plan pl;
     FM_SFN(fm_plan_weight)(&pl, n, K, M, x, g, gW, bf16, NULL);
+    /* The bias gradient summed as the product packs g, where it can. */
+    int summed = fm_bias_sums_on && fm_gemm_b_sums(&pl, gb);
     if (fm_gemm_alone(&pl) != 0)
         return -1;
-    unsigned csr = fm_flush_enter();
-    FM_SFN(fm_column_sums)(n, M, M, g, gb);
-    fm_flush_leave(csr);
+    if (!summed) {
+        unsigned csr = fm_flush_enter();
+        FM_SFN(fm_gemm_column_sums)(g, M, n, 0, M, gb);
+        fm_flush_leave(csr);
+    }
     return 0;
 }
 
@@ -192,6 +178,7 @@ typedef struct {
     fm_gemm_plan fwd, wgt, inp;
     fm_epilogue ef, ew, ei;
     FM_SFN(fm_update_block) uw, ub;
+    int bias_sums; /* the bias gradient summed by the weight gradient (fm_gemm_b_sums) */
 } FM_SFN(fm_layer_step);
 
 /* The step runs in one parallel region: every product is planned first (gemm.h),
@@ -259,6 +246,9 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
         /* Each thread updating the columns of the weights that it reads next. */
         if (i == 0 && ws->panels)
             fm_gemm_split_as(&l->wgt, &l->fwd);
+        /* The bias gradient summed as the weight gradient packs the layer's gradient
+           (the columns each thread updates below), where it packs all of it. */
+        l->bias_sums = fm_bias_sums_on && fm_gemm_b_sums(&l->wgt, grad + b_at);
         if (i > 0)
             FM_SFN(fm_plan_input)(&l->inp, &l->ei, m, sz[i], sz[i + 1], g[i], p + w_at,
                                   g[i - 1], act[i - 1], a[i - 1], net->bf16);
@@ -340,7 +330,9 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
             /* The bias: this thread's columns, whole cache lines of them. */
             fm_team_share(sz[i + 1], 64 / sizeof(T), t, nt, &lo, &hi);
             if (lo < hi) {
-                FM_SFN(fm_column_sums)(m, hi - lo, sz[i + 1], g[i] + lo, grad + b_at + lo);
+                if (!l->bias_sums)
+                    FM_SFN(fm_gemm_column_sums)(g[i], sz[i + 1], m, lo, hi,
+                                                grad + b_at);
                 FM_SFN(fm_update_rows)(&l->ub, 0, lo, 1, hi - lo, grad + b_at + lo, 0);
             }
             FM_PHASE(BIAS);

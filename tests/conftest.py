@@ -157,6 +157,16 @@ def weight_panels():
     _cpu._set_weight_panels(True)
 
 
+@pytest.fixture
+def bias_sums():
+    """Restore the summing of bias gradients in the weight gradients' packing after a
+    test switches it (``fastmlp._cpu._set_bias_sums``)."""
+    from fastmlp import _cpu
+
+    yield
+    _cpu._set_bias_sums(True)
+
+
 def pytest_sessionstart(session):
     # In CI every backend this machine can build must be there: a missing compiled
     # extension (say, tests importing the source folder) is a failure, not a skip.

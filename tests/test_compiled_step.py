@@ -163,6 +163,33 @@ def test_compiled_step_same_bits_for_any_thread_count(n_threads, threads):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("layers,acts,batch", [
+    ([300, 256, 10], ["relu", "softmax"], 512),
+    ([200, 96, 64, 10], ["sigmoid", "relu", "softmax"], 256),
+    ([20, 32, 10], ["tanh", "softmax"], 64)], ids=["split-rows", "deeper", "unsplit"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_bias_gradients_summed_in_the_packing_change_no_bit(layers, acts, batch, dtype,
+                                                            n_threads, level, threads,
+                                                            bias_sums):
+    # A hidden layer's bias gradient, summed as its weight gradient's product packs
+    # the layer's gradient (where the threads split the product's rows, or one thread
+    # takes it whole and the other sums its columns alone), against a pass of its
+    # own: the same bits, with L2 and a short last batch.
+    from fastmlp import _cpu
+
+    fastmlp.set_num_threads(n_threads)
+    results = []
+    for fused in (True, False):
+        _cpu._set_bias_sums(fused)
+        model = fastmlp.MLP(layers, acts, backend="cpu", dtype=dtype, seed=3)
+        x, y = data(3 * batch + 7, layers[0], layers[-1])
+        h = model.fit(x, y, epochs=2, batch_size=batch, optimizer=optim.RMSprop(1e-3),
+                      l2=1e-4, verbose=0)
+        results.append((model, h))
+    assert_same_training(results)
+
+
 def panel_net(on, dtype="float32"):
     """A net whose first layer a run of 32 steps or more keeps in panels (its 128
     units are a whole number of panels at every level, and a batch of 32 makes its

@@ -391,6 +391,31 @@ def test_thin_weight_gradients_give_the_portable_kernels_bits(level, M, N, K, dt
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M,N,K", [(300, 256, 512), (784, 512, 600), (200, 70, 300),
+                                   (20, 32, 64), (129, 33, 1)])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_bias_gradient_is_the_sum_in_row_order(level, M, N, K, dtype, n_threads, threads,
+                                               bias_sums):
+    # dense_backward_weight's bias gradient, summed as the product packs g where it can
+    # (the threads' columns as the step splits them, over several blocks of k, a last
+    # panel cut short, a product too small to split), is each column's sum over the
+    # rows in order from zero: bitwise numpy's running sum, and the separate pass's.
+    rng = np.random.default_rng(M + N + K)
+    x = rng.uniform(-1, 1, (K, M)).astype(dtype)
+    g = rng.uniform(-1, 1, (K, N)).astype(dtype)
+    fastmlp.set_num_threads(n_threads)
+    results = []
+    for fused in (True, False):
+        _cpu._set_bias_sums(fused)
+        gW, gb = np.full((M, N), np.nan, dtype), np.full(N, np.nan, dtype)
+        CPU.dense_backward_weight(x, g, gW, gb)
+        results.append((gW, gb))
+    np.testing.assert_array_equal(results[0][1], np.cumsum(g, axis=0, dtype=dtype)[-1])
+    for one, other in zip(*results):
+        np.testing.assert_array_equal(one, other)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ["relu", "sigmoid"])
 def test_thin_fused_layers_computed_transposed_give_the_same_bits(level, act, dtype):
     rng = np.random.default_rng(3)
