@@ -1019,9 +1019,7 @@ int fm_gemm_split_as(fm_gemm_plan *pl, const fm_gemm_plan *like)
 {
     if (pl->path != FM_PATH_GENERAL || like->path != FM_PATH_GENERAL || pl->ct ||
         like->ct || !like->split_n || pl->N != like->N || pl->nr != like->nr ||
-        pl->threads != like->threads)
-        return 0;
-    if (pl->b_sums != NULL)
+        pl->threads != like->threads || pl->b_sums != NULL)
         return 0;
     pl->split_n = 1;
     pl->tiles = like->tiles;

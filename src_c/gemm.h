@@ -130,8 +130,9 @@ int fm_gemm_a_rows(fm_gemm_plan *pl, const void *rows);
    width) gives them: each thread then computes the columns it computed there
    (the compiled step: each thread updates the weights it reads next). The
    product's own shares are left as they were. Returns 1, or 0 (the plan
-   unchanged) where either is not split by columns on the general path. Which
-   thread computes a tile changes none of its bits. */
+   unchanged) where either is not split by columns on the general path, or the
+   product sums B's columns (fm_gemm_b_sums). Which thread computes a tile changes
+   none of its bits. */
 int fm_gemm_split_as(fm_gemm_plan *pl, const fm_gemm_plan *like);
 /* Has the planned product also sum each column j of op(B) over k, k ascending from
    zero, into sums[j] (N values of its type), as it packs B: thread t of a team of

@@ -124,10 +124,21 @@ FM_LEVEL_CLONES(FM_FN(fm_epilogue_tile),
 #undef FM_EPI_BIAS_ACT_CASE
 #undef FM_EPI_MUL_DACT_CASE
 
-/* sums[j] for the columns j in [lo, hi) of a block of B packed in panels of w lanes
-   (kc values of k, panel p at bp + p * w * kc, its first column j0): increased by
-   the block's values, k ascending (set to zero first where `first`), as
-   fm_gemm_b_sums promises. */
+/* s[l] for l < n, increased by src[k * ld + l] for k = 0..K-1 in turn (set to zero
+   first where `first`): the column sums fm_gemm_b_sums promises, k ascending. */
+FM_CLONE_BODY FM_FN(fm_add_columns)(const T *src, ptrdiff_t ld, ptrdiff_t K, ptrdiff_t n,
+                                    int first, T *restrict s)
+{
+    if (first)
+        for (ptrdiff_t l = 0; l < n; l++)
+            s[l] = 0;
+    for (ptrdiff_t k = 0; k < K; k++)
+        for (ptrdiff_t l = 0; l < n; l++)
+            s[l] += src[k * ld + l];
+}
+
+/* The same for the columns j in [lo, hi) of a block of B packed in panels of w lanes
+   (kc values of k, panel p at bp + p * w * kc, its first column j0), into sums[j]. */
 FM_CLONE_BODY FM_CLONE_CAT(FM_FN(fm_sum_panels), _body)(const T *bp, ptrdiff_t kc, int w,
                                                          ptrdiff_t j0, ptrdiff_t lo,
                                                          ptrdiff_t hi, int first,
@@ -149,20 +160,14 @@ FM_CLONE_BODY FM_CLONE_CAT(FM_FN(fm_sum_panels), _body)(const T *bp, ptrdiff_t k
         ptrdiff_t p = (j - j0) / w, l0 = (j - j0) % w, n = fm_min(w - l0, hi - j);
         const T *src = bp + p * w * kc + l0;
         T *s = sums + j;
-        if (n == 32 && w == 32) {
+        if (n == 32 && w == 32)
             FM_SUM_PANEL(32)
-        } else if (n == 16 && w == 16) {
+        else if (n == 16 && w == 16)
             FM_SUM_PANEL(16)
-        } else if (n == 8 && w == 8) {
+        else if (n == 8 && w == 8)
             FM_SUM_PANEL(8)
-        } else {
-            if (first)
-                for (ptrdiff_t l = 0; l < n; l++)
-                    s[l] = 0;
-            for (ptrdiff_t k = 0; k < kc; k++)
-                for (ptrdiff_t l = 0; l < n; l++)
-                    s[l] += src[k * w + l];
-        }
+        else
+            FM_FN(fm_add_columns)(src, w, kc, n, first, s);
         j += n;
     }
 #undef FM_SUM_PANEL
@@ -173,16 +178,12 @@ FM_LEVEL_CLONES(FM_FN(fm_sum_panels),
                  int first, T *restrict sums),
                 (bp, kc, w, j0, lo, hi, first, sums))
 
-/* The same sums for columns [lo, hi) of a row-major B (K x N) read where it lies. */
+/* The same for columns [lo, hi) of a row-major B (K x N) read where it lies. */
 FM_CLONE_BODY FM_CLONE_CAT(FM_FN(fm_sum_columns), _body)(const T *B, ptrdiff_t ldb,
                                                           ptrdiff_t K, ptrdiff_t lo,
                                                           ptrdiff_t hi, T *restrict sums)
 {
-    for (ptrdiff_t j = lo; j < hi; j++)
-        sums[j] = 0;
-    for (ptrdiff_t k = 0; k < K; k++)
-        for (ptrdiff_t j = lo; j < hi; j++)
-            sums[j] += B[k * ldb + j];
+    FM_FN(fm_add_columns)(B + lo, ldb, K, hi - lo, 1, sums + lo);
 }
 
 FM_LEVEL_CLONES(FM_FN(fm_sum_columns),
