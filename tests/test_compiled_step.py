@@ -335,6 +335,9 @@ def test_ctrl_c_between_compiled_steps_keeps_the_completed_ones():
     layers, acts = [64, 256, 10], ["relu", "softmax"]
     x, y = data(4096, 64, 10)
     model = fastmlp.MLP(layers, acts, backend="cpu", seed=1)
+    # Python's own Ctrl-C handler, as at a terminal (a shell starting the tests in
+    # the background leaves SIGINT ignored).
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
@@ -343,6 +346,7 @@ def test_ctrl_c_between_compiled_steps_keeps_the_completed_ones():
                           verbose=0)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, handler)
     assert h.interrupted and h.steps > 0
     assert model.optimizer.iterations == h.steps
     # The same steps in one go: whole epochs, then the first batches again.
