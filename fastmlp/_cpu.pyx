@@ -115,6 +115,10 @@ cdef extern from "gemm.h":
                        Py_ssize_t N, Py_ssize_t K, const float *A, Py_ssize_t lda,
                        const float *B, Py_ssize_t ldb, float *C, Py_ssize_t ldc,
                        const fm_epilogue *ep) nogil
+    void fm_bgemm_plan(fm_gemm_plan *pl, int trans_a, int trans_b, Py_ssize_t M,
+                       Py_ssize_t N, Py_ssize_t K, const float *A, Py_ssize_t lda,
+                       const float *B, Py_ssize_t ldb, float *C, Py_ssize_t ldc,
+                       const fm_epilogue *ep) nogil
     void fm_dgemm_plan(fm_gemm_plan *pl, int trans_a, int trans_b, Py_ssize_t M,
                        Py_ssize_t N, Py_ssize_t K, const double *A, Py_ssize_t lda,
                        const double *B, Py_ssize_t ldb, double *C, Py_ssize_t ldc,
@@ -135,6 +139,7 @@ cdef extern from "gemm.h":
     void fm_gemm_set_level(int level) nogil
     void fm_gemm_set_shares(const double *w, int team) nogil
     void fm_gemm_set_a_in_place(int mode) nogil
+    void fm_gemm_set_all_k(int on) nogil
     int fm_flush_denormals
     int fm_flush_supported() nogil
     enum: FM_SHARE_TEAM
@@ -200,6 +205,13 @@ def _set_a_in_place(int mode):
     rule (0), never (1: always packed) or wherever they can (2). The bits are the
     same."""
     fm_gemm_set_a_in_place(mode)
+
+
+def _set_all_k(bint on):
+    """For the tests: whether the matrix products may pack B for all of K first and
+    take each block of rows through every block of k (True, at start) or never. The
+    bits are the same."""
+    fm_gemm_set_all_k(on)
 
 
 def _cap_from_environment():
@@ -385,12 +397,14 @@ def take_rows(const floating[:, ::1] src, const Py_ssize_t[::1] idx, floating[:,
 
 
 def _matmul_rows(const floating[:, ::1] x, const Py_ssize_t[::1] rows,
-                 const floating[:, ::1] b, floating[:, ::1] out, bint trans=False):
+                 const floating[:, ::1] b, floating[:, ::1] out, bint trans=False,
+                 bint bf16=False):
     """For the tests: ``out = x[rows] @ b`` (``x[rows].T @ b`` with ``trans``),
     the rows read where they lie in ``x`` through their pointers (gemm.h's
-    fm_gemm_a_rows), as the compiled step reads a large batch. Returns whether
-    the product took them so (else it read ``x[rows]`` gathered, the path it
-    has for such a shape); the bits are the same either way."""
+    fm_gemm_a_rows), as the compiled step reads a large batch; with ``bf16``
+    (float32 only) the bfloat16 product of :func:`matmul`. Returns whether the
+    product took them so (else it read ``x[rows]`` gathered, the path it has for
+    such a shape); the bits are the same either way."""
     cdef Py_ssize_t m = rows.shape[0], K = x.shape[1], i
     cdef Py_ssize_t M = K if trans else m, depth = m if trans else K
     if b.shape[0] != depth or out.shape[0] != M or out.shape[1] != b.shape[1]:
@@ -414,8 +428,12 @@ def _matmul_rows(const floating[:, ::1] x, const Py_ssize_t[::1] rows,
         with nogil:
             if floating is float:
                 fm_take_rows_s(&x[0, 0], &rows[0], m, K, g)
-                fm_sgemm_plan(&pl, trans, 0, M, b.shape[1], depth, g, K, &b[0, 0],
-                              b.shape[1], &out[0, 0], out.shape[1], NULL)
+                if bf16:
+                    fm_bgemm_plan(&pl, trans, 0, M, b.shape[1], depth, g, K, &b[0, 0],
+                                  b.shape[1], &out[0, 0], out.shape[1], NULL)
+                else:
+                    fm_sgemm_plan(&pl, trans, 0, M, b.shape[1], depth, g, K, &b[0, 0],
+                                  b.shape[1], &out[0, 0], out.shape[1], NULL)
             else:
                 fm_take_rows_d(&x[0, 0], &rows[0], m, K, g)
                 fm_dgemm_plan(&pl, trans, 0, M, b.shape[1], depth, g, K, &b[0, 0],

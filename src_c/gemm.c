@@ -97,7 +97,17 @@ static void *fm_scratch(size_t bytes)
     return fm_scratch_buf;
 }
 
-/* A thread's scratch holds blocks of mcb x kcb (A), kcb x ncb (B) and, where a
+/* Whether a product may pack B for all of K first (see fm_gemm_part); a switch
+   for the tests and benchmarks. */
+static int fm_all_k_on = 1;
+
+void fm_gemm_set_all_k(int on)
+{
+    fm_all_k_on = on;
+}
+
+/* A thread's scratch holds blocks of mcb x kcb (A), kcb x ncb (B; or K x ncb, all of
+   K packed first, where that fits in the reserve: see fm_gemm_part) and, where a
    block of C is kept there, mcb x ncb: the A block, then C's and B's, the next
    starting at a multiple of 64 elements. The elements a rows x cols block takes
    there: */
@@ -696,8 +706,11 @@ static int fm_pack_along_k_fast_s(const float *X, ptrdiff_t ld, ptrdiff_t r0, pt
    microkernel with MXCSR's DAZ and FTZ set, gives the same bits as the
    instruction; the hardware kernel packs each pair into one 32-bit lane. Each
    panel of K values starts from zero and is then added to C (a float addition,
-   also under DAZ and FTZ), as in the float product. */
-enum { FM_BF16_NONE = 0, FM_BF16_EMULATED = 1, FM_BF16_HARDWARE = 2 };
+   also under DAZ and FTZ), as in the float product. FM_BF16_HARDWARE is the
+   instruction's paired layout (for the instruction, or fm_ukr_pairs_s in its
+   place); FM_BF16_NATIVE the same, packed with the instruction set's own rounding,
+   where the CPU has the instruction. */
+enum { FM_BF16_NONE = 0, FM_BF16_EMULATED = 1, FM_BF16_HARDWARE = 2, FM_BF16_NATIVE = 3 };
 
 /* Sets DAZ and FTZ for a bfloat16 product and returns the MXCSR to restore. */
 static unsigned fm_fp_enter(int bf)
@@ -720,6 +733,9 @@ static void fm_fp_leave(int bf, unsigned csr)
     (void)bf; (void)csr;
 #endif
 }
+
+/* 0: emulation in the float microkernels; 1: vdpbf16ps; 2: fm_ukr_pairs_s. */
+static int fm_bf16_mode;
 
 /* x rounded to bfloat16, as the bits of the float with that value (branch-free, so
    that the packing loops vectorize). */
@@ -795,20 +811,149 @@ __attribute__((target("avx2"))) static void fm_put_pairs8(int hw, const float *r
 }
 #endif
 
-/* Element (r, k) of an operand is src[r * s_r + k * s_k]; rows [r0, r0+rc) and k
-   values [p0, p0+kc) (kc even; zero past K) go into panels of w rows, for each
-   pair q either the floats of k = 2q+1 then 2q (emulation) or one 32-bit lane of
-   two bfloat16 halves, k = 2q in the low one (hardware). */
-static void fm_pack_bf16_s(int hw, const float *src, ptrdiff_t s_r, ptrdiff_t s_k,
-                           ptrdiff_t r0, ptrdiff_t rc, ptrdiff_t p0, ptrdiff_t kc,
-                           ptrdiff_t K, int w, float *restrict dst)
+#if FM_X86_SIMD
+/* The hardware layout packed with the instruction set's own rounding,
+   vcvtneps2bf16: round to nearest even, subnormal inputs read as zero, a NaN made
+   quiet; the same bits as fm_bf16_bits for every one of the 2^32 floats (checked
+   on an AMD Zen 4; the tests compare every product with the exact reference).
+   Lanes past the panel's m rows, and k values past K, are zero. */
+#define FM_BF16_TARGET "avx512f,avx512bw,avx512vl,avx512bf16"
+
+/* Eight rows of 8 pairs each (32-bit lanes) transposed: pair j of row i goes to
+   o[j * w + i]. */
+__attribute__((target(FM_BF16_TARGET))) static inline void fm_store_pairs8x8(
+    __m256i r[8], uint32_t *o, ptrdiff_t w, ptrdiff_t pairs)
+{
+    __m256i t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int j = 0; j < 4 && j < pairs; j++)
+        _mm256_storeu_si256((__m256i *)(o + j * w),
+                            _mm256_permute2x128_si256(u[j], u[j + 4], 0x20));
+    for (int j = 4; j < 8 && j < pairs; j++)
+        _mm256_storeu_si256((__m256i *)(o + j * w),
+                            _mm256_permute2x128_si256(u[j - 4], u[j], 0x31));
+}
+
+/* Row r of an operand, from its row pointers rp or at src + r * s. */
+static inline const float *fm_row_at(const float *src, const float *const *rp, ptrdiff_t s,
+                                     ptrdiff_t r)
+{
+    return rp != NULL ? rp[r] : src + r * s;
+}
+
+/* An operand read along k (its rows contiguous, r at src + r * s_r or rp[r]): 16 k
+   values of 8 rows at a time, rounded into 8 pairs per row and transposed across
+   the lanes; rows [r0, r0+rc) in panels of w (a multiple of 8). */
+__attribute__((target(FM_BF16_TARGET))) static void fm_pack_pairs_along_k(
+    const float *src, const float *const *rp, ptrdiff_t s_r, ptrdiff_t r0, ptrdiff_t rc,
+    ptrdiff_t p0, ptrdiff_t kc, ptrdiff_t K, int w, uint32_t *out)
+{
+    ptrdiff_t pairs = kc / 2;
+    for (ptrdiff_t pr = 0; pr < rc; pr += w, out += pairs * w) {
+        for (ptrdiff_t g = 0; g < w; g += 8) {
+            ptrdiff_t rows = fm_max(0, fm_min(8, rc - pr - g));
+            const float *row[8];
+            for (int i = 0; i < rows; i++)
+                row[i] = fm_row_at(src, rp, s_r, r0 + pr + g + i);
+            for (ptrdiff_t q = 0; q < pairs; q += 8) {
+                ptrdiff_t k = p0 + 2 * q, valid = fm_max(0, fm_min(16, K - k));
+                __mmask16 mask = (__mmask16)((1u << valid) - 1);
+                __m256i r[8];
+                for (int i = 0; i < 8; i++) {
+                    __m512 v = _mm512_setzero_ps();
+                    if (i < rows)
+                        v = _mm512_maskz_loadu_ps(mask, row[i] + k);
+                    r[i] = (__m256i)_mm512_cvtneps_pbh(v);
+                }
+                fm_store_pairs8x8(r, out + q * w + g, w, pairs - q);
+            }
+        }
+    }
+}
+
+/* An operand read across its rows (k at src + k * s_k or rp[k], its rows r
+   contiguous): pair by pair, the two k values' rows over all of the panels, 16
+   lanes at a time, rounded and interleaved, k = 2q in the low half, each lane into
+   its panel (of w, a multiple of 8). Reading each k's rows along their length,
+   once, instead of a panel's width of each per panel, took the weight gradient's
+   packing of the batch from ... */
+__attribute__((target(FM_BF16_TARGET))) static void fm_pack_pairs_across(
+    const float *src, const float *const *rp, ptrdiff_t s_k, ptrdiff_t r0, ptrdiff_t rc,
+    ptrdiff_t p0, ptrdiff_t kc, ptrdiff_t K, int w, uint32_t *out)
+{
+    const __m512i mix = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10,
+                                         25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3,
+                                         18, 2, 17, 1, 16, 0);
+    ptrdiff_t pairs = kc / 2, lanes = (rc + w - 1) / w * w;
+    for (ptrdiff_t q = 0; q < pairs; q++) {
+        ptrdiff_t k = p0 + 2 * q;
+        const float *lo = k < K ? fm_row_at(src, rp, s_k, k) + r0 : NULL;
+        const float *hi = k + 1 < K ? fm_row_at(src, rp, s_k, k + 1) + r0 : NULL;
+        for (ptrdiff_t v = 0; v < lanes; v += 16) {
+            ptrdiff_t valid = fm_max(0, fm_min(16, rc - v));
+            __mmask16 load = (__mmask16)((1u << valid) - 1);
+            __m512 l = _mm512_setzero_ps(), h = _mm512_setzero_ps();
+            if (lo != NULL)
+                l = _mm512_maskz_loadu_ps(load, lo + v);
+            if (hi != NULL)
+                h = _mm512_maskz_loadu_ps(load, hi + v);
+            __m512i both = _mm512_inserti64x4(
+                _mm512_castsi256_si512((__m256i)_mm512_cvtneps_pbh(l)),
+                (__m256i)_mm512_cvtneps_pbh(h), 1);
+            __m512i z = _mm512_permutexvar_epi16(mix, both);
+            /* Lane v + j goes to panel (v + j) / w, at (v + j) % w. */
+            uint32_t *o = out + v / w * pairs * w + q * w + v % w;
+            if (w % 16 == 0) {
+                _mm512_storeu_si512((void *)o, z);
+            } else {
+                _mm256_storeu_si256((__m256i *)o, _mm512_castsi512_si256(z));
+                if (v + 8 < lanes)
+                    _mm256_storeu_si256((__m256i *)(out + (v + 8) / w * pairs * w + q * w +
+                                                    (v + 8) % w),
+                                        _mm512_extracti64x4_epi64(z, 1));
+            }
+        }
+    }
+}
+#endif
+
+/* Element (r, k) of an operand is X[r * ld + k] (along_k) or X[k * ld + r]; rows
+   [r0, r0+rc) and k values [p0, p0+kc) (kc even; zero past K) go into panels of w
+   rows, for each pair q either the floats of k = 2q+1 then 2q (emulation) or one
+   32-bit lane of two bfloat16 halves, k = 2q in the low one (hardware). Only the
+   native packing takes an operand by its row pointers rp (fm_gemm_a_rows). */
+static void fm_pack_bf16_s(int bf, int along_k, const float *X, const float *const *rp,
+                           ptrdiff_t ld, ptrdiff_t r0, ptrdiff_t rc, ptrdiff_t p0,
+                           ptrdiff_t kc, ptrdiff_t K, int w, float *restrict dst)
 {
     uint32_t *out = (uint32_t *)dst;
+    int hw = bf != FM_BF16_EMULATED;
+    ptrdiff_t s_r = along_k ? ld : 1, s_k = along_k ? 1 : ld;
     ptrdiff_t pairs = kc / 2, per_pair = hw ? w : 2 * w;
     ptrdiff_t valid = fm_min(kc, K - p0 > 0 ? K - p0 : 0);
     /* Full panels of an operand read along k go 8 rows by 8 k values through
        register transposes (AVX2 and up); the rest lane by lane. */
     int blocks = FM_X86_SIMD && s_k == 1 && w % 8 == 0 && fm_gemm_level() >= FM_LEVEL_AVX2;
+    const float *src = X;
+#if FM_X86_SIMD
+    if (bf == FM_BF16_NATIVE) {
+        if (along_k)
+            fm_pack_pairs_along_k(X, rp, ld, r0, rc, p0, kc, K, w, out);
+        else
+            fm_pack_pairs_across(X, rp, ld, r0, rc, p0, kc, K, w, out);
+        return;
+    }
+#endif
+    (void)rp;
     for (ptrdiff_t pr = 0; pr < rc; pr += w, out += pairs * per_pair) {
         ptrdiff_t m = fm_min(w, rc - pr), q0 = 0;
         const float *base = src + (r0 + pr) * s_r;
@@ -848,6 +993,11 @@ __attribute__((target("avx512f,avx512bf16"))) static void fm_ukr_avx512bf16_s(
     (void)ai, (void)ak; /* always packed */
     const uint32_t *ap = (const uint32_t *)a, *bp = (const uint32_t *)b;
     __m512 acc[8][2];
+    /* The tile of C, read or written after the loop, is fetched now. */
+    for (int i = 0; i < 8; i++) {
+        __builtin_prefetch(c + i * ldc, 1, 3);
+        __builtin_prefetch(c + i * ldc + 31, 1, 3);
+    }
     for (int i = 0; i < 8; i++)
         acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     for (ptrdiff_t q = 0; q < kc / 2; q++, ap += 8, bp += 32) {
@@ -897,14 +1047,14 @@ static void fm_ukr_pairs_s(ptrdiff_t kc, const float *restrict a, ptrdiff_t ai,
             c[i * ldc + j] = accumulate ? c[i * ldc + j] + acc[i][j] : acc[i][j];
 }
 
-/* 0: emulation in the float microkernels; 1: vdpbf16ps; 2: fm_ukr_pairs_s. */
-static int fm_bf16_mode;
 
 int fm_bf16_hardware_supported(void)
 {
 #if FM_X86_SIMD
     __builtin_cpu_init();
-    return fm_gemm_best_level() >= FM_LEVEL_AVX512 && __builtin_cpu_supports("avx512bf16");
+    return fm_gemm_best_level() >= FM_LEVEL_AVX512 &&
+           __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl");
 #else
     return 0;
 #endif
@@ -968,11 +1118,13 @@ void fm_bgemm_plan(fm_gemm_plan *pl, int trans_a, int trans_b, ptrdiff_t M, ptrd
         k.mr = 8;
         k.nr = 32;
         k.ukr = fm_ukr_pairs_s;
-#if FM_X86_SIMD
-        if (hw == 1)
-            k.ukr = fm_ukr_avx512bf16_s;
-#endif
         bf = FM_BF16_HARDWARE;
+#if FM_X86_SIMD
+        if (hw == 1) {
+            k.ukr = fm_ukr_avx512bf16_s;
+            bf = FM_BF16_NATIVE;
+        }
+#endif
     }
     /* (No thin kernel: bfloat16 operands are rounded while packing.) */
     fm_gemm_plan_for_s(pl, k.mr, k.nr, k.ukr, NULL, 0, NULL, 0, bf, trans_a, trans_b, M, N,
@@ -999,7 +1151,9 @@ int fm_gemm_b_panels(fm_gemm_plan *pl)
 
 int fm_gemm_a_rows(fm_gemm_plan *pl, const void *rows)
 {
-    if (pl->path != FM_PATH_GENERAL || pl->ct || pl->bf || pl->ukr_rows == NULL)
+    /* A bfloat16 product packs A always: the native packing reads the rows. */
+    if (pl->path != FM_PATH_GENERAL || pl->ct ||
+        (pl->bf ? pl->bf != FM_BF16_NATIVE : pl->ukr_rows == NULL))
         return 0;
     pl->a_rows = rows;
     return 1;

@@ -166,6 +166,11 @@ void fm_gemm_set_shares(const double *w, int team);
    same. */
 void fm_gemm_set_a_in_place(int mode);
 
+/* For the tests: whether the general path may pack B for all of K first and take
+   each block of rows through every block of k (1, at start) or never (0); the
+   bits are the same. */
+void fm_gemm_set_all_k(int on);
+
 /* Whether the kernels run with subnormal floats flushed to zero (0 at start):
    MXCSR's DAZ (a subnormal operand read as zero) and FTZ (a subnormal result
    written as zero), set by each thread of a parallel region on entering it

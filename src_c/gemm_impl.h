@@ -199,7 +199,8 @@ void FM_FN(fm_gemm_column_sums)(const T *B, ptrdiff_t ldb, ptrdiff_t K, ptrdiff_
 
 /* Packing of rows [r0, r0+rc) and k values [p0, p0+kc) of op(A) (B: columns, with
    its_b) into panels of w, for the kind of product `bf`; an A whose rows lie
-   apart is given by its row pointers rp (never bfloat16), else rp is NULL. */
+   apart is given by its row pointers rp (of bfloat16 products, only the native
+   packing's), else rp is NULL. */
 static void FM_FN(fm_pack)(int bf, int its_b, int trans, const T *X, ptrdiff_t ld,
                            const T *const *rp, ptrdiff_t r0, ptrdiff_t rc, ptrdiff_t p0,
                            ptrdiff_t kc, ptrdiff_t K, int w, T *restrict dst)
@@ -210,8 +211,7 @@ static void FM_FN(fm_pack)(int bf, int its_b, int trans, const T *X, ptrdiff_t l
 #ifdef FM_PACK_BF16
     if (bf) {
         /* Element (r, k) as X[r * s_r + k * s_k]. */
-        FM_PACK_BF16(bf == FM_BF16_HARDWARE, X, along_k ? ld : 1, along_k ? 1 : ld, r0, rc,
-                     p0, kc, K, w, dst);
+        FM_PACK_BF16(bf, along_k, X, rp, ld, r0, rc, p0, kc, K, w, dst);
         return;
     }
 #else
@@ -262,10 +262,21 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr,
     int ct_sum = ct && K > kcb && i1 - i0 <= mcb;
     size_t a_elems = fm_scratch_block(mcb, kcb), b_elems = (size_t)kcb * ncb;
     size_t c_elems = own_c || ct_sum ? fm_scratch_block(mcb, ncb) : 0;
+    /* A hardware bfloat16 panel holds a pair of k values per element. */
+    ptrdiff_t kdiv = bf >= FM_BF16_HARDWARE ? 2 : 1;
+    /* With several blocks of k and of rows, B is packed for all of K first where
+       the scratch holds it, and each block of rows then takes every block of k in
+       turn, its block of C staying in cache; else each block of k is packed and
+       taken by every block of rows in turn. (A forward product at a large batch
+       read and wrote all of C, in memory, once per block of k.) Each element is
+       summed in the same order either way. */
+    ptrdiff_t nkb = (K + kcb - 1) / kcb, nib = (i1 - i0 + mcb - 1) / mcb;
+    int all_k = !b_panels && nkb > 1 && nib > 1 && fm_all_k_on &&
+                a_elems + c_elems + (size_t)(K * ncb / kdiv) <= fm_scratch_reserved();
+    if (all_k)
+        b_elems = (size_t)(K * ncb / kdiv);
     T *Ap = fm_scratch((a_elems + c_elems + b_elems) * sizeof(T));
     T *Bp, *Cs;
-    /* A hardware bfloat16 panel holds a pair of k values per element. */
-    ptrdiff_t kdiv = bf == FM_BF16_HARDWARE ? 2 : 1;
     /* Element (r, k) of op(A) at A[r * a_r + k * a_k]. */
     const ptrdiff_t a_r = ta ? 1 : lda, a_k = ta ? lda : 1;
     unsigned csr;
@@ -276,16 +287,23 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr,
     csr = fm_fp_enter(bf);
     for (ptrdiff_t jc = j0; jc < j1; jc += ncb) {
         ptrdiff_t nc = fm_min(ncb, j1 - jc);
-        for (ptrdiff_t pc = 0; pc < K; pc += kcb) {
+        for (ptrdiff_t blk = 0; blk < nkb * nib; blk++) {
+            ptrdiff_t pc = (all_k ? blk % nkb : blk / nib) * kcb;
+            ptrdiff_t ic = i0 + (all_k ? blk / nkb : blk % nib) * mcb;
             ptrdiff_t kc = fm_min(kcb, K - pc);
             int first = pc == 0, last = pc + kc >= K;
-            if (!b_panels)
-                FM_FN(fm_pack)(bf, 1, tb, B, ldb, NULL, jc, nc, pc, kc, Ks, nr, Bp);
-            /* This thread's columns of B's sums (fm_gemm_b_sums) in this block. */
-            ptrdiff_t s0 = fm_max(s_lo, jc), s1 = fm_min(s_hi, jc + nc);
-            if (sums != NULL && s0 < s1)
-                FM_FN(fm_sum_panels)(Bp, kc, nr, jc, s0, s1, first, sums);
-            for (ptrdiff_t ic = i0; ic < i1; ic += mcb) {
+            /* This block of k's packed B. */
+            T *Bk = all_k ? Bp + pc * ncb / kdiv : Bp;
+            /* Packed at its first use, with this thread's columns of B's sums
+               (fm_gemm_b_sums) in it. */
+            if (ic == i0) {
+                ptrdiff_t s0 = fm_max(s_lo, jc), s1 = fm_min(s_hi, jc + nc);
+                if (!b_panels)
+                    FM_FN(fm_pack)(bf, 1, tb, B, ldb, NULL, jc, nc, pc, kc, Ks, nr, Bk);
+                if (sums != NULL && s0 < s1)
+                    FM_FN(fm_sum_panels)(Bk, kc, nr, jc, s0, s1, first, sums);
+            }
+            {
                 ptrdiff_t mc = fm_min(mcb, i1 - ic);
                 /* Where this block of C is summed: C itself, or the scratch. */
                 T *Cb = own_c || ct_sum ? Cs : C + ic * ldc + jc;
@@ -310,7 +328,7 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr,
                     ptrdiff_t jr = (strips ? t % njr : t / nir) * nr;
                     ptrdiff_t ir = (strips ? t / njr : t % nir) * mr;
                     ptrdiff_t n = fm_min(nr, nc - jr), m = fm_min(mr, mc - ir);
-                    const T *ap = Ap + ir * kc / kdiv, *bp = Bp + jr * kc / kdiv;
+                    const T *ap = Ap + ir * kc / kdiv, *bp = Bk + jr * kc / kdiv;
                     if (b_panels)
                         bp = B + (jc + jr) * K + pc * nr;
                     /* Element (i, k) of A's panel at ap[i * ai + k * ak]. */

@@ -167,6 +167,16 @@ def bias_sums():
     _cpu._set_bias_sums(True)
 
 
+@pytest.fixture
+def all_k():
+    """Restore the matrix products' packing of B for all of K first after a test
+    switches it (``fastmlp._cpu._set_all_k``)."""
+    from fastmlp import _cpu
+
+    yield
+    _cpu._set_all_k(True)
+
+
 def pytest_sessionstart(session):
     # In CI every backend this machine can build must be there: a missing compiled
     # extension (say, tests importing the source folder) is a failure, not a skip.

@@ -90,8 +90,11 @@ def products(a, b):
             yield (ta, tb), out
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_bf16_product_is_the_exact_reference(shape, bf16_kernel, level, threads):
+@pytest.mark.parametrize("shape", SHAPES + [(600, 700, 64), (1000, 513, 100)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_bf16_product_is_the_exact_reference(shape, bf16_kernel, level, threads, all_k):
+    # Also with several blocks of k and of rows, where B is packed for all of K first
+    # (each block of rows through every block of k) or a block of k at a time.
     m, k, n = shape
     rng = np.random.default_rng(k)
     a = rng.standard_normal((m, k)).astype(np.float32)
@@ -99,8 +102,52 @@ def test_bf16_product_is_the_exact_reference(shape, bf16_kernel, level, threads)
     ref = bits(bf16.matmul_exact(a, b))
     for t in (1, 2):
         fastmlp.set_num_threads(t)
-        for layout, out in products(a, b):
-            np.testing.assert_array_equal(bits(out), ref, err_msg=f"{layout}, {t} threads")
+        for on in (True, False):
+            _cpu._set_all_k(on)
+            for layout, out in products(a, b):
+                np.testing.assert_array_equal(bits(out), ref,
+                                              err_msg=f"{layout}, {t} threads, {on}")
+
+
+@pytest.mark.parametrize("trans", [False, True])
+@pytest.mark.parametrize("m,K,N", [(8, 40, 32), (13, 257, 64), (300, 513, 33),
+                                   (1000, 784, 40)])
+def test_bf16_product_reads_the_rows_where_they_lie(m, K, N, trans, bf16_kernel, threads):
+    # The native packing reads a batch's rows through their pointers (the compiled
+    # step at a large batch, without gathering them): x[rows] @ b and x[rows].T @ b,
+    # the exact reference's bits, with a row taken twice; the other kernels read the
+    # gathered rows.
+    rng = np.random.default_rng(m + K + N + trans)
+    x = rng.standard_normal((3 * m + 7, K)).astype(np.float32)
+    rows = rng.permutation(x.shape[0])[:m].astype(np.intp)
+    rows[-1] = rows[0]
+    b = rng.standard_normal((m if trans else K, N)).astype(np.float32)
+    a = x[rows].T if trans else x[rows]
+    ref = bits(bf16.matmul_exact(np.ascontiguousarray(a), b))
+    for t in (1, 2):
+        fastmlp.set_num_threads(t)
+        got = np.full((a.shape[0], N), np.nan, np.float32)
+        took = _cpu._matmul_rows(x, rows, b, got, trans, True)
+        assert took == (bf16_kernel == "vdpbf16ps")
+        np.testing.assert_array_equal(bits(got), ref, err_msg=f"{t} threads")
+
+
+def test_bf16_product_rounds_its_operands_as_the_reference(bf16_kernel, level, threads):
+    # Each operand's packing rounds ties to even and reads subnormals as zero, in every
+    # layout and both places: a product with the identity is the rounded operand.
+    rng = np.random.default_rng(5)
+    ties = np.array([1 + 2.0 ** -8, 1 + 3 * 2.0 ** -8, 1 + 2.0 ** -8 + 2.0 ** -20,
+                     -(1 + 2.0 ** -9), 3.0, 1e-40, -1e-40, 0.0], dtype=np.float32)
+    x = rng.choice(ties, (40, 70)) * np.exp2(rng.integers(-60, 60, (40, 70)))
+    x = x.astype(np.float32)
+    x[0, :6] = np.array([1e-40, -1e-40, 1e-39, -3e-39, 2e-45, 1.2e-38], np.float32)
+    assert bits(bf16.round_bf16(x)).tolist() != bits(x).tolist()
+    for t in (1, 2):
+        fastmlp.set_num_threads(t)
+        for a, b in ((x, np.eye(70, dtype=np.float32)), (np.eye(40, dtype=np.float32), x)):
+            ref = bits(bf16.matmul_exact(a, b))
+            for layout, out in products(a, b):
+                np.testing.assert_array_equal(bits(out), ref, err_msg=f"{layout}, {t}")
 
 
 def test_probe_exercises_flushing_and_order_and_matches(bf16_kernel, level):

@@ -416,6 +416,44 @@ def test_bias_gradient_is_the_sum_in_row_order(level, M, N, K, dtype, n_threads,
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("M,N,K", [(600, 64, 700), (1000, 100, 513), (700, 40, 3000),
+                                   (300, 33, 257), (400, 200, 3000)])
+def test_all_of_k_packed_first_gives_the_same_bits(level, M, N, K, dtype, n_threads,
+                                                   threads, all_k):
+    # With several blocks of k and of rows, a product packs B for all of K first and
+    # takes each block of rows through every block of k (where the scratch holds it:
+    # not for K = 3000 by 200 columns), instead of each block of k through every block of
+    # rows: the same sums in the same order. Both layouts of each operand, the fused
+    # bias and activation on the last block of k, and a weight gradient with its bias
+    # sums taken while B is packed.
+    rng = np.random.default_rng(M + N + K)
+    a = rng.uniform(-1, 1, (M, K)).astype(dtype)
+    b = rng.uniform(-1, 1, (K, N)).astype(dtype)
+    bias = rng.uniform(-1, 1, N).astype(dtype)
+    g = rng.uniform(-1, 1, (K, N)).astype(dtype)
+    fastmlp.set_num_threads(n_threads)
+    results = []
+    for on in (True, False):
+        _cpu._set_all_k(on)
+        outs = []
+        for ta in (False, True):
+            for tb in (False, True):
+                A = np.ascontiguousarray(a.T).T if ta else a
+                B = np.ascontiguousarray(b.T).T if tb else b
+                outs.append(np.full((M, N), np.nan, dtype))
+                _cpu.matmul(A, B, outs[-1])
+        outs.append(np.full((M, N), np.nan, dtype))
+        CPU.dense_forward(a, b, bias, outs[-1], activation_id("tanh"))
+        outs += [np.full((M, N), np.nan, dtype), np.full(N, np.nan, dtype)]
+        CPU.dense_backward_weight(np.ascontiguousarray(a.T), g, outs[-2], outs[-1])
+        results.append(outs)
+    for one, other in zip(*results):
+        np.testing.assert_array_equal(one, other)
+    assert max_rel_err(results[0][0], a.astype(np.float64) @ b) < tol(dtype, K)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ["relu", "sigmoid"])
 def test_thin_fused_layers_computed_transposed_give_the_same_bits(level, act, dtype):
     rng = np.random.default_rng(3)
