@@ -883,9 +883,8 @@ __attribute__((target(FM_BF16_TARGET))) static void fm_pack_pairs_along_k(
 /* An operand read across its rows (k at src + k * s_k or rp[k], its rows r
    contiguous): pair by pair, the two k values' rows over all of the panels, 16
    lanes at a time, rounded and interleaved, k = 2q in the low half, each lane into
-   its panel (of w, a multiple of 8). Reading each k's rows along their length,
-   once, instead of a panel's width of each per panel, took the weight gradient's
-   packing of the batch from ... */
+   its panel (of w, a multiple of 8): each k's row is read along its length, once,
+   instead of a panel's width of it per panel. */
 __attribute__((target(FM_BF16_TARGET))) static void fm_pack_pairs_across(
     const float *src, const float *const *rp, ptrdiff_t s_k, ptrdiff_t r0, ptrdiff_t rc,
     ptrdiff_t p0, ptrdiff_t kc, ptrdiff_t K, int w, uint32_t *out)
