@@ -1161,7 +1161,7 @@ int fm_gemm_a_rows(fm_gemm_plan *pl, const void *rows)
 int fm_gemm_b_sums(fm_gemm_plan *pl, void *sums)
 {
     /* (A split of N gives a thread only its tiles' columns of B.) */
-    if (pl->path != FM_PATH_GENERAL || pl->ct || pl->bf || pl->b_panels || pl->tb ||
+    if (pl->path != FM_PATH_GENERAL || pl->ct || pl->b_panels || pl->tb ||
         (pl->split_n && pl->threads > 1))
         return 0;
     pl->b_sums = sums;

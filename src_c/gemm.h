@@ -121,8 +121,9 @@ int fm_gemm_b_panels(fm_gemm_plan *pl);
    pointers to the product's type (the compiled step: a batch read where it lies
    in the training set instead of gathered first). A and lda are then not read.
    Returns 1, or 0 (the plan unchanged) where the plan cannot read them: not on the
-   general path, computed as its transpose, or bfloat16. The rows hold the same
-   values, read in the same order: the same bits. rows NULL reads A as planned. */
+   general path, computed as its transpose, or a bfloat16 product other than with
+   the instruction (whose packing reads the rows). The rows hold the same values,
+   read in the same order: the same bits. rows NULL reads A as planned. */
 int fm_gemm_a_rows(fm_gemm_plan *pl, const void *rows);
 
 /* Makes a planned product split C's columns between the threads in the runs that
@@ -137,9 +138,11 @@ int fm_gemm_split_as(fm_gemm_plan *pl, const fm_gemm_plan *like);
 /* Has the planned product also sum each column j of op(B) over k, k ascending from
    zero, into sums[j] (N values of its type), as it packs B: thread t of a team of
    `team` sums the columns that fm_team_share(N, 64 / element size, t, team) gives it,
-   from B itself where it packs none. Returns 1, or 0 where a thread might pack only
-   part of B's columns or rows, or B is transposed (the caller then sums them itself,
-   fm_gemm_column_sums). */
+   from B itself where it packs none. A bfloat16 product sums each block of B's rows
+   where it lies (in cache after the packing), in float and in the caller's
+   floating-point mode, as fm_gemm_column_sums does. Returns 1, or 0 where a thread
+   might pack only part of B's columns or rows, or B is transposed (the caller then
+   sums them itself, fm_gemm_column_sums). */
 int fm_gemm_b_sums(fm_gemm_plan *pl, void *sums);
 /* sums[j] = the sum of B[k * ldb + j] over k = 0..K-1, k ascending from zero, for j in
    [lo, hi): the same sums, on the calling thread. */

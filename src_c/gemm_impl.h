@@ -181,20 +181,21 @@ FM_LEVEL_CLONES(FM_FN(fm_sum_panels),
 /* The same for columns [lo, hi) of a row-major B (K x N) read where it lies. */
 FM_CLONE_BODY FM_CLONE_CAT(FM_FN(fm_sum_columns), _body)(const T *B, ptrdiff_t ldb,
                                                           ptrdiff_t K, ptrdiff_t lo,
-                                                          ptrdiff_t hi, T *restrict sums)
+                                                          ptrdiff_t hi, int first,
+                                                          T *restrict sums)
 {
-    FM_FN(fm_add_columns)(B + lo, ldb, K, hi - lo, 1, sums + lo);
+    FM_FN(fm_add_columns)(B + lo, ldb, K, hi - lo, first, sums + lo);
 }
 
 FM_LEVEL_CLONES(FM_FN(fm_sum_columns),
                 (const T *B, ptrdiff_t ldb, ptrdiff_t K, ptrdiff_t lo, ptrdiff_t hi,
-                 T *restrict sums),
-                (B, ldb, K, lo, hi, sums))
+                 int first, T *restrict sums),
+                (B, ldb, K, lo, hi, first, sums))
 
 void FM_FN(fm_gemm_column_sums)(const T *B, ptrdiff_t ldb, ptrdiff_t K, ptrdiff_t lo,
                                 ptrdiff_t hi, T *sums)
 {
-    FM_FN(fm_sum_columns)(B, ldb, K, lo, hi, sums);
+    FM_FN(fm_sum_columns)(B, ldb, K, lo, hi, 1, sums);
 }
 
 /* Packing of rows [r0, r0+rc) and k values [p0, p0+kc) of op(A) (B: columns, with
@@ -300,8 +301,17 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr,
                 ptrdiff_t s0 = fm_max(s_lo, jc), s1 = fm_min(s_hi, jc + nc);
                 if (!b_panels)
                     FM_FN(fm_pack)(bf, 1, tb, B, ldb, NULL, jc, nc, pc, kc, Ks, nr, Bk);
-                if (sums != NULL && s0 < s1)
+                if (sums != NULL && s0 < s1 && !bf) {
                     FM_FN(fm_sum_panels)(Bk, kc, nr, jc, s0, s1, first, sums);
+                } else if (sums != NULL && s0 < s1) {
+                    /* A bfloat16 panel holds the rounded values: the block's rows
+                       are summed where they lie, in cache after the packing, in
+                       the caller's floating-point mode. */
+                    fm_fp_leave(bf, csr);
+                    FM_FN(fm_sum_columns)(B + pc * ldb, ldb, fm_min(kc, Ks - pc), s0, s1,
+                                          first, sums);
+                    fm_fp_enter(bf);
+                }
             }
             {
                 ptrdiff_t mc = fm_min(mcb, i1 - ic);
@@ -634,7 +644,7 @@ static int FM_FN(fm_gemm_general)(fm_gemm_plan *pl, int t, int team, ptrdiff_t s
                                      (const T *const *)pl->a_rows, pl->B, pl->ldb, pl->C,
                                      pl->ldc, pl->ep, pl->b_sums, s_lo, s_hi);
     else if (s_lo < s_hi)
-        FM_FN(fm_sum_columns)(pl->B, pl->ldb, pl->K, s_lo, s_hi, pl->b_sums);
+        FM_FN(fm_sum_columns)(pl->B, pl->ldb, pl->K, s_lo, s_hi, 1, pl->b_sums);
     if (by_shares)
         pl->spent[t] = fm_now() - t0;
     return failed;
@@ -656,7 +666,7 @@ static void FM_FN(fm_gemm_run_for)(fm_gemm_plan *pl, int t, int team)
         fm_team_share(N, 64 / sizeof(T), t, team, &s_lo, &s_hi);
     team = team < pl->threads ? team : pl->threads;
     if (t >= team && s_lo < s_hi)
-        FM_FN(fm_sum_columns)(B, pl->ldb, pl->K, s_lo, s_hi, pl->b_sums);
+        FM_FN(fm_sum_columns)(B, pl->ldb, pl->K, s_lo, s_hi, 1, pl->b_sums);
     if (t >= team || pl->path == FM_PATH_NONE)
         return;
     if (t == 0)

@@ -167,15 +167,16 @@ def test_compiled_step_same_bits_for_any_thread_count(n_threads, threads):
     ([300, 256, 10], ["relu", "softmax"], 512),
     ([200, 96, 64, 10], ["sigmoid", "relu", "softmax"], 256),
     ([20, 32, 10], ["tanh", "softmax"], 64)], ids=["split-rows", "deeper", "unsplit"])
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "mixed_bfloat16"])
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_bias_gradients_summed_in_the_packing_change_no_bit(layers, acts, batch, dtype,
                                                             n_threads, level, threads,
                                                             bias_sums):
     # A hidden layer's bias gradient, summed as its weight gradient's product packs
     # the layer's gradient (where the threads split the product's rows, or one thread
-    # takes it whole and the other sums its columns alone), against a pass of its
-    # own: the same bits, with L2 and a short last batch.
+    # takes it whole and the other sums its columns alone; a bfloat16 product sums
+    # each block of the gradient's rows after packing it), against a pass of its own:
+    # the same bits, with L2 and a short last batch.
     from fastmlp import _cpu
 
     fastmlp.set_num_threads(n_threads)
