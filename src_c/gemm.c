@@ -880,6 +880,14 @@ __attribute__((target(FM_BF16_TARGET))) static void fm_pack_pairs_along_k(
     }
 }
 
+/* Where lane l of pair q goes in panels of w lanes, `pairs` pairs each: panel
+   l / w, at l % w. */
+static inline uint32_t *fm_pair_lane(uint32_t *out, ptrdiff_t l, ptrdiff_t w,
+                                     ptrdiff_t pairs, ptrdiff_t q)
+{
+    return out + l / w * pairs * w + q * w + l % w;
+}
+
 /* An operand read across its rows (k at src + k * s_k or rp[k], its rows r
    contiguous): pair by pair, the two k values' rows over all of the panels, 16
    lanes at a time, rounded and interleaved, k = 2q in the low half, each lane into
@@ -909,15 +917,13 @@ __attribute__((target(FM_BF16_TARGET))) static void fm_pack_pairs_across(
                 _mm512_castsi256_si512((__m256i)_mm512_cvtneps_pbh(l)),
                 (__m256i)_mm512_cvtneps_pbh(h), 1);
             __m512i z = _mm512_permutexvar_epi16(mix, both);
-            /* Lane v + j goes to panel (v + j) / w, at (v + j) % w. */
-            uint32_t *o = out + v / w * pairs * w + q * w + v % w;
             if (w % 16 == 0) {
-                _mm512_storeu_si512((void *)o, z);
+                _mm512_storeu_si512((void *)fm_pair_lane(out, v, w, pairs, q), z);
             } else {
-                _mm256_storeu_si256((__m256i *)o, _mm512_castsi512_si256(z));
+                _mm256_storeu_si256((__m256i *)fm_pair_lane(out, v, w, pairs, q),
+                                    _mm512_castsi512_si256(z));
                 if (v + 8 < lanes)
-                    _mm256_storeu_si256((__m256i *)(out + (v + 8) / w * pairs * w + q * w +
-                                                    (v + 8) % w),
+                    _mm256_storeu_si256((__m256i *)fm_pair_lane(out, v + 8, w, pairs, q),
                                         _mm512_extracti64x4_epi64(z, 1));
             }
         }
@@ -925,12 +931,12 @@ __attribute__((target(FM_BF16_TARGET))) static void fm_pack_pairs_across(
 }
 #endif
 
-/* Element (r, k) of an operand is X[r * ld + k] (along_k) or X[k * ld + r]; rows
+/* Element (r, k) of an operand is src[r * ld + k] (along_k) or src[k * ld + r]; rows
    [r0, r0+rc) and k values [p0, p0+kc) (kc even; zero past K) go into panels of w
    rows, for each pair q either the floats of k = 2q+1 then 2q (emulation) or one
    32-bit lane of two bfloat16 halves, k = 2q in the low one (hardware). Only the
    native packing takes an operand by its row pointers rp (fm_gemm_a_rows). */
-static void fm_pack_bf16_s(int bf, int along_k, const float *X, const float *const *rp,
+static void fm_pack_bf16_s(int bf, int along_k, const float *src, const float *const *rp,
                            ptrdiff_t ld, ptrdiff_t r0, ptrdiff_t rc, ptrdiff_t p0,
                            ptrdiff_t kc, ptrdiff_t K, int w, float *restrict dst)
 {
@@ -942,13 +948,12 @@ static void fm_pack_bf16_s(int bf, int along_k, const float *X, const float *con
     /* Full panels of an operand read along k go 8 rows by 8 k values through
        register transposes (AVX2 and up); the rest lane by lane. */
     int blocks = FM_X86_SIMD && s_k == 1 && w % 8 == 0 && fm_gemm_level() >= FM_LEVEL_AVX2;
-    const float *src = X;
 #if FM_X86_SIMD
     if (bf == FM_BF16_NATIVE) {
         if (along_k)
-            fm_pack_pairs_along_k(X, rp, ld, r0, rc, p0, kc, K, w, out);
+            fm_pack_pairs_along_k(src, rp, ld, r0, rc, p0, kc, K, w, out);
         else
-            fm_pack_pairs_across(X, rp, ld, r0, rc, p0, kc, K, w, out);
+            fm_pack_pairs_across(src, rp, ld, r0, rc, p0, kc, K, w, out);
         return;
     }
 #endif

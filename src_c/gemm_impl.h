@@ -301,16 +301,18 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr,
                 ptrdiff_t s0 = fm_max(s_lo, jc), s1 = fm_min(s_hi, jc + nc);
                 if (!b_panels)
                     FM_FN(fm_pack)(bf, 1, tb, B, ldb, NULL, jc, nc, pc, kc, Ks, nr, Bk);
-                if (sums != NULL && s0 < s1 && !bf) {
-                    FM_FN(fm_sum_panels)(Bk, kc, nr, jc, s0, s1, first, sums);
-                } else if (sums != NULL && s0 < s1) {
-                    /* A bfloat16 panel holds the rounded values: the block's rows
-                       are summed where they lie, in cache after the packing, in
-                       the caller's floating-point mode. */
-                    fm_fp_leave(bf, csr);
-                    FM_FN(fm_sum_columns)(B + pc * ldb, ldb, fm_min(kc, Ks - pc), s0, s1,
-                                          first, sums);
-                    fm_fp_enter(bf);
+                if (sums != NULL && s0 < s1) {
+                    if (!bf) {
+                        FM_FN(fm_sum_panels)(Bk, kc, nr, jc, s0, s1, first, sums);
+                    } else {
+                        /* A bfloat16 panel holds the rounded values: the block's
+                           rows are summed where they lie, in cache after the
+                           packing, in the caller's floating-point mode. */
+                        fm_fp_leave(bf, csr);
+                        FM_FN(fm_sum_columns)(B + pc * ldb, ldb, fm_min(kc, Ks - pc), s0,
+                                              s1, first, sums);
+                        fm_fp_enter(bf);
+                    }
                 }
             }
             {

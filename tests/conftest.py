@@ -137,44 +137,40 @@ def threads():
     fastmlp.set_num_threads(before)
 
 
+def _restored(switch, value):
+    """Yield, then set ``fastmlp._cpu``'s test switch ``switch`` back to ``value``."""
+    from fastmlp import _cpu
+
+    yield
+    getattr(_cpu, switch)(value)
+
+
 @pytest.fixture
 def a_in_place():
     """Restore the matrix products' own rule for reading A in place after a test
     forces it (``fastmlp._cpu._set_a_in_place``)."""
-    from fastmlp import _cpu
-
-    yield
-    _cpu._set_a_in_place(0)
+    yield from _restored("_set_a_in_place", 0)
 
 
 @pytest.fixture
 def weight_panels():
     """Restore the compiled step's first-layer panels after a test switches them
     (``fastmlp._cpu._set_weight_panels``)."""
-    from fastmlp import _cpu
-
-    yield
-    _cpu._set_weight_panels(True)
+    yield from _restored("_set_weight_panels", True)
 
 
 @pytest.fixture
 def bias_sums():
     """Restore the summing of bias gradients in the weight gradients' packing after a
     test switches it (``fastmlp._cpu._set_bias_sums``)."""
-    from fastmlp import _cpu
-
-    yield
-    _cpu._set_bias_sums(True)
+    yield from _restored("_set_bias_sums", True)
 
 
 @pytest.fixture
 def all_k():
     """Restore the matrix products' packing of B for all of K first after a test
     switches it (``fastmlp._cpu._set_all_k``)."""
-    from fastmlp import _cpu
-
-    yield
-    _cpu._set_all_k(True)
+    yield from _restored("_set_all_k", True)
 
 
 def pytest_sessionstart(session):
