@@ -24,6 +24,7 @@ cdef extern from "cpu_features.h":
     int fm_get_max_threads() nogil
     void fm_set_num_threads(int n) nogil
     double fm_fma_peak(int level, long iters, int threads, double *seconds) nogil
+    double fm_root_peak(int level, long iters, int threads, double *seconds) nogil
     double fm_stream_bandwidth(const float *src, float *dst, float *aux, long n, int reps,
                                int threads, double *seconds) nogil
 
@@ -66,17 +67,36 @@ def set_num_threads(int n):
     fm_set_num_threads(n)
 
 
+cdef int _level_present(str level) except -1:
+    """The id of SIMD level ``level``, which the CPU must have."""
+    cdef int lv = GEMM_LEVELS.index(level)
+    if lv > fm_gemm_best_level():
+        raise ValueError(f"this CPU does not support {level!r}")
+    return lv
+
+
 def fma_peak(str level, long iters, int threads):
     """(flops, seconds) of ``threads`` threads each running ``iters`` iterations of 16
     independent float32 FMA chains in registers with the instructions of ``level``
     (at most ``gemm_best_level()``): the machine's arithmetic peak."""
     cdef double seconds = 0, flops
-    cdef int lv = GEMM_LEVELS.index(level)
-    if lv > fm_gemm_best_level():
-        raise ValueError(f"this CPU does not support {level!r}")
+    cdef int lv = _level_present(level)
     with nogil:
         flops = fm_fma_peak(lv, iters, threads, &seconds)
     return flops, seconds
+
+
+def root_peak(str level, long iters, int threads):
+    """(elements, seconds) of ``threads`` threads each running ``iters`` iterations of 8
+    independent float32 chains of ``x = 1 / (sqrt(x) + eps)`` in registers, with the
+    instructions the optimizer's update uses at ``level`` (AVX2 from ``avx2`` up,
+    else scalar): the rate of the square root and division that RMSprop and Adam
+    take per parameter."""
+    cdef double seconds = 0, elements
+    cdef int lv = _level_present(level)
+    with nogil:
+        elements = fm_root_peak(lv, iters, threads, &seconds)
+    return elements, seconds
 
 
 def stream_bandwidth(const float[::1] src, float[::1] dst, float[::1] aux, int reps,

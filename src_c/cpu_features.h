@@ -21,6 +21,13 @@ void fm_set_num_threads(int n);
    to the wall time they took. */
 double fm_fma_peak(int level, long iters, int threads, double *seconds);
 
+/* The square-root-and-divide rate of the optimizer's updates: `threads` threads
+   each run `iters` iterations of 8 independent float chains of x = 1 / (sqrt(x) +
+   eps) in registers, with the instructions update.c uses at SIMD level `level`
+   (AVX2 from AVX2 up, else scalar). Returns the elements computed (one square root
+   and one division each) and sets *seconds. */
+double fm_root_peak(int level, long iters, int threads, double *seconds);
+
 /* Streaming bandwidth: `threads` threads copy their shares of src (n floats) to
    dst, or with dst NULL only read them, or with aux (and dst) read src, dst and
    aux and write dst and aux (the optimizer's pattern), `reps` times. Returns the

@@ -8,6 +8,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -67,6 +68,34 @@ static float fm_add_scalar(float a, float b) { return a + b; }
 FM_PEAK_LOOP(fm_peak_scalar, float, fm_set1_scalar, fm_fma_scalar, fm_add_scalar,
              fm_id_scalar, )
 
+/* The optimizer's costliest arithmetic: 8 independent chains of x = 1 / (sqrt(x) +
+   eps), one square root and one division per lane and iteration, as RMSprop and
+   Adam take per parameter. The values stay near 1. */
+#define FM_ROOT_LOOP(NAME, VEC, SET1, SQRT, ADD, DIV, REDUCE, ATTR)                      \
+    ATTR static float NAME(long iters)                                                 \
+    {                                                                                  \
+        VEC x[8], one = SET1(1.0f), eps = SET1(1e-7f);                                 \
+        for (int c = 0; c < 8; c++)                                                    \
+            x[c] = SET1(1.0f + 0.01f * (float)c);                                      \
+        for (long i = 0; i < iters; i++) {                                             \
+            _Pragma("GCC unroll 8") for (int c = 0; c < 8; c++)                        \
+                x[c] = DIV(one, ADD(SQRT(x[c]), eps));                                 \
+            FM_OPAQUE(eps);                                                            \
+        }                                                                              \
+        for (int c = 1; c < 8; c++)                                                    \
+            x[0] = ADD(x[0], x[c]);                                                    \
+        return REDUCE(x[0]);                                                           \
+    }
+
+#if FM_PEAK_X86
+FM_ROOT_LOOP(fm_roots_avx2, __m256, _mm256_set1_ps, _mm256_sqrt_ps, _mm256_add_ps,
+             _mm256_div_ps, fm_first8, __attribute__((target("avx2"))))
+#endif
+static float fm_sqrt_scalar(float v) { return sqrtf(v); }
+static float fm_div_scalar(float a, float b) { return a / b; }
+FM_ROOT_LOOP(fm_roots_scalar, float, fm_set1_scalar, fm_sqrt_scalar, fm_add_scalar,
+             fm_div_scalar, fm_id_scalar, )
+
 static double fm_now(void)
 {
     struct timespec ts;
@@ -77,37 +106,54 @@ static double fm_now(void)
 /* Where the loops' results go, so that the compiler keeps them. */
 static volatile float fm_peak_sink;
 
-double fm_fma_peak(int level, long iters, int threads, double *seconds)
+/* `threads` threads each run loop(iters) in one parallel region; returns the team's
+   size and sets *seconds to the wall time. */
+static int fm_run_team(float (*loop)(long), long iters, int threads, double *seconds)
 {
     float sink = 0;
-    int lanes = 1, team = 1;
+    int team = 1;
     double t0 = fm_now();
-#if FM_PEAK_X86
-    lanes = level == FM_LEVEL_AVX512 ? 16 : level == FM_LEVEL_AVX2 ? 8 : 1;
-#endif
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads) reduction(+ : sink)
 #endif
     {
-        float r;
 #ifdef _OPENMP
 #pragma omp single
         team = omp_get_num_threads();
 #endif
-#if FM_PEAK_X86
-        if (level == FM_LEVEL_AVX512)
-            r = fm_peak_avx512(iters);
-        else if (level == FM_LEVEL_AVX2)
-            r = fm_peak_avx2(iters);
-        else
-#endif
-            r = fm_peak_scalar(iters);
-        sink += r;
+        sink += loop(iters);
     }
     (void)threads;
     fm_peak_sink = sink;
     *seconds = fm_now() - t0;
+    return team;
+}
+
+double fm_fma_peak(int level, long iters, int threads, double *seconds)
+{
+    float (*loop)(long) = fm_peak_scalar;
+    int lanes = 1;
+#if FM_PEAK_X86
+    if (level == FM_LEVEL_AVX512)
+        loop = fm_peak_avx512, lanes = 16;
+    else if (level == FM_LEVEL_AVX2)
+        loop = fm_peak_avx2, lanes = 8;
+#endif
+    int team = fm_run_team(loop, iters, threads, seconds);
     return 2.0 * 16.0 * (double)lanes * (double)iters * (double)team;
+}
+
+double fm_root_peak(int level, long iters, int threads, double *seconds)
+{
+    float (*loop)(long) = fm_roots_scalar;
+    int lanes = 1;
+    /* update.c's loops run in AVX2 at every level from AVX2 up. */
+#if FM_PEAK_X86
+    if (level >= FM_LEVEL_AVX2)
+        loop = fm_roots_avx2, lanes = 8;
+#endif
+    int team = fm_run_team(loop, iters, threads, seconds);
+    return 8.0 * (double)lanes * (double)iters * (double)team;
 }
 
 /* Where the streaming loop's xor goes. */

@@ -261,13 +261,48 @@ def test_profile_counts_the_updates_traffic_and_footprint():
     assert footprint == nbytes == 2 * batch.nbytes
 
 
+def test_profile_holds_the_update_to_its_square_roots():
+    from fastmlp.tools.profile import _roots, roofline_bound
+
+    p = np.zeros(1000, np.float32)
+    # RMSprop and Adam divide by a square root once per parameter; the others never.
+    for rule in RULES:
+        want = p.size if rule in ("rmsprop", "adam", "adamw") else 0
+        assert _roots("update", (RULES.index(rule), p)) == want
+    assert _roots("dense_forward", (p,)) == 0
+    # The bound is the longest of the three times; without a measured rate (a GPU's
+    # ceilings) the square roots do not count.
+    ceil = {"gflops": 100.0, "roots": 2.0}
+    assert roofline_bound(ceil, 1e9, 1e6, 10.0) == pytest.approx(0.01)  # the flops
+    assert roofline_bound(ceil, 1e6, 1e9, 10.0) == pytest.approx(0.1)  # the bytes
+    assert roofline_bound(ceil, 1e6, 1e6, 10.0, 1e9) == pytest.approx(0.5)  # the roots
+    assert roofline_bound({"gflops": 100.0}, 1e6, 1e6, 10.0, 1e9) == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("threads_", [1, 2])
+def test_root_peak_counts_its_square_roots(threads_):
+    from fastmlp import _cpu
+
+    best = _cpu.GEMM_LEVELS.index(_cpu.gemm_best_level())
+    for i, level in enumerate(_cpu.GEMM_LEVELS):
+        if i > best:
+            with pytest.raises(ValueError, match="does not support"):
+                _cpu.root_peak(level, 10, threads_)
+            continue
+        elements, seconds = _cpu.root_peak(level, 1000, threads_)
+        # 8 chains, each of the update's vector width: AVX2 from AVX2 up.
+        lanes = 8 if i >= 1 else 1
+        team = threads_ if fastmlp.threads.openmp_enabled() else 1
+        assert elements == 8 * lanes * 1000 * team and seconds > 0
+
+
 def test_cpu_ceilings_measure_every_footprint():
     from fastmlp.tools.profile import BANDWIDTH_FOOTPRINTS, bandwidth_at, cpu_ceilings
 
     ceil = cpu_ceilings(seconds=0.01)
     assert [fp for fp, _ in ceil["bandwidth"]] == list(BANDWIDTH_FOOTPRINTS)
     assert all(gbs > 0 for _, gbs in ceil["bandwidth"])
-    assert ceil["gflops"] > 0 and ceil["gflops_1thread"] > 0
+    assert ceil["gflops"] > 0 and ceil["gflops_1thread"] > 0 and ceil["roots"] > 0
     # A kernel is held to the bandwidth interpolated at its footprint: the measured
     # figure at a measured footprint, between the two around it elsewhere, the end
     # figures beyond them.

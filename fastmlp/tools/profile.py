@@ -8,9 +8,10 @@ softmax, RMSprop, float32; ``--layers`` for another) and random data:
   ``--repeats`` times back to back (CUDA events on the GPU, the wall clock on the CPU), with
   its arithmetic (GFLOP/s) and memory traffic (GB/s, each operand read or
   written once) as a fraction of the machine's measured ceilings, and its
-  roofline bound: the longer of its flops at the FMA peak and its bytes at the
+  roofline bound: the longest of its flops at the FMA peak, its bytes at the
   streaming bandwidth measured at its footprint (the bytes of the distinct arrays
-  it touches; ``%roof`` is that bound over the time taken);
+  it touches) and, on the CPU, the optimizer's square roots and divisions at their
+  measured rate (``%roof`` is that bound over the time taken);
 * **step and epoch**: a ``fit`` epoch over ``--samples`` samples after a warm-up
   epoch, the time per step that gives, and that step against the sum of the
   kernels' bounds;
@@ -23,7 +24,9 @@ softmax, RMSprop, float32; ``--layers`` for another) and random data:
   read-only pass and the optimizer's pattern of three arrays read and two
   written, all repetitions in one parallel region) at footprints from 32 KiB
   (the first-level cache) to 128 MiB (main memory): a kernel is held to the
-  bandwidth interpolated at its own footprint.
+  bandwidth interpolated at its own footprint; and a register-only loop of square
+  roots and divisions in the update's instructions (RMSprop and Adam take one of
+  each per parameter).
 
 The report ends with the batch size from which the GPU's epoch is faster than
 the CPU's. ``--json`` writes everything, ``--plot`` a PNG (needs matplotlib,
@@ -68,16 +71,23 @@ def cpu_ceilings(seconds=0.2) -> dict:
     optimizer's pattern (three arrays read, two of them written), each thread
     streaming its share in one parallel region. (Several streams at once move more
     than one copy does: on a 2-core Xeon, 1.6x at 8 MiB; holding the update to the
-    copy's figure alone showed it at 127% of its ceiling.)"""
+    copy's figure alone showed it at 127% of its ceiling.) And ``roots``: the
+    billions of square roots and divisions per second of a register-only loop in
+    the update's own instructions, at the thread count in use: RMSprop and Adam take
+    one of each per parameter, and on a CPU whose divider is slower than its memory
+    that, not the traffic, bounds the update (on a 2-core AMD EPYC its 407,050
+    parameters took 81 us, held to 34 us by the bandwidth alone: 42%)."""
     from .. import _cpu
 
     level, team = _cpu.gemm_best_level(), threads.get_num_threads()
 
-    def peak(n_threads):
-        iters, best = 1 << 16, 0.0
+    def rate(loop, n_threads, iters):
+        # The best of 20 runs, each longer until a run takes a quarter of `seconds`:
+        # the loop's count per second, in billions.
+        best = 0.0
         for _ in range(20):
-            flops, sec = _cpu.fma_peak(level, iters, n_threads)
-            best = max(best, flops / max(sec, 1e-9))
+            count, sec = loop(level, iters, n_threads)
+            best = max(best, count / max(sec, 1e-9))
             if sec < seconds / 4:
                 iters *= 2
         return best / 1e9
@@ -98,13 +108,16 @@ def cpu_ceilings(seconds=0.2) -> dict:
                    stream(src, None, None, reps),
                    stream(third, np.ones_like(third), np.ones_like(third), reps))
         curve.append([footprint, best / 1e9])
-    return {"gflops": peak(team), "gflops_1thread": peak(1), "gbs": curve[-1][1],
-            "bandwidth": curve,
+    root_rate = rate(_cpu.root_peak, team, 1 << 14)
+    return {"gflops": rate(_cpu.fma_peak, team, 1 << 16),
+            "gflops_1thread": rate(_cpu.fma_peak, 1, 1 << 16), "gbs": curve[-1][1],
+            "bandwidth": curve, "roots": root_rate,
             "how": f"float32 FMA chains in {level} registers, {team} thread(s); "
                    f"streaming bandwidth (the best of a copy, a read and the update's "
                    f"pattern) by footprint, {curve[0][1]:.0f} GB/s at "
                    f"{curve[0][0] >> 10} KiB to {curve[-1][1]:.0f} GB/s at "
-                   f"{curve[-1][0] >> 20} MiB"}
+                   f"{curve[-1][0] >> 20} MiB; {root_rate:.2f} G square roots and "
+                   f"divisions per second in the update's instructions"}
 
 
 def bandwidth_at(ceil, nbytes) -> float:
@@ -123,6 +136,16 @@ def bandwidth_at(ceil, nbytes) -> float:
             t = math.log(nbytes / f0) / math.log(f1 / f0)
             return math.exp((1 - t) * math.log(g0) + t * math.log(g1))
     return curve[-1][1]
+
+
+def roofline_bound(ceil, flops, nbytes, gbs, roots=0) -> float:
+    """A kernel's roofline bound in seconds: the longest of its flops at the FMA peak,
+    its bytes at ``gbs`` (the bandwidth at its footprint) and, where the ceilings
+    measured it (``roots``, the CPU's), its square roots and divisions at their rate."""
+    bound = max(flops / (ceil["gflops"] * 1e9), nbytes / (gbs * 1e9))
+    if roots and ceil.get("roots"):
+        bound = max(bound, roots / (ceil["roots"] * 1e9))
+    return bound
 
 
 def cuda_ceilings(be) -> dict:
@@ -241,8 +264,17 @@ def _traffic(name, args, layer):
     return f"{name.replace('_', ' ')} ({ACTIVATIONS[args[0]]})", a.size, 2 * a.nbytes
 
 
+def _roots(name, args):
+    """The square roots (each with a division) a recorded call takes: one per
+    parameter for the rules that divide by a root of their state, none else."""
+    if name == "update" and RULES[args[0]] in ("rmsprop", "adam", "adamw"):
+        return args[1].size
+    return 0
+
+
 def step_kernels(be, layers, batch, seed=0):
-    """``[(label, call, flops, bytes, footprint)]``: the kernel calls of one training step of the
+    """``[(label, call, flops, bytes, footprint, roots)]``: the kernel calls of one
+    training step of the
     runner ``fit`` uses on ``be`` (relu hidden layers, a softmax output, RMSprop,
     float32, random data), recorded as the step runs."""
     rng = np.random.default_rng(seed)
@@ -262,7 +294,7 @@ def step_kernels(be, layers, batch, seed=0):
         label, flops, nbytes, footprint = _cost(name, args, layer)
         fn = getattr(be, name)
         ops.append((label, lambda fn=fn, args=args, kwargs=kwargs: fn(*args, **kwargs), flops,
-                    nbytes, footprint))
+                    nbytes, footprint, _roots(name, args)))
     return ops
 
 
@@ -300,12 +332,11 @@ def run(backends=("cpu", "cuda"), batch_sizes=(32, 128, 1024, 8192), layers=KERA
         timer = _Timer(be)
         for batch in batch_sizes:
             kernels = []
-            for label, call, flops, nbytes, footprint in step_kernels(be, layers, batch):
+            for label, call, flops, nbytes, footprint, roots in step_kernels(be, layers,
+                                                                             batch):
                 sec = timer(call, repeats)
                 bw = bandwidth_at(ceil, footprint)
-                # The roofline bound: the time at the FMA peak or at the streaming
-                # bandwidth at the kernel's footprint, whichever is longer.
-                bound = max(flops / (ceil["gflops"] * 1e9), nbytes / (bw * 1e9))
+                bound = roofline_bound(ceil, flops, nbytes, bw, roots)
                 kernels.append({"kernel": label, "us": sec * 1e6,
                                 "gflops": flops / sec / 1e9, "gbs": nbytes / sec / 1e9,
                                 "flop_frac": flops / sec / 1e9 / ceil["gflops"],
