@@ -41,6 +41,14 @@ typedef struct {
        in one pass over K may be computed in the thread's scratch memory (which
        stays in cache) and C left as it was. */
     int c_unused;
+    /* FM_EPI_HOOK with c_unused, or NULL: the same hook for a block of whole panels
+       of the plan's nr columns summed in the scratch, which it then takes laid out
+       as panels: hook_panels(ctx, i0, j0, m, n, blk), panel q of the block at blk +
+       q * m * nr, its m rows one after another. (A hook that updates weights kept in
+       such panels then reads its gradient as it reads the weights: in runs of m * nr
+       values, not of nr.) */
+    void (*hook_panels)(const void *ctx, ptrdiff_t i0, ptrdiff_t j0, ptrdiff_t m,
+                        ptrdiff_t n, const void *blk);
 } fm_epilogue;
 
 /* Makes every thread of the calling thread's team hold the scratch memory that any

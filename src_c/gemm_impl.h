@@ -317,9 +317,13 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr,
             }
             {
                 ptrdiff_t mc = fm_min(mcb, i1 - ic);
-                /* Where this block of C is summed: C itself, or the scratch. */
+                /* Where this block of C is summed: C itself, or the scratch, in rows
+                   or in panels of nr columns (for hook_panels). */
                 T *Cb = own_c || ct_sum ? Cs : C + ic * ldc + jc;
                 ptrdiff_t ldb = own_c || ct_sum ? ncb : ldc;
+                int blk_panels = own_c && ep->hook_panels != NULL && nc % nr == 0;
+                if (blk_panels)
+                    ldb = nr;
                 /* A's whole panels are read where they lie (in_place), or packed;
                    a last panel of fewer than mr rows is always packed. */
                 ptrdiff_t whole = in_place ? mc / mr * mr : 0;
@@ -375,7 +379,7 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr,
                         }
                         continue;
                     }
-                    T *c = Cb + ir * ldb + jr;
+                    T *c = Cb + ir * ldb + (blk_panels ? jr * mc : jr);
                     if (m == mr && n == nr) {
                         kernel(kc, ap, ai, ak, bp, c, ldb, !first);
                     } else {
@@ -412,6 +416,8 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr,
                     fm_fp_leave(bf, csr);
                     if (ct)
                         FM_FN(fm_epilogue_tile)(ep, C, ldc, jc, ic, nc, mc);
+                    else if (blk_panels)
+                        ep->hook_panels(ep->ctx, ic, jc, mc, nc, Cb);
                     else
                         ep->hook(ep->ctx, ic, jc, mc, nc, Cb, ldb);
                     fm_fp_enter(bf);

@@ -140,6 +140,18 @@ static void FM_SFN(fm_update_rows)(const void *ctx, ptrdiff_t i0, ptrdiff_t j0, 
                              (const T *)blk + q * nr - j0, ldb);
 }
 
+/* The same for a block of whole panels laid out as the weights are (gemm.h's
+   hook_panels): each panel's gradient and parameters in one run of m * nr. */
+static void FM_SFN(fm_update_panels)(const void *ctx, ptrdiff_t i0, ptrdiff_t j0,
+                                     ptrdiff_t m, ptrdiff_t n, const void *blk)
+{
+    const FM_SFN(fm_update_block) *u = ctx;
+    const ptrdiff_t nr = u->nr;
+    for (ptrdiff_t q = j0 / nr; q < (j0 + n) / nr; q++)
+        FM_SFN(fm_update_at)(u, (q * u->depth + i0) * nr, 1, m * nr, 0,
+                             (const T *)blk + (q - j0 / nr) * m * nr, 0);
+}
+
 /* The block of the flat vectors that starts at entry `at`, updated with h if it is
    among the first n_weights entries (decayed), else with plain. */
 static FM_SFN(fm_update_block)
@@ -244,8 +256,13 @@ int FM_SFN(fm_train_step)(const fm_step_net *net, const fm_step_ws *ws, const T 
         FM_SFN(fm_plan_weight)(&l->wgt, m, sz[i], sz[i + 1], inp, g[i], grad + w_at,
                                net->bf16, &l->ew);
         /* Each thread updating the columns of the weights that it reads next. */
-        if (i == 0 && ws->panels)
+        if (i == 0 && ws->panels) {
             fm_gemm_split_as(&l->wgt, &l->fwd);
+            /* Its blocks summed in panels as the weights lie, where they are whole
+               panels of the same width. */
+            if (l->wgt.nr == ws->panels)
+                l->ew.hook_panels = FM_SFN(fm_update_panels);
+        }
         /* The bias gradient summed as the weight gradient packs the layer's gradient
            (the columns each thread updates below), where it packs all of it. */
         l->bias_sums = fm_bias_sums_on && fm_gemm_b_sums(&l->wgt, grad + b_at);
