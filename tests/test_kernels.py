@@ -262,7 +262,8 @@ def test_profile_counts_the_updates_traffic_and_footprint():
 
 
 def test_profile_holds_the_update_to_its_square_roots():
-    from fastmlp.tools.profile import _roots, roofline_bound
+    from fastmlp.tools.ceilings import roofline_bound
+    from fastmlp.tools.profile import _roots
 
     p = np.zeros(1000, np.float32)
     # RMSprop and Adam divide by a square root once per parameter; the others never.
@@ -297,7 +298,7 @@ def test_root_peak_counts_its_square_roots(threads_):
 
 
 def test_cpu_ceilings_measure_every_footprint():
-    from fastmlp.tools.profile import BANDWIDTH_FOOTPRINTS, bandwidth_at, cpu_ceilings
+    from fastmlp.tools.ceilings import BANDWIDTH_FOOTPRINTS, bandwidth_at, cpu_ceilings
 
     ceil = cpu_ceilings(seconds=0.01)
     assert [fp for fp, _ in ceil["bandwidth"]] == list(BANDWIDTH_FOOTPRINTS)

@@ -80,7 +80,7 @@ def sweep_shape(layers, batch, contenders, threads, rounds=3, seed=0) -> dict:
 
 def run_sweep(contenders, threads, rounds=3, shapes=SHAPES) -> dict:
     """Every shape of the sweep, with the FMA peak the fractions refer to."""
-    from .profile import cpu_ceilings
+    from .ceilings import cpu_ceilings
 
     # The peak before and after (the larger): another program on the shared cores
     # during one of the two measurements would understate it.
