@@ -160,6 +160,7 @@ cdef extern from "gemm.h":
     void fm_gemm_set_shares(const double *w, int team) nogil
     void fm_gemm_set_a_in_place(int mode) nogil
     void fm_gemm_set_all_k(int on) nogil
+    void fm_gemm_set_shallow(int on) nogil
     int fm_flush_denormals
     int fm_flush_supported() nogil
     enum: FM_SHARE_TEAM
@@ -225,6 +226,13 @@ def _set_a_in_place(int mode):
     rule (0), never (1: always packed) or wherever they can (2). The bits are the
     same."""
     fm_gemm_set_a_in_place(mode)
+
+
+def _set_shallow(bint on):
+    """For the tests: whether a shallow product with relu's derivative (an input
+    gradient from at most 12 classes) may run its strips through the AVX-512 strip
+    kernel (True, at start) or always through the tiles. The bits are the same."""
+    fm_gemm_set_shallow(on)
 
 
 def _set_all_k(bint on):

@@ -661,6 +661,72 @@ __attribute__((target("avx2"))) static void fm_transpose8_s(const float *src, pt
 }
 #endif
 
+/* A strip of a shallow product (at most FM_SHALLOW_K values of k, an input gradient
+   from 10 classes) with relu's derivative, at AVX-512 (gemm_impl.h's strips): 8 rows
+   of C across `panels` whole panels of 32 columns, each panel's kc rows of packed B
+   held in registers while the 8 rows take them, each row's two vectors summed as the
+   microkernel sums them (from zero, k ascending, one fused multiply-add each) and
+   kept where the layer's output h is above zero, zero elsewhere, as the tile's
+   epilogue keeps them: the same bits, without the tiles' stores read back by a pass
+   of the epilogue over the strip. Element (i, k) of A at a[i * ai + k * ak].
+   Returns 0 where the level is not AVX-512 (the strip is then left to the tiles). */
+#define FM_SHALLOW_K 12
+#if FM_X86_SIMD
+__attribute__((target("avx512f"))) static void
+fm_shallow_relu_avx512(ptrdiff_t kc, const float *a, ptrdiff_t ai, ptrdiff_t ak,
+                       const float *bp, ptrdiff_t panels, float *c, ptrdiff_t ldc,
+                       const float *h, ptrdiff_t ldh)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    for (ptrdiff_t q = 0; q < panels; q++, bp += kc * 32, c += 32, h += 32) {
+        __m512 b0[FM_SHALLOW_K], b1[FM_SHALLOW_K];
+        _Pragma("GCC unroll 12") for (int k = 0; k < FM_SHALLOW_K; k++) {
+            b0[k] = k < kc ? _mm512_loadu_ps(bp + k * 32) : zero;
+            b1[k] = k < kc ? _mm512_loadu_ps(bp + k * 32 + 16) : zero;
+        }
+        for (int i = 0; i < 8; i++) {
+            __m512 acc0 = zero, acc1 = zero;
+            _Pragma("GCC unroll 12") for (int k = 0; k < FM_SHALLOW_K; k++) {
+                if (k >= kc)
+                    break;
+                __m512 av = _mm512_set1_ps(a[i * ai + k * ak]);
+                acc0 = _mm512_fmadd_ps(av, b0[k], acc0);
+                acc1 = _mm512_fmadd_ps(av, b1[k], acc1);
+            }
+            const float *hr = h + i * ldh;
+            __mmask16 m0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(hr), zero, _CMP_GT_OQ);
+            __mmask16 m1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(hr + 16), zero, _CMP_GT_OQ);
+            _mm512_storeu_ps(c + i * ldc, _mm512_maskz_mov_ps(m0, acc0));
+            _mm512_storeu_ps(c + i * ldc + 16, _mm512_maskz_mov_ps(m1, acc1));
+        }
+    }
+}
+#endif
+
+static int fm_shallow_on = 1; /* fm_gemm_set_shallow's */
+
+void fm_gemm_set_shallow(int on)
+{
+    fm_shallow_on = on != 0;
+}
+
+static int fm_shallow_relu_s(int mr, int nr, ptrdiff_t kc, const float *a, ptrdiff_t ai,
+                             ptrdiff_t ak, const float *bp, ptrdiff_t panels, float *c,
+                             ptrdiff_t ldc, const float *h, ptrdiff_t ldh)
+{
+#if FM_X86_SIMD
+    if (!fm_shallow_on || fm_gemm_level() != FM_LEVEL_AVX512 || mr != 8 || nr != 32 ||
+        kc > FM_SHALLOW_K)
+        return 0;
+    fm_shallow_relu_avx512(kc, a, ai, ak, bp, panels, c, ldc, h, ldh);
+    return 1;
+#else
+    (void)mr, (void)nr, (void)kc, (void)a, (void)ai, (void)ak, (void)bp, (void)panels;
+    (void)c, (void)ldc, (void)h, (void)ldh;
+    return 0;
+#endif
+}
+
 static int fm_pack_along_k_fast_s(const float *X, ptrdiff_t ld, ptrdiff_t r0, ptrdiff_t rc,
                                   ptrdiff_t p0, ptrdiff_t kc, int w, float *restrict dst)
 {
@@ -1082,6 +1148,7 @@ void fm_bf16_set_hardware(int mode)
 #define FM_SIGMOID_FN fm_sigmoid_s  /* in float (see fm_math.h) */
 #define FM_TANH_FN tanhf
 #define FM_PACK_ALONG_K_FAST fm_pack_along_k_fast_s
+#define FM_SHALLOW_RELU fm_shallow_relu_s
 #define FM_PACK_BF16 fm_pack_bf16_s
 #include "gemm_impl.h"
 #undef T
@@ -1089,6 +1156,7 @@ void fm_bf16_set_hardware(int mode)
 #undef FM_SIGMOID_FN
 #undef FM_TANH_FN
 #undef FM_PACK_ALONG_K_FAST
+#undef FM_SHALLOW_RELU
 #undef FM_PACK_BF16
 
 #define T double

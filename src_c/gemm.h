@@ -182,6 +182,12 @@ void fm_gemm_set_a_in_place(int mode);
    bits are the same. */
 void fm_gemm_set_all_k(int on);
 
+/* For the tests: whether a shallow product with relu's derivative (an input gradient
+   from at most 12 classes) may run its strips through the level's strip kernel (1,
+   at start; AVX-512 float only) or always through the tiles and their epilogue (0);
+   the bits are the same. */
+void fm_gemm_set_shallow(int on);
+
 /* Whether the kernels run with subnormal floats flushed to zero (0 at start):
    MXCSR's DAZ (a subnormal operand read as zero) and FTZ (a subnormal result
    written as zero), set by each thread of a parallel region on entering it

@@ -340,6 +340,12 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr,
                    of the tiles changes none of their bits. */
                 int strips = !ct && (size_t)kc * nc * sizeof(T) <= FM_STRIP_B_BYTES;
                 ptrdiff_t njr = (nc + nr - 1) / nr, nir = (mc + mr - 1) / mr;
+#ifdef FM_SHALLOW_RELU
+                /* (Whole panels of B packed here, one block of k, C itself.) */
+                int shallow = strips && first && last && !bf && !b_panels && per_tile &&
+                              !own_c && !ct_sum && nc % nr == 0 &&
+                              ep->kind == FM_EPI_MUL_DACT && ep->act == FM_RELU;
+#endif
                 for (ptrdiff_t t = 0; t < njr * nir; t++) {
                     ptrdiff_t jr = (strips ? t % njr : t / nir) * nr;
                     ptrdiff_t ir = (strips ? t / njr : t % nir) * mr;
@@ -361,6 +367,18 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr,
                         ai = a_r;
                         ak = a_k;
                     }
+#ifdef FM_SHALLOW_RELU
+                    /* A whole strip of a shallow product with relu's derivative, at
+                       its start: the strip's kernel, where the level has one. */
+                    if (shallow && jr == 0 && m == mr && kernel == ukr &&
+                        FM_SHALLOW_RELU(mr, nr, kc, ap, ai, ak, bp, njr,
+                                        C + (ic + ir) * ldc + jc, ldc,
+                                        (const T *)ep->act_out + (ic + ir) * ep->ldo + jc,
+                                        ep->ldo)) {
+                        t += njr - 1;
+                        continue;
+                    }
+#endif
                     if (ct && !ct_sum) {
                         /* The tile of C's transpose, read and written across C. */
                         T *c = C + (jc + jr) * ldc + ic + ir;

@@ -173,6 +173,13 @@ def all_k():
     yield from _restored("_set_all_k", True)
 
 
+@pytest.fixture
+def shallow():
+    """Restore the shallow products' strip kernel after a test switches it
+    (``fastmlp._cpu._set_shallow``)."""
+    yield from _restored("_set_shallow", True)
+
+
 def pytest_sessionstart(session):
     # In CI every backend this machine can build must be there: a missing compiled
     # extension (say, tests importing the source folder) is a failure, not a skip.

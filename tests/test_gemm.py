@@ -507,3 +507,32 @@ def reference_forward(x, W, b, act):
     out = np.empty((x.shape[0], W.shape[1]), x.dtype)
     REF.dense_forward(x, W, b, out, activation_id(act))
     return out
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_shallow_strip_kernel_changes_no_bit(n_threads, level, threads, shallow):
+    # An input gradient from at most 12 classes with relu's derivative runs its whole
+    # strips of 8 rows through a strip kernel at AVX-512 (float): against the tiles
+    # and their epilogue, the same bits, with the layer's output at zero, above and
+    # below it, subnormal and not a number; strips and panels cut short, one to 12
+    # classes and 13 (beyond the kernel); and the values of NumPy's product.
+    fastmlp.set_num_threads(n_threads)
+    rng = np.random.default_rng(5)
+    relu = activation_id("relu")
+    for n, k, m in [(128, 10, 512), (1000, 10, 512), (13, 3, 64), (37, 12, 96),
+                    (64, 1, 32), (24, 13, 64), (40, 10, 40)]:
+        g = rng.standard_normal((n, k)).astype(np.float32)
+        W = rng.standard_normal((m, k)).astype(np.float32)
+        a = np.maximum(rng.standard_normal((n, m)), 0).astype(np.float32)
+        a.flat[1::11] = -1.0
+        a.flat[2::13] = np.float32(1e-40)
+        a.flat[3::17] = np.nan
+        got = []
+        for on in (True, False):
+            _cpu._set_shallow(on)
+            gx = np.full((n, m), np.nan, np.float32)
+            _cpu.dense_backward_input(g, W, gx, relu, a)
+            got.append(gx)
+        np.testing.assert_array_equal(got[0].view(np.uint32), got[1].view(np.uint32))
+        want = np.where(a > 0, g.astype(np.float64) @ W.T.astype(np.float64), 0)
+        np.testing.assert_allclose(got[0], want, rtol=1e-5, atol=1e-5)
