@@ -230,8 +230,8 @@ def _set_a_in_place(int mode):
 
 def _set_shallow(bint on):
     """For the tests: whether a shallow product with relu's derivative (an input
-    gradient from at most 12 classes) may run its strips through the AVX-512 strip
-    kernel (True, at start) or always through the tiles. The bits are the same."""
+    gradient from at most 12 classes) may run its strips through the AVX-512 or AVX2
+    strip kernel (True, at start) or always through the tiles. The bits are the same."""
     fm_gemm_set_shallow(on)
 
 

@@ -669,7 +669,8 @@ __attribute__((target("avx2"))) static void fm_transpose8_s(const float *src, pt
    kept where the layer's output h is above zero, zero elsewhere, as the tile's
    epilogue keeps them: the same bits, without the tiles' stores read back by a pass
    of the epilogue over the strip. Element (i, k) of A at a[i * ai + k * ak].
-   Returns 0 where the level is not AVX-512 (the strip is then left to the tiles). */
+   fm_shallow_relu_s returns 0 where the level has no such kernel (the strip is then
+   left to the tiles). */
 #define FM_SHALLOW_K 12
 #if FM_X86_SIMD
 __attribute__((target("avx512f"))) static void
@@ -701,6 +702,35 @@ fm_shallow_relu_avx512(ptrdiff_t kc, const float *a, ptrdiff_t ai, ptrdiff_t ak,
         }
     }
 }
+
+/* The same at AVX2 (6 rows, panels of 16 columns): each half of a panel's rows of B
+   in registers (16 ymm hold no more). */
+__attribute__((target("avx2,fma"))) static void
+fm_shallow_relu_avx2(ptrdiff_t kc, const float *a, ptrdiff_t ai, ptrdiff_t ak,
+                     const float *bp, ptrdiff_t panels, float *c, ptrdiff_t ldc,
+                     const float *h, ptrdiff_t ldh)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    for (ptrdiff_t q = 0; q < 2 * panels; q++) {
+        /* Half q % 2 of panel q / 2. */
+        const float *b = bp + q / 2 * kc * 16 + q % 2 * 8;
+        float *cq = c + q * 8;
+        const float *hq = h + q * 8;
+        __m256 bk[FM_SHALLOW_K];
+        _Pragma("GCC unroll 12") for (int k = 0; k < FM_SHALLOW_K; k++)
+            bk[k] = k < kc ? _mm256_loadu_ps(b + k * 16) : zero;
+        for (int i = 0; i < 6; i++) {
+            __m256 acc = zero;
+            _Pragma("GCC unroll 12") for (int k = 0; k < FM_SHALLOW_K; k++) {
+                if (k >= kc)
+                    break;
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(a[i * ai + k * ak]), bk[k], acc);
+            }
+            __m256 keep = _mm256_cmp_ps(_mm256_loadu_ps(hq + i * ldh), zero, _CMP_GT_OQ);
+            _mm256_storeu_ps(cq + i * ldc, _mm256_and_ps(keep, acc));
+        }
+    }
+}
 #endif
 
 static int fm_shallow_on = 1; /* fm_gemm_set_shallow's */
@@ -715,10 +745,14 @@ static int fm_shallow_relu_s(int mr, int nr, ptrdiff_t kc, const float *a, ptrdi
                              ptrdiff_t ldc, const float *h, ptrdiff_t ldh)
 {
 #if FM_X86_SIMD
-    if (!fm_shallow_on || fm_gemm_level() != FM_LEVEL_AVX512 || mr != 8 || nr != 32 ||
-        kc > FM_SHALLOW_K)
+    if (!fm_shallow_on || kc > FM_SHALLOW_K)
         return 0;
-    fm_shallow_relu_avx512(kc, a, ai, ak, bp, panels, c, ldc, h, ldh);
+    if (fm_gemm_level() == FM_LEVEL_AVX512 && mr == 8 && nr == 32)
+        fm_shallow_relu_avx512(kc, a, ai, ak, bp, panels, c, ldc, h, ldh);
+    else if (fm_gemm_level() == FM_LEVEL_AVX2 && mr == 6 && nr == 16)
+        fm_shallow_relu_avx2(kc, a, ai, ak, bp, panels, c, ldc, h, ldh);
+    else
+        return 0;
     return 1;
 #else
     (void)mr, (void)nr, (void)kc, (void)a, (void)ai, (void)ak, (void)bp, (void)panels;

@@ -184,7 +184,7 @@ void fm_gemm_set_all_k(int on);
 
 /* For the tests: whether a shallow product with relu's derivative (an input gradient
    from at most 12 classes) may run its strips through the level's strip kernel (1,
-   at start; AVX-512 float only) or always through the tiles and their epilogue (0);
+   at start; AVX-512 and AVX2, float only) or always through the tiles and their epilogue (0);
    the bits are the same. */
 void fm_gemm_set_shallow(int on);
 

@@ -512,7 +512,7 @@ def reference_forward(x, W, b, act):
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_shallow_strip_kernel_changes_no_bit(n_threads, level, threads, shallow):
     # An input gradient from at most 12 classes with relu's derivative runs its whole
-    # strips of 8 rows through a strip kernel at AVX-512 (float): against the tiles
+    # strips through a strip kernel at AVX-512 and AVX2 (float): against the tiles
     # and their epilogue, the same bits, with the layer's output at zero, above and
     # below it, subnormal and not a number; strips and panels cut short, one to 12
     # classes and 13 (beyond the kernel); and the values of NumPy's product.
