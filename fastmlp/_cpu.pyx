@@ -161,6 +161,7 @@ cdef extern from "gemm.h":
     void fm_gemm_set_a_in_place(int mode) nogil
     void fm_gemm_set_all_k(int on) nogil
     void fm_gemm_set_shallow(int on) nogil
+    void fm_gemm_set_stream(int mode) nogil
     int fm_flush_denormals
     int fm_flush_supported() nogil
     enum: FM_SHARE_TEAM
@@ -233,6 +234,13 @@ def _set_shallow(bint on):
     gradient from at most 12 classes) may run its strips through the AVX-512 or AVX2
     strip kernel (True, at start) or always through the tiles. The bits are the same."""
     fm_gemm_set_shallow(on)
+
+
+def _set_stream(int mode):
+    """For the tests: the shallow products' strip kernel writes its output with
+    non-temporal stores by its rule (0: an output above 8 MiB), never (1) or wherever
+    the output's rows are aligned to the vectors (2). The bits are the same."""
+    fm_gemm_set_stream(mode)
 
 
 def _set_all_k(bint on):

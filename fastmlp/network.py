@@ -15,6 +15,7 @@ instead of reaching into ``MLP``:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -86,13 +87,22 @@ class Network:
         return Ws, bs
 
 
+def empty_aligned(shape, dtype, align: int = 64):
+    """An uninitialised array whose data starts on an ``align``-byte boundary, a cache
+    line (NumPy's own start 16 bytes into one)."""
+    shape = tuple(shape) if np.iterable(shape) else (shape,)
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    raw = np.empty(nbytes + align, dtype=np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def aligned_empty(like, align: int = 64):
     """An uninitialised array of ``like``'s shape and dtype whose data starts on an
     ``align``-byte boundary (the compiled step reads weights with aligned vector
     loads)."""
-    raw = np.empty(like.nbytes + align, dtype=np.uint8)
-    start = -raw.ctypes.data % align
-    return raw[start:start + like.nbytes].view(like.dtype).reshape(like.shape)
+    return empty_aligned(like.shape, like.dtype, align)
 
 
 class Parameters:
@@ -126,7 +136,11 @@ class Workspace:
     """
 
     def __init__(self, net: Network, batch, backward, gather=False, backend=None):
-        alloc = np.empty if backend is None else backend.empty
+        # On the host, each array starts a cache line: the compiled kernels' vector
+        # loads and stores of its rows then never straddle two lines, and an input
+        # gradient too large for the caches is written past them (gemm.c's
+        # FM_STREAM_C_BYTES).
+        alloc = empty_aligned if backend is None or not backend.device else backend.empty
         dt = net.dtype
 
         def new(m):

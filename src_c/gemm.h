@@ -188,6 +188,11 @@ void fm_gemm_set_all_k(int on);
    the bits are the same. */
 void fm_gemm_set_shallow(int on);
 
+/* For the tests: the shallow products' strip kernel writes C with non-temporal
+   stores by its rule (0, at start: C above 8 MiB), never (1) or wherever C's rows
+   are aligned to the level's vectors (2); the bits are the same. */
+void fm_gemm_set_stream(int mode);
+
 /* Whether the kernels run with subnormal floats flushed to zero (0 at start):
    MXCSR's DAZ (a subnormal operand read as zero) and FTZ (a subnormal result
    written as zero), set by each thread of a parallel region on entering it

@@ -241,7 +241,8 @@ static void FM_FN(fm_pack)(int bf, int its_b, int trans, const T *X, ptrdiff_t l
    is packed (gemm.h's fm_gemm_b_sums). */
 static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr,
                                FM_FN(fm_ukr_fn) ukr_rows, int bf, int ta,
-                               int tb, int ct, int in_place, int b_panels, ptrdiff_t i0,
+                               int tb, int ct, int in_place, int b_panels, int stream,
+                               ptrdiff_t i0,
                                ptrdiff_t i1, ptrdiff_t j0, ptrdiff_t j1, ptrdiff_t K,
                                ptrdiff_t Ks,
                                ptrdiff_t kcb, ptrdiff_t mcb, ptrdiff_t ncb, const T *A,
@@ -374,7 +375,7 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr,
                         FM_SHALLOW_RELU(mr, nr, kc, ap, ai, ak, bp, njr,
                                         C + (ic + ir) * ldc + jc, ldc,
                                         (const T *)ep->act_out + (ic + ir) * ep->ldo + jc,
-                                        ep->ldo)) {
+                                        ep->ldo, stream)) {
                         t += njr - 1;
                         continue;
                     }
@@ -665,7 +666,8 @@ static int FM_FN(fm_gemm_general)(fm_gemm_plan *pl, int t, int team, ptrdiff_t s
     if (lo < hi)
         failed = FM_FN(fm_gemm_part)(mr, nr, ukr, (FM_FN(fm_ukr_fn))pl->ukr_rows, pl->bf,
                                      pl->ta, pl->tb, pl->ct,
-                                     pl->a_in_place, pl->b_panels, i0, i1, j0, j1, pl->Kp,
+                                     pl->a_in_place, pl->b_panels,
+                                     fm_stream_c(M, N, sizeof(T)), i0, i1, j0, j1, pl->Kp,
                                      pl->K, pl->kcb, mcb, ncb, pl->A, pl->lda,
                                      (const T *const *)pl->a_rows, pl->B, pl->ldb, pl->C,
                                      pl->ldc, pl->ep, pl->b_sums, s_lo, s_hi);

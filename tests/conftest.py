@@ -180,6 +180,13 @@ def shallow():
     yield from _restored("_set_shallow", True)
 
 
+@pytest.fixture
+def stream():
+    """Restore the strip kernel's rule for non-temporal stores after a test forces
+    them on or off (``fastmlp._cpu._set_stream``)."""
+    yield from _restored("_set_stream", 0)
+
+
 def pytest_sessionstart(session):
     # In CI every backend this machine can build must be there: a missing compiled
     # extension (say, tests importing the source folder) is a failure, not a skip.

@@ -120,6 +120,36 @@ def test_step_reading_a_in_place_is_bitwise_the_python_loop(mode, threads, a_in_
     assert_same_training(results)
 
 
+def test_host_workspace_arrays_start_on_cache_lines():
+    # The step's arrays start a cache line each (NumPy's start 16 bytes into one), so
+    # the kernels' vector loads and stores of their rows never straddle two lines.
+    from fastmlp.network import Workspace
+
+    net = fastmlp.MLP([30, 70, 10], ["relu", "softmax"]).network
+    for batch in (1, 37, 4096):
+        ws = Workspace(net, batch, backward=True, gather=True)
+        arrays = [ws.x, ws.y, ws.z, ws.row_loss, *ws.a, *ws.g]
+        assert [a.ctypes.data % 64 for a in arrays] == [0] * len(arrays)
+        assert ws.x.shape == (batch, 30) and ws.row_loss.shape == (batch,)
+
+
+def test_step_streaming_the_input_gradient_changes_no_bit(threads, stream):
+    # The input gradient through relu written past the caches (non-temporal stores,
+    # read by the next product on the other thread) gives the bits of the step that
+    # writes it in them, and of the Python loop, on two threads.
+    from fastmlp import _cpu
+
+    fastmlp.set_num_threads(2)
+    results = []
+    for mode, compiled in ((2, True), (1, True), (1, False)):
+        _cpu._set_stream(mode)
+        results.append(train([300, 64, 10], ["relu", "softmax"], "cross_entropy",
+                             "float32", optim.RMSprop(1e-3), 0.0, compiled, epochs=2,
+                             batch=130, n=600))
+    assert_same_training(results[:2])
+    assert_same_training(results[1:])
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("mode", [0, 1, 2], ids=["rule", "packed", "in-place"])
 @pytest.mark.parametrize("n_threads", [1, 2])

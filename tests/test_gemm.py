@@ -13,6 +13,7 @@ import fastmlp
 from fastmlp import _cpu, threads
 from fastmlp.backends import get_backend
 from fastmlp.functions import ACTIVATIONS, activation_id
+from fastmlp.network import empty_aligned
 
 REF = get_backend("numpy")
 CPU = get_backend("cpu")
@@ -510,17 +511,20 @@ def reference_forward(x, W, b, act):
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])
-def test_shallow_strip_kernel_changes_no_bit(n_threads, level, threads, shallow):
+def test_shallow_strip_kernel_changes_no_bit(n_threads, level, threads, shallow, stream):
     # An input gradient from at most 12 classes with relu's derivative runs its whole
     # strips through a strip kernel at AVX-512 and AVX2 (float): against the tiles
     # and their epilogue, the same bits, with the layer's output at zero, above and
     # below it, subnormal and not a number; strips and panels cut short, one to 12
-    # classes and 13 (beyond the kernel); and the values of NumPy's product.
+    # classes and 13 (beyond the kernel); and the values of NumPy's product. The
+    # kernel's non-temporal stores, by its rule (an output above 8 MiB: the 4200 x
+    # 512 case), forced where the output is aligned, and forced where it is not
+    # (ordinary stores then), give the same bits.
     fastmlp.set_num_threads(n_threads)
     rng = np.random.default_rng(5)
     relu = activation_id("relu")
     for n, k, m in [(128, 10, 512), (1000, 10, 512), (13, 3, 64), (37, 12, 96),
-                    (64, 1, 32), (24, 13, 64), (40, 10, 40)]:
+                    (64, 1, 32), (24, 13, 64), (40, 10, 40), (4200, 10, 512)]:
         g = rng.standard_normal((n, k)).astype(np.float32)
         W = rng.standard_normal((m, k)).astype(np.float32)
         a = np.maximum(rng.standard_normal((n, m)), 0).astype(np.float32)
@@ -528,11 +532,15 @@ def test_shallow_strip_kernel_changes_no_bit(n_threads, level, threads, shallow)
         a.flat[2::13] = np.float32(1e-40)
         a.flat[3::17] = np.nan
         got = []
-        for on in (True, False):
+        for on, mode, offset in ((False, 0, 0), (True, 0, 0), (True, 1, 0), (True, 2, 0),
+                                 (True, 2, 1)):
             _cpu._set_shallow(on)
-            gx = np.full((n, m), np.nan, np.float32)
+            _cpu._set_stream(mode)
+            gx = empty_aligned(n * m + 1, np.float32)[offset:offset + n * m].reshape(n, m)
+            gx[...] = np.nan
             _cpu.dense_backward_input(g, W, gx, relu, a)
             got.append(gx)
-        np.testing.assert_array_equal(got[0].view(np.uint32), got[1].view(np.uint32))
+        for other in got[1:]:
+            np.testing.assert_array_equal(other.view(np.uint32), got[0].view(np.uint32))
         want = np.where(a > 0, g.astype(np.float64) @ W.T.astype(np.float64), 0)
         np.testing.assert_allclose(got[0], want, rtol=1e-5, atol=1e-5)
