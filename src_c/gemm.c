@@ -33,6 +33,10 @@
 /* The rows of A a thin weight-gradient kernel fetches ahead. */
 #define FM_THIN_T_AHEAD 8
 
+/* How a float product runs: in float, or on bfloat16 operands (see the section on
+   bfloat16 products further down). */
+enum { FM_BF16_NONE = 0, FM_BF16_EMULATED = 1, FM_BF16_HARDWARE = 2, FM_BF16_NATIVE = 3 };
+
 /* Cache blocking: KC values of K per packed panel (about L1 with one B
    micro-panel, L2 with the A block), MC rows per packed A block, NC columns per
    packed B block. KC alone fixes the summation order. */
@@ -696,6 +700,21 @@ __attribute__((target("avx2"))) static void fm_transpose8_s(const float *src, pt
    such kernel (the strip is then left to the tiles). */
 #define FM_SHALLOW_K 12
 #if FM_X86_SIMD
+/* A row's 32 sums stored where m0 and m1 keep them, zero elsewhere: past the caches
+   with nt (c then aligned). */
+__attribute__((target("avx512f"))) static inline void
+fm_store_kept32(float *c, __m512 acc0, __m512 acc1, __mmask16 m0, __mmask16 m1, int nt)
+{
+    __m512 c0 = _mm512_maskz_mov_ps(m0, acc0), c1 = _mm512_maskz_mov_ps(m1, acc1);
+    if (nt) {
+        _mm512_stream_ps(c, c0);
+        _mm512_stream_ps(c + 16, c1);
+    } else {
+        _mm512_storeu_ps(c, c0);
+        _mm512_storeu_ps(c + 16, c1);
+    }
+}
+
 __attribute__((target("avx512f"))) static void
 fm_shallow_relu_avx512(ptrdiff_t kc, const float *a, ptrdiff_t ai, ptrdiff_t ak,
                        const float *bp, ptrdiff_t panels, float *c, ptrdiff_t ldc,
@@ -720,14 +739,7 @@ fm_shallow_relu_avx512(ptrdiff_t kc, const float *a, ptrdiff_t ai, ptrdiff_t ak,
             const float *hr = h + i * ldh;
             __mmask16 m0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(hr), zero, _CMP_GT_OQ);
             __mmask16 m1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(hr + 16), zero, _CMP_GT_OQ);
-            __m512 c0 = _mm512_maskz_mov_ps(m0, acc0), c1 = _mm512_maskz_mov_ps(m1, acc1);
-            if (nt) {
-                _mm512_stream_ps(c + i * ldc, c0);
-                _mm512_stream_ps(c + i * ldc + 16, c1);
-            } else {
-                _mm512_storeu_ps(c + i * ldc, c0);
-                _mm512_storeu_ps(c + i * ldc + 16, c1);
-            }
+            fm_store_kept32(c + i * ldc, acc0, acc1, m0, m1, nt);
         }
     }
 }
@@ -763,6 +775,50 @@ fm_shallow_relu_avx2(ptrdiff_t kc, const float *a, ptrdiff_t ai, ptrdiff_t ak,
         }
     }
 }
+
+/* The same for a bfloat16 product on vdpbf16ps (FM_BF16_NATIVE, 8 rows, panels of 32
+   columns): a holds the strip's packed pairs (pair q of row i at lane q * 8 + i), each
+   panel's pairs of B are held in registers, and each row's two vectors are summed
+   as fm_ukr_avx512bf16_s sums them (from zero, pair by pair). It runs with DAZ and
+   FTZ set, where the tiles' epilogue compares the layer's output in the caller's
+   floating-point mode: the output h is kept where h > 0 there, compared as
+   integers (above h_min: 0, or the largest subnormal's bits where the caller reads
+   subnormals as zero; at most infinity's: not a NaN). */
+__attribute__((target("avx512f,avx512bf16"))) static void
+fm_shallow_relu_bf16(ptrdiff_t pairs, const float *a, const float *bp, ptrdiff_t panels,
+                     float *c, ptrdiff_t ldc, const float *h, ptrdiff_t ldh, int nt,
+                     int h_min)
+{
+    const uint32_t *ap = (const uint32_t *)a, *b = (const uint32_t *)bp;
+    const __m512i lo = _mm512_set1_epi32(h_min), inf = _mm512_set1_epi32(0x7f800000);
+    for (ptrdiff_t q = 0; q < panels; q++, b += pairs * 32, c += 32, h += 32) {
+        __m512bh b0[FM_SHALLOW_K / 2], b1[FM_SHALLOW_K / 2];
+        _Pragma("GCC unroll 6") for (int p = 0; p < FM_SHALLOW_K / 2; p++) {
+            const void *bq = b + p * 32;
+            b0[p] = (__m512bh)(p < pairs ? _mm512_loadu_si512(bq) : _mm512_setzero_si512());
+            b1[p] = (__m512bh)(p < pairs ? _mm512_loadu_si512((const uint32_t *)bq + 16)
+                                         : _mm512_setzero_si512());
+        }
+        for (int i = 0; i < 8; i++) {
+            __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+            _Pragma("GCC unroll 6") for (int p = 0; p < FM_SHALLOW_K / 2; p++) {
+                if (p >= pairs)
+                    break;
+                __m512bh ai = (__m512bh)_mm512_set1_epi32((int)ap[p * 8 + i]);
+                acc0 = _mm512_dpbf16_ps(acc0, ai, b0[p]);
+                acc1 = _mm512_dpbf16_ps(acc1, ai, b1[p]);
+            }
+            const float *hr = h + i * ldh;
+            __m512i h0 = _mm512_loadu_si512((const void *)hr);
+            __m512i h1 = _mm512_loadu_si512((const void *)(hr + 16));
+            __mmask16 m0 = _mm512_cmpgt_epi32_mask(h0, lo) &
+                           _mm512_cmple_epi32_mask(h0, inf);
+            __mmask16 m1 = _mm512_cmpgt_epi32_mask(h1, lo) &
+                           _mm512_cmple_epi32_mask(h1, inf);
+            fm_store_kept32(c + i * ldc, acc0, acc1, m0, m1, nt);
+        }
+    }
+}
 #endif
 
 static int fm_shallow_on = 1; /* fm_gemm_set_shallow's */
@@ -773,16 +829,23 @@ void fm_gemm_set_shallow(int on)
 }
 
 /* With stream, C is written past the caches where its rows are aligned to the
-   level's vectors (fm_stream_c says when). */
-static int fm_shallow_relu_s(int mr, int nr, ptrdiff_t kc, const float *a, ptrdiff_t ai,
-                             ptrdiff_t ak, const float *bp, ptrdiff_t panels, float *c,
-                             ptrdiff_t ldc, const float *h, ptrdiff_t ldh, int stream)
+   level's vectors (fm_stream_c says when). bf is the product's FM_BF16_* (a
+   bfloat16 product takes its kernel only on vdpbf16ps), csr the caller's MXCSR. */
+static int fm_shallow_relu_s(int mr, int nr, int bf, unsigned csr, ptrdiff_t kc,
+                             const float *a, ptrdiff_t ai, ptrdiff_t ak, const float *bp,
+                             ptrdiff_t panels, float *c, ptrdiff_t ldc, const float *h,
+                             ptrdiff_t ldh, int stream)
 {
 #if FM_X86_SIMD
-    if (!fm_shallow_on || kc > FM_SHALLOW_K)
+    if (!fm_shallow_on || kc > FM_SHALLOW_K || (bf && bf != FM_BF16_NATIVE))
         return 0;
     int nt = stream && (uintptr_t)c % 64 == 0 && ldc % 16 == 0;
-    if (fm_gemm_level() == FM_LEVEL_AVX512 && mr == 8 && nr == 32)
+    if (bf && mr == 8 && nr == 32)
+        fm_shallow_relu_bf16(kc / 2, a, bp, panels, c, ldc, h, ldh, nt,
+                             csr & 0x40u ? 0x007fffff : 0);
+    else if (bf)
+        return 0;
+    else if (fm_gemm_level() == FM_LEVEL_AVX512 && mr == 8 && nr == 32)
         fm_shallow_relu_avx512(kc, a, ai, ak, bp, panels, c, ldc, h, ldh, nt);
     else if (fm_gemm_level() == FM_LEVEL_AVX2 && mr == 6 && nr == 16)
         fm_shallow_relu_avx2(kc, a, ai, ak, bp, panels, c, ldc, h, ldh, nt);
@@ -794,8 +857,8 @@ static int fm_shallow_relu_s(int mr, int nr, ptrdiff_t kc, const float *a, ptrdi
         _mm_sfence();
     return 1;
 #else
-    (void)mr, (void)nr, (void)kc, (void)a, (void)ai, (void)ak, (void)bp, (void)panels;
-    (void)c, (void)ldc, (void)h, (void)ldh, (void)stream;
+    (void)mr, (void)nr, (void)bf, (void)csr, (void)kc, (void)a, (void)ai, (void)ak;
+    (void)bp, (void)panels, (void)c, (void)ldc, (void)h, (void)ldh, (void)stream;
     return 0;
 #endif
 }
@@ -848,8 +911,7 @@ static int fm_pack_along_k_fast_s(const float *X, ptrdiff_t ld, ptrdiff_t r0, pt
    also under DAZ and FTZ), as in the float product. FM_BF16_HARDWARE is the
    instruction's paired layout (for the instruction, or fm_ukr_pairs_s in its
    place); FM_BF16_NATIVE the same, packed with the instruction set's own rounding,
-   where the CPU has the instruction. */
-enum { FM_BF16_NONE = 0, FM_BF16_EMULATED = 1, FM_BF16_HARDWARE = 2, FM_BF16_NATIVE = 3 };
+   where the CPU has the instruction. (The FM_BF16_* values are defined at the top.) */
 
 /* Sets DAZ and FTZ for a bfloat16 product and returns the MXCSR to restore. */
 static unsigned fm_fp_enter(int bf)

@@ -343,7 +343,7 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr,
                 ptrdiff_t njr = (nc + nr - 1) / nr, nir = (mc + mr - 1) / mr;
 #ifdef FM_SHALLOW_RELU
                 /* (Whole panels of B packed here, one block of k, C itself.) */
-                int shallow = strips && first && last && !bf && !b_panels && per_tile &&
+                int shallow = strips && first && last && !b_panels && per_tile &&
                               !own_c && !ct_sum && nc % nr == 0 &&
                               ep->kind == FM_EPI_MUL_DACT && ep->act == FM_RELU;
 #endif
@@ -372,7 +372,7 @@ static int FM_FN(fm_gemm_part)(int mr, int nr, FM_FN(fm_ukr_fn) ukr,
                     /* A whole strip of a shallow product with relu's derivative, at
                        its start: the strip's kernel, where the level has one. */
                     if (shallow && jr == 0 && m == mr && kernel == ukr &&
-                        FM_SHALLOW_RELU(mr, nr, kc, ap, ai, ak, bp, njr,
+                        FM_SHALLOW_RELU(mr, nr, bf, csr, kc, ap, ai, ak, bp, njr,
                                         C + (ic + ir) * ldc + jc, ldc,
                                         (const T *)ep->act_out + (ic + ir) * ep->ldo + jc,
                                         ep->ldo, stream)) {

@@ -137,6 +137,17 @@ def threads():
     fastmlp.set_num_threads(before)
 
 
+def relu_outputs(rng, n, m):
+    """A layer's relu outputs for the input gradient's strip tests: at zero and above,
+    with some negative, subnormal, infinite and not-a-number values among them."""
+    a = np.maximum(rng.standard_normal((n, m)), 0).astype(np.float32)
+    a.flat[1::11] = -1.0
+    a.flat[2::13] = np.float32(1e-40)
+    a.flat[3::17] = np.nan
+    a.flat[4::19] = np.inf
+    return a
+
+
 def _restored(switch, value):
     """Yield, then set ``fastmlp._cpu``'s test switch ``switch`` back to ``value``."""
     from fastmlp import _cpu

@@ -3,12 +3,14 @@ in every kernel, layout, SIMD level and thread count, and the policy in models."
 
 import numpy as np
 import pytest
-from conftest import max_rel_err
+from conftest import max_rel_err, relu_outputs
 from test_fingerprint import fixed_run
 
 import fastmlp
 from fastmlp import _cpu, bf16, optim, training
 from fastmlp.backends import get_backend
+from fastmlp.functions import activation_id
+from fastmlp.network import empty_aligned
 
 #: sha256 of the float32 weights after the mixed_bfloat16 run below: the same at
 #: every SIMD level, thread count and bfloat16 kernel (recorded on an AVX-512
@@ -164,6 +166,44 @@ def test_probe_exercises_flushing_and_order_and_matches(bf16_kernel, level):
     assert not np.array_equal(bits(ref), bits(swapped))
     for _, out in products(a, b):
         np.testing.assert_array_equal(bits(out), bits(ref))
+
+
+@pytest.mark.parametrize("daz", [False, True], ids=["subnormals-kept", "read-as-zero"])
+def test_shallow_input_gradient_strip_kernel_changes_no_bit(daz, bf16_kernel, threads,
+                                                            shallow, stream):
+    # A bfloat16 input gradient from at most 12 classes with relu's derivative runs
+    # its whole strips through a strip kernel on vdpbf16ps, in the products' DAZ and
+    # FTZ mode, where the tiles' epilogue compares the layer's output in the
+    # caller's: against the emulation with the tiles, the same bits, with outputs at
+    # zero, negative, subnormal (kept, or read as zero where the caller flushes
+    # them), infinite and not a number; strips cut short, 1 to 12 classes and 13;
+    # written past the caches or not, on 1 and 2 threads.
+    rng = np.random.default_rng(7)
+    relu = activation_id("relu")
+    mode = _cpu.bf16_hardware()
+    with fastmlp.threads.flush_denormals(daz):
+        for n_threads in (1, 2):
+            fastmlp.set_num_threads(n_threads)
+            for n, k, m in [(128, 10, 512), (1000, 10, 512), (13, 3, 64), (37, 12, 96),
+                            (64, 1, 32), (24, 13, 64), (40, 10, 40)]:
+                g = rng.standard_normal((n, k)).astype(np.float32)
+                W = rng.standard_normal((m, k)).astype(np.float32)
+                a = relu_outputs(rng, n, m)
+                got = []
+                for hw, on, stream_mode in ((0, False, 0), (mode, True, 1), (mode, True, 2)):
+                    _cpu.set_bf16_hardware(hw)
+                    _cpu._set_shallow(on)
+                    _cpu._set_stream(stream_mode)
+                    gx = empty_aligned((n, m), np.float32)
+                    gx[...] = np.nan
+                    _cpu.dense_backward_input(g, W, gx, relu, a, True)
+                    got.append(gx)
+                _cpu.set_bf16_hardware(mode)
+                for other in got[1:]:
+                    np.testing.assert_array_equal(other.view(np.uint32),
+                                                  got[0].view(np.uint32))
+                kept = a > (np.float32(1.17549435e-38) if daz else 0)
+                assert np.all(got[0][~kept] == 0)
 
 
 def test_bf16_product_restores_the_floating_point_mode():

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import max_rel_err, tol, update_cases
+from conftest import max_rel_err, relu_outputs, tol, update_cases
 
 import fastmlp
 from fastmlp import _cpu, threads
@@ -515,8 +515,9 @@ def test_shallow_strip_kernel_changes_no_bit(n_threads, level, threads, shallow,
     # An input gradient from at most 12 classes with relu's derivative runs its whole
     # strips through a strip kernel at AVX-512 and AVX2 (float): against the tiles
     # and their epilogue, the same bits, with the layer's output at zero, above and
-    # below it, subnormal and not a number; strips and panels cut short, one to 12
-    # classes and 13 (beyond the kernel); and the values of NumPy's product. The
+    # below it, subnormal, infinite and not a number; strips and panels cut short,
+    # one to 12 classes and 13 (beyond the kernel); and the values of NumPy's
+    # product. The
     # kernel's non-temporal stores, by its rule (an output above 8 MiB: the 4200 x
     # 512 case), forced where the output is aligned, and forced where it is not
     # (ordinary stores then), give the same bits.
@@ -527,10 +528,7 @@ def test_shallow_strip_kernel_changes_no_bit(n_threads, level, threads, shallow,
                     (64, 1, 32), (24, 13, 64), (40, 10, 40), (4200, 10, 512)]:
         g = rng.standard_normal((n, k)).astype(np.float32)
         W = rng.standard_normal((m, k)).astype(np.float32)
-        a = np.maximum(rng.standard_normal((n, m)), 0).astype(np.float32)
-        a.flat[1::11] = -1.0
-        a.flat[2::13] = np.float32(1e-40)
-        a.flat[3::17] = np.nan
+        a = relu_outputs(rng, n, m)
         got = []
         for on, mode, offset in ((False, 0, 0), (True, 0, 0), (True, 1, 0), (True, 2, 0),
                                  (True, 2, 1)):
