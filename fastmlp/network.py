@@ -88,8 +88,8 @@ class Network:
 
 
 def empty_aligned(shape, dtype, align: int = 64):
-    """An uninitialised array whose data starts on an ``align``-byte boundary, a cache
-    line (NumPy's own start 16 bytes into one)."""
+    """An uninitialised array whose data starts on an ``align``-byte boundary: by
+    default a cache line (a large NumPy array starts 16 bytes into one)."""
     shape = tuple(shape) if np.iterable(shape) else (shape,)
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
