@@ -231,15 +231,16 @@ def _set_a_in_place(int mode):
 
 def _set_shallow(bint on):
     """For the tests: whether a shallow product with relu's derivative (an input
-    gradient from at most 12 classes) may run its strips through the AVX-512 or AVX2
-    strip kernel (True, at start) or always through the tiles. The bits are the same."""
+    gradient from at most 12 classes) may run its strips through a strip kernel (True,
+    at start; float at AVX-512 and AVX2, bfloat16 on vdpbf16ps) or always through the
+    tiles. The bits are the same."""
     fm_gemm_set_shallow(on)
 
 
 def _set_stream(int mode):
     """For the tests: the shallow products' strip kernel writes its output with
     non-temporal stores by its rule (0: an output above 8 MiB), never (1) or wherever
-    the output's rows are aligned to the vectors (2). The bits are the same."""
+    the output's rows start on cache lines (2). The bits are the same."""
     fm_gemm_set_stream(mode)
 
 

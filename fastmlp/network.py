@@ -98,13 +98,6 @@ def empty_aligned(shape, dtype, align: int = 64):
     return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
-def aligned_empty(like, align: int = 64):
-    """An uninitialised array of ``like``'s shape and dtype whose data starts on an
-    ``align``-byte boundary (the compiled step reads weights with aligned vector
-    loads)."""
-    return empty_aligned(like.shape, like.dtype, align)
-
-
 class Parameters:
     """A flat parameter (or gradient) vector ``flat`` and its views ``W`` and ``b``."""
 

@@ -687,18 +687,6 @@ __attribute__((target("avx2"))) static void fm_transpose8_s(const float *src, pt
 }
 #endif
 
-/* A strip of a shallow product (at most FM_SHALLOW_K values of k, an input gradient
-   from 10 classes) with relu's derivative, at AVX-512 (gemm_impl.h's strips): 8 rows
-   of C across `panels` whole panels of 32 columns, each panel's kc rows of packed B
-   held in registers while the 8 rows take them, each row's two vectors summed as the
-   microkernel sums them (from zero, k ascending, one fused multiply-add each) and
-   kept where the layer's output h is above zero, zero elsewhere, as the tile's
-   epilogue keeps them: the same bits, without the tiles' stores read back by a pass
-   of the epilogue over the strip. Element (i, k) of A at a[i * ai + k * ak]. With
-   nt, C's rows are written with non-temporal stores (whole aligned vectors; the
-   caller then fences them). fm_shallow_relu_s returns 0 where the level has no
-   such kernel (the strip is then left to the tiles). */
-#define FM_SHALLOW_K 12
 #if FM_X86_SIMD
 /* A row's 32 sums stored where m0 and m1 keep them, zero elsewhere: past the caches
    with nt (c then aligned). */
@@ -714,7 +702,21 @@ fm_store_kept32(float *c, __m512 acc0, __m512 acc1, __mmask16 m0, __mmask16 m1, 
         _mm512_storeu_ps(c + 16, c1);
     }
 }
+#endif
 
+/* A strip of a shallow product (at most FM_SHALLOW_K values of k, an input gradient
+   from 10 classes) with relu's derivative, at AVX-512 (gemm_impl.h's strips): 8 rows
+   of C across `panels` whole panels of 32 columns, each panel's kc rows of packed B
+   held in registers while the 8 rows take them, each row's two vectors summed as the
+   microkernel sums them (from zero, k ascending, one fused multiply-add each) and
+   kept where the layer's output h is above zero, zero elsewhere, as the tile's
+   epilogue keeps them: the same bits, without the tiles' stores read back by a pass
+   of the epilogue over the strip. Element (i, k) of A at a[i * ai + k * ak]. With
+   nt, C's rows are written with non-temporal stores (whole aligned vectors; the
+   caller then fences them). fm_shallow_relu_s returns 0 where the level has no
+   such kernel (the strip is then left to the tiles). */
+#define FM_SHALLOW_K 12
+#if FM_X86_SIMD
 __attribute__((target("avx512f"))) static void
 fm_shallow_relu_avx512(ptrdiff_t kc, const float *a, ptrdiff_t ai, ptrdiff_t ak,
                        const float *bp, ptrdiff_t panels, float *c, ptrdiff_t ldc,
@@ -828,8 +830,8 @@ void fm_gemm_set_shallow(int on)
     fm_shallow_on = on != 0;
 }
 
-/* With stream, C is written past the caches where its rows are aligned to the
-   level's vectors (fm_stream_c says when). bf is the product's FM_BF16_* (a
+/* With stream, C is written past the caches where its rows start on cache lines
+   (fm_stream_c says when). bf is the product's FM_BF16_* (a
    bfloat16 product takes its kernel only on vdpbf16ps), csr the caller's MXCSR. */
 static int fm_shallow_relu_s(int mr, int nr, int bf, unsigned csr, ptrdiff_t kc,
                              const float *a, ptrdiff_t ai, ptrdiff_t ak, const float *bp,
@@ -842,7 +844,7 @@ static int fm_shallow_relu_s(int mr, int nr, int bf, unsigned csr, ptrdiff_t kc,
     int nt = stream && (uintptr_t)c % 64 == 0 && ldc % 16 == 0;
     if (bf && mr == 8 && nr == 32)
         fm_shallow_relu_bf16(kc / 2, a, bp, panels, c, ldc, h, ldh, nt,
-                             csr & 0x40u ? 0x007fffff : 0);
+                             csr & FM_MXCSR_DAZ ? 0x007fffff : 0);
     else if (bf)
         return 0;
     else if (fm_gemm_level() == FM_LEVEL_AVX512 && mr == 8 && nr == 32)

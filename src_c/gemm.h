@@ -184,13 +184,13 @@ void fm_gemm_set_all_k(int on);
 
 /* For the tests: whether a shallow product with relu's derivative (an input gradient
    from at most 12 classes) may run its strips through the level's strip kernel (1,
-   at start; AVX-512 and AVX2, float only) or always through the tiles and their epilogue (0);
-   the bits are the same. */
+   at start; float at AVX-512 and AVX2, bfloat16 on vdpbf16ps) or always through the
+   tiles and their epilogue (0); the bits are the same. */
 void fm_gemm_set_shallow(int on);
 
 /* For the tests: the shallow products' strip kernel writes C with non-temporal
    stores by its rule (0, at start: C above 8 MiB), never (1) or wherever C's rows
-   are aligned to the level's vectors (2); the bits are the same. */
+   start on cache lines (2); the bits are the same. */
 void fm_gemm_set_stream(int mode);
 
 /* Whether the kernels run with subnormal floats flushed to zero (0 at start):
@@ -206,7 +206,10 @@ extern int fm_flush_denormals;
 int fm_flush_supported(void);
 
 /* fm_flush_enter_if sets DAZ and FTZ where `on` (the bfloat16 products always set
-   them) and returns the MXCSR that fm_flush_leave puts back. */
+   them) and returns the MXCSR that fm_flush_leave puts back. MXCSR's DAZ and FTZ
+   bits: */
+#define FM_MXCSR_DAZ 0x0040u
+#define FM_MXCSR_FTZ 0x8000u
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
 #define FM_HAS_FLUSH 1
@@ -214,7 +217,7 @@ static inline unsigned fm_flush_enter_if(int on)
 {
     unsigned csr = _mm_getcsr();
     if (on)
-        _mm_setcsr(csr | 0x8040u);
+        _mm_setcsr(csr | FM_MXCSR_FTZ | FM_MXCSR_DAZ);
     return csr;
 }
 static inline void fm_flush_leave(unsigned csr) { _mm_setcsr(csr); }

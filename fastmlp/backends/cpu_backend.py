@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import bf16
 from ..functions import LINEAR
-from ..network import Parameters, Workspace, aligned_empty
+from ..network import Parameters, Workspace, empty_aligned
 from ..optim import Optimizer
 from ..training import BackpropRunner, HostOrder, NonFiniteLoss
 from ._host import (  # noqa: F401
@@ -94,10 +94,10 @@ class CompiledRunner(HostOrder):
         self.grad = np.zeros_like(params.flat)
         # Both parameter buffers aligned for the compiled step (Stepper.run).
         if params.flat.ctypes.data % 64:
-            flat = aligned_empty(params.flat)
+            flat = empty_aligned(params.flat.shape, params.flat.dtype)
             flat[...] = params.flat
             params.swap(Parameters(net, flat))
-        self.spare = Parameters(net, aligned_empty(params.flat))
+        self.spare = Parameters(net, empty_aligned(params.flat.shape, params.flat.dtype))
         self.stats = np.zeros(6)
         self.taken = 0
         self._pending = (0, 0.0, 0, 0)
